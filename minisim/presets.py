@@ -1,0 +1,120 @@
+"""Named Specs: three scopes on their tissue, and three activity levels.
+
+Scopes (``scope(name)``): ``generic_1p`` (the library defaults, ``Spec()``),
+``miniscope_v4_ca1`` (UCLA Miniscope V4 over a dense, thin CA1 pyramidal band through a GRIN
+relay, milder vasculature) and ``miniscope_v4_cortex_l23`` (V4 over sparser L2/3 somata in a
+thick band under thick pial vessels). The V4 optics and sensor are physics.md §2.1 and §6:
+NA 0.3, 2.9x, PYTHON480 608 x 608 window of 4.8 um pixels (1.655 um in tissue, 1 mm FOV),
+8-bit output, 0.1 ADU/e-, field curvature R = 2500 um, falloff 0.7, vignette 0.6.
+
+Activity (``activity(name)``): ``quiet``, ``moderate`` (the default) and ``active``, the
+columns of physics.md §5.
+
+Examples
+--------
+>>> from minisim import presets
+>>> presets.names()
+['generic_1p', 'miniscope_v4_ca1', 'miniscope_v4_cortex_l23']
+>>> presets.scope("miniscope_v4_ca1").sensor.width_px
+608
+>>> presets.activity("active").rate_median_hz
+1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import ActivitySpec, Spec
+
+_V4_SCOPE: dict[str, Any] = {
+    "optics": {
+        "na": 0.3, "magnification": 2.9, "working_distance_um": 700.0, "tissue_gap_um": 550.0,
+        "aberration_sigma_um": 1.0, "field_curvature": {"enabled": True, "radius_um": 2500.0},
+    },
+    "sensor": {
+        "width_px": 608, "height_px": 608, "pixel_pitch_um": 4.8, "bit_depth": 8, "qe": 0.5,
+        "read_noise_e": 8.0, "dark_current_e_per_s": 20.0, "full_well_e": 10000.0,
+        "gain_adu_per_e": 0.1, "offset_adu": 5.0, "dsnu_adu": 0.5, "prnu_fraction": 0.01,
+    },
+    "illumination": {
+        "falloff": {"enabled": True, "edge_ratio": 0.7},
+        "vignette": {"enabled": True, "corner_ratio": 0.6},
+    },
+    "motion": {  # freely moving, physics.md §7.1
+        "rigid_sd_um": 1.5, "drift_um": 5.0, "jerk_rate_hz": 0.1, "jerk_amplitude_um": 6.0,
+        "jerk_recovery_s": 0.5, "oscillation_amplitude_um": 2.0, "oscillation_hz": 5.0,
+        "nonrigid_amplitude_um": 2.0, "nonrigid_length_um": 300.0, "axial_sd_um": 3.0,
+    },
+}
+
+_SCOPES: dict[str, dict[str, Any]] = {
+    "generic_1p": {},
+    "miniscope_v4_ca1": {
+        **_V4_SCOPE,
+        "cells": {"density_per_mm3": 45000.0, "depth_um": 150.0, "band_thickness_um": 20.0,
+                  "soma_radius_um": 5.0, "soma_radius_sd_um": 0.5, "min_spacing_um": 9.0},
+        "vasculature": {"trunk_count": 3, "trunk_radius_um": 14.0, "depth_um": 120.0,
+                        "absorption_per_um": 0.02},
+        "tissue": {"neuropil": {"photons_per_um2_s": 14600.0}},
+    },
+    "miniscope_v4_cortex_l23": {
+        **_V4_SCOPE,
+        "cells": {"density_per_mm3": 8000.0, "depth_um": 150.0, "band_thickness_um": 100.0,
+                  "soma_radius_um": 6.0, "soma_radius_sd_um": 0.7, "min_spacing_um": 13.0},
+        "vasculature": {"trunk_count": 2, "trunk_radius_um": 25.0, "depth_um": 80.0,
+                        "absorption_per_um": 0.02},
+        "tissue": {"neuropil": {"photons_per_um2_s": 21900.0}},
+    },
+}
+
+_ACTIVITY: dict[str, dict[str, float]] = {
+    "quiet": dict(rate_median_hz=0.05, rate_sd_ln=1.0, active_fraction=0.60,
+                  burst_probability=0.10, burst_extra_spikes_mean=1.5, modulation_sd_ln=0.3),
+    "moderate": dict(rate_median_hz=0.3, rate_sd_ln=1.0, active_fraction=0.80,
+                     burst_probability=0.25, burst_extra_spikes_mean=2.5, modulation_sd_ln=0.5),
+    "active": dict(rate_median_hz=1.0, rate_sd_ln=0.8, active_fraction=0.95,
+                   burst_probability=0.40, burst_extra_spikes_mean=4.0, modulation_sd_ln=0.7),
+}
+
+#: Labels the studio shows on its preset buttons.
+SCOPE_LABELS = {
+    "generic_1p": "Generic 1p scope",
+    "miniscope_v4_ca1": "Miniscope V4 — CA1",
+    "miniscope_v4_cortex_l23": "Miniscope V4 — cortex L2/3",
+}
+ACTIVITY_LABELS = {"quiet": "Quiet", "moderate": "Moderate", "active": "Active"}
+
+
+def names() -> list[str]:
+    """Names of the scope presets."""
+    return list(_SCOPES)
+
+
+def activity_names() -> list[str]:
+    """Names of the activity presets."""
+    return list(_ACTIVITY)
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
+    return ValueError(f"unknown {kind} preset {name!r}; choose one of {known}")
+
+
+def scope(name: str) -> Spec:
+    """The Spec of a scope preset (default activity: ``moderate``)."""
+    if name not in _SCOPES:
+        raise _unknown("scope", name, names())
+    return Spec.model_validate(_SCOPES[name])
+
+
+def activity(name: str) -> ActivitySpec:
+    """The ActivitySpec of an activity preset (GCaMP6f kinetics)."""
+    if name not in _ACTIVITY:
+        raise _unknown("activity", name, activity_names())
+    return ActivitySpec(**_ACTIVITY[name])
+
+
+def get(scope_name: str = "generic_1p", activity_name: str = "moderate") -> Spec:
+    """A scope preset with an activity preset."""
+    spec = scope(scope_name)
+    return spec.model_copy(update={"activity": activity(activity_name)})
