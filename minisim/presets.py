@@ -44,7 +44,7 @@ _V4_SCOPE: dict[str, Any] = {
     "motion": {  # freely moving, physics.md §7.1
         "rigid_sd_um": 1.5, "drift_um": 5.0, "jerk_rate_hz": 0.1, "jerk_amplitude_um": 6.0,
         "jerk_recovery_s": 0.5, "oscillation_amplitude_um": 2.0, "oscillation_hz": 5.0,
-        "nonrigid_amplitude_um": 2.0, "nonrigid_length_um": 300.0, "axial_sd_um": 3.0,
+        "nonrigid_amplitude_um": 2.0, "nonrigid_length_um": 300.0, "max_displacement_um": 25.0,
     },
 }
 

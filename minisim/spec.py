@@ -182,14 +182,6 @@ class CellsSpec(CellBand):
 
 
 # ----------------------------------------------------------------------------- vessels
-class Hemodynamics(Section):
-    """Vasomotion: d(t) = d0 (1 + a sin(2 pi f t + phi)) (physics.md §7.4; stretch goal)."""
-
-    enabled: bool = False
-    amplitude_fraction: float = Field(0.03, ge=0.0, le=0.5)
-    frequency_hz: float = Field(0.1, gt=0.0, le=20.0)
-
-
 class VasculatureSpec(Section):
     """Branching vessels that absorb light: T_v = exp(-2 mu_a L) (physics.md §2.5, §3)."""
 
@@ -199,7 +191,6 @@ class VasculatureSpec(Section):
     depth_um: float = Field(120.0, ge=0.0, le=3000.0)
     branch_levels: int = Field(2, ge=0, le=5)
     absorption_per_um: float = Field(0.02, ge=0.0, le=1.0, description="blood mu_a")
-    hemodynamics: Hemodynamics = Hemodynamics()
 
 
 # ----------------------------------------------------------------------------- scope fields
@@ -259,9 +250,8 @@ class MotionSpec(Section):
     oscillation_hz: float = Field(5.0, ge=0.0, le=50.0)
     nonrigid_amplitude_um: float = Field(0.5, ge=0.0, le=50.0)
     nonrigid_length_um: float = Field(300.0, ge=10.0, le=1e5)
-    axial_sd_um: float = Field(0.5, ge=0.0, le=50.0)
     max_displacement_um: float = Field(
-        30.0, ge=0.0, le=500.0, description="hard bound of the lateral path (sets the halo)"
+        10.0, ge=0.0, le=500.0, description="hard bound of the rigid path (sets the render halo)"
     )
 
 

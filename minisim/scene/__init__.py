@@ -1,0 +1,275 @@
+"""The static scene: everything about a recording that does not change from frame to frame.
+
+``build_scene(spec)`` turns a Spec into small numpy objects, once: the cells, their sharp
+footprints as a sparse matrix (pixels x units, only the pixels where they matter), their
+scattered halos on a coarse node grid (upsampled bilinearly at render time: the halo is
+tens of um wide and this keeps thousands of cells cheap), the neuropil map, the vessel
+transmission and the scope's fixed fields. The renderer only reads it.
+
+Pixel grids. The sensor's pixel (i, j) sits at tissue coordinates
+((i - (H-1)/2) d, (j - (W-1)/2) d), d the pixel size in tissue, optical axis at 0. Tissue
+quantities (footprints, neuropil, vessels) are held on a *padded* grid that extends
+``margin_px`` pixels beyond the sensor on every side, so that a moving brain always has
+tissue to show. Row r of the fine grid is pixel (r // Wp - m, r % Wp - m); node (a, b) of the
+coarse grid sits at pixel (F (a + a0), F (b + b0)).
+
+A scene built for a ``window`` holds only the cells whose light can reach that window; every
+pixel of the window gets exactly the same terms, in the same order, as in the full scene, so a
+preview is bit for bit a crop of the full render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..motion import halo_um
+from ..spec import Spec
+from . import fields, optics, vessels
+from .cells import Cells, place_cells
+
+_HALO_TRUNCATE = 2.5   # halo Gaussians are cut at 2.5 sigma
+_SHARP_TRUNCATE = 4.0
+
+
+@dataclass
+class Scene:
+    spec: Spec
+    cells: Cells
+    margin_px: int
+    coarse_px: int                 # F: pixels between halo nodes
+    node_origin: tuple[int, int]   # (a0, b0): node index of coarse row 0 / column 0
+    node_shape: tuple[int, int]
+    sharp_e: sp.csr_matrix         # (padded pixels, units) electrons per frame at C = 1
+    halo_e: sp.csr_matrix          # (coarse nodes, units)
+    neuropil_e: np.ndarray         # (Hp, Wp) float32 electrons per frame at f = 1
+    vessel_chord_um: np.ndarray    # (Hp, Wp)
+    illumination: np.ndarray       # (H, W) float32
+    vignette: np.ndarray           # (H, W) float32
+    glow_e: np.ndarray             # (H, W) float32
+    dz_um: np.ndarray              # per unit: depth minus local focal depth
+    sigma_um: np.ndarray           # per unit: PSF sigma at its defocus
+    planted: list                  # per unit: (i0, j0, patch) planted footprint, sums to 1
+    window: tuple[int, int, int, int] | None
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        m = self.margin_px
+        return self.spec.sensor.height_px + 2 * m, self.spec.sensor.width_px + 2 * m
+
+    @property
+    def vessel_mask(self) -> np.ndarray:
+        m = self.margin_px
+        H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
+        return self.vessel_chord_um[m : m + H, m : m + W] > 0
+
+    # --------------------------------------------------------------- tissue, pre-motion
+    def tissue_e(self, C: np.ndarray, f_np: np.ndarray, rows: tuple[int, int, int, int]) -> np.ndarray:
+        """Tissue emission (frames, h, w) float32 over sensor-pixel rows [y0, y1) x [x0, x1).
+
+        ``C`` (units, frames) and ``f_np`` (frames,) are the traces; rows may extend into the
+        margin. One fixed summation path for every window: sparse rows in unit order, then the
+        bilinear halo, then the neuropil.
+        """
+        y0, y1, x0, x1 = rows
+        m = self.margin_px
+        Hp, Wp = self.padded_shape
+        T = C.shape[1]
+        h, w = y1 - y0, x1 - x0
+        ii = np.arange(y0, y1) + m
+        jj = np.arange(x0, x1) + m
+        idx = (ii[:, None] * Wp + jj[None, :]).ravel()
+        Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
+        out = np.asarray(self.sharp_e[idx] @ Cx)[:, :T].T.reshape(T, h, w)
+        if self.halo_e.nnz:
+            out = out + self._halo(Cx, y0, y1, x0, x1)[:T]
+        out = out + self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m][None] * f_np[:, None, None]
+        return out.astype(np.float32, copy=False)
+
+    def _halo(self, Cx, y0, y1, x0, x1) -> np.ndarray:
+        F = self.coarse_px
+        a0, b0 = self.node_origin
+        na, nb = self.node_shape
+        ia, ib = y0 // F, (y1 - 1) // F + 1
+        ja, jb = x0 // F, (x1 - 1) // F + 1
+        ra = np.arange(ia, ib + 1) - a0
+        rb = np.arange(ja, jb + 1) - b0
+        idx = (ra[:, None] * nb + rb[None, :]).ravel()
+        nodes = np.asarray(self.halo_e[idx] @ Cx).T.reshape(Cx.shape[1], len(ra), len(rb))
+        ys, xs = np.arange(y0, y1), np.arange(x0, x1)
+        ny, nx = ys // F - ia, xs // F - ja
+        fy = ((ys - (ys // F) * F) / F).astype(np.float32)[:, None]
+        fx = ((xs - (xs // F) * F) / F).astype(np.float32)[None, :]
+        n00 = nodes[:, ny][:, :, nx]
+        n01 = nodes[:, ny][:, :, nx + 1]
+        n10 = nodes[:, ny + 1][:, :, nx]
+        n11 = nodes[:, ny + 1][:, :, nx + 1]
+        return ((1 - fy) * (1 - fx)) * n00 + ((1 - fy) * fx) * n01 + (fy * (1 - fx)) * n10 + (fy * fx) * n11
+
+    # --------------------------------------------------------------- ground-truth footprints
+    def footprints_e(self, units: slice) -> np.ndarray:
+        """Dense tissue footprints (n, H, W) float32 of a slice of units, over the sensor."""
+        H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
+        ids = np.arange(len(self.cells))[units]
+        C = np.zeros((len(self.cells), max(len(ids), 2)), np.float32)
+        C[ids, np.arange(len(ids))] = 1.0
+        out = self.tissue_e(C, np.zeros(C.shape[1], np.float32), (0, H, 0, W))[: len(ids)]
+        # the neuropil term was multiplied by f = 0; out holds sharp + halo of each unit
+        return out
+
+    def planted_dense(self, units: slice) -> np.ndarray:
+        H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
+        ids = np.arange(len(self.cells))[units]
+        out = np.zeros((len(ids), H, W), np.float32)
+        for n, u in enumerate(ids):
+            i0, j0, p = self.planted[u]
+            ia, ja = max(i0, 0), max(j0, 0)
+            ib, jb = min(i0 + p.shape[0], H), min(j0 + p.shape[1], W)
+            if ia < ib and ja < jb:
+                out[n, ia:ib, ja:jb] = p[ia - i0 : ib - i0, ja - j0 : jb - j0]
+        return out
+
+
+def _coarse_px(spec: Spec) -> int:
+    """Halo node spacing: a third of the narrowest halo any cell of the Spec can have."""
+    if not spec.tissue.scatter.enabled:
+        return 1
+    z_top = min(b.depth_um - b.band_thickness_um / 2 for b in spec.cells.bands)
+    s_min = max(spec.tissue.scatter.halo_width_per_depth * max(z_top, 0.0), optics.sigma0_um(spec))
+    return int(max(1, min(32, np.floor(s_min / spec.pixel_size_um / 3))))
+
+
+def light_reach_um(spec: Spec) -> float:
+    """How far from its centre a cell's light can land (sharp part or halo)."""
+    c = spec.cells
+    z_max = max(b.depth_um + b.band_thickness_um / 2 for b in c.bands)
+    r_max = max(b.soma_radius_um + 3 * b.soma_radius_sd_um for b in c.bands)
+    dz_max = z_max + abs(spec.optics.focal_depth_um)
+    sig = float(optics.psf_sigma_um(spec, dz_max))
+    reach = 1.5 * r_max + (1.4 * c.dendrite_length_um + r_max if c.dendrites_enabled else 0)
+    reach += _SHARP_TRUNCATE * sig
+    if spec.tissue.scatter.enabled:
+        sh = float(optics.halo_sigma_um(spec, z_max, sig))
+        reach = max(reach, _HALO_TRUNCATE * np.hypot(sh, r_max / 2) + spec.pixel_size_um * 2)
+    return reach
+
+
+def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> Scene:
+    """Build the static scene of ``spec`` (all cells, or those that reach ``window``).
+
+    ``window`` = (y0, y1, x0, x1) in sensor pixels.
+    """
+    H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+    m = int(np.ceil(halo_um(spec) / d)) + 2 if spec.motion.enabled else 0
+    Hp, Wp = H + 2 * m, W + 2 * m
+    F = _coarse_px(spec)
+    a0, b0 = (-m) // F, (-m) // F
+    na, nb = (H - 1 + m) // F + 2 - a0, (W - 1 + m) // F + 2 - b0
+
+    # which part of the tissue can send light into the (padded) area of interest
+    wy0, wy1, wx0, wx1 = (0, H, 0, W) if window is None else window
+    reach = light_reach_um(spec)
+    y_lo = optics.pixel_center_um(wy0 - m, H, d) - reach
+    y_hi = optics.pixel_center_um(wy1 - 1 + m, H, d) + reach
+    x_lo = optics.pixel_center_um(wx0 - m, W, d) - reach
+    x_hi = optics.pixel_center_um(wx1 - 1 + m, W, d) + reach
+    cells = place_cells(spec, (y_lo, y_hi), (x_lo, x_hi))
+
+    yp = optics.pixel_center_um(np.arange(-m, H + m), H, d)
+    xp = optics.pixel_center_um(np.arange(-m, W + m), W, d)
+    chord = vessels.chord_length_um(vessels.vessel_network(spec), yp, xp)
+    t_vessel = vessels.transmission(spec, chord)
+
+    fps, qe = spec.recording.fps, spec.sensor.qe
+    r_lat = np.hypot(cells.y_um, cells.x_um)
+    dz = cells.z_um - optics.focal_depth_um(spec, r_lat)
+    sigma = optics.psf_sigma_um(spec, dz)
+    collected = optics.collected_fraction(spec, cells.z_um)
+    q = optics.sharp_share(spec, cells.z_um)
+    halo_sigma = np.hypot(optics.halo_sigma_um(spec, cells.z_um, sigma), cells.radius_um / 2)
+    flux_e = spec.cells.brightness_photons_per_s / fps * cells.gain * collected * qe
+    shadowed = cells.z_um > spec.vasculature.depth_um
+    os = optics.oversample(spec)
+    c = spec.cells
+
+    s_rows, s_cols, s_vals = [], [], []
+    h_rows, h_cols, h_vals = [], [], []
+    planted = []
+    for u in range(len(cells)):
+        cy, cx, r = cells.y_um[u], cells.x_um[u], cells.radius_um[u]
+        ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
+        ext += _SHARP_TRUNCATE * sigma[u]
+        i0 = int(np.floor(cy / d + (H - 1) / 2 - ext / d))
+        j0 = int(np.floor(cx / d + (W - 1) / 2 - ext / d))
+        n = int(np.ceil(2 * ext / d)) + 2
+        img = optics.planted_footprint(spec, cells.unit_id[u], r, cy, cx, i0, j0, n, n, os)
+        planted.append((i0, j0, optics.bin_patch(img, os).astype(np.float32)))
+        sharp = optics.blur_and_bin(img, sigma[u], d, os) * (q[u] * flux_e[u])
+        # clip to the padded grid
+        ia, ja = max(i0, -m), max(j0, -m)
+        ib, jb = min(i0 + n, H + m), min(j0 + n, W + m)
+        if ia < ib and ja < jb:
+            patch = sharp[ia - i0 : ib - i0, ja - j0 : jb - j0]
+            if shadowed[u]:
+                patch = patch * t_vessel[ia + m : ib + m, ja + m : jb + m]
+            # drop the far tails (< 1e-4 of the peak): they cost memory and time, not light
+            ii, jj = np.nonzero(patch > 1e-4 * patch.max())
+            s_rows.append((ii + ia + m) * Wp + (jj + ja + m))
+            s_cols.append(np.full(len(ii), u))
+            s_vals.append(patch[ii, jj])
+        if q[u] < 1:
+            hs = halo_sigma[u]
+            ext_h = _HALO_TRUNCATE * hs
+            ci = cy / d + (H - 1) / 2
+            cj = cx / d + (W - 1) / 2
+            aa = np.arange(max(int(np.floor((ci - ext_h / d) / F)), a0),
+                           min(int(np.ceil((ci + ext_h / d) / F)), a0 + na - 1) + 1)
+            bb = np.arange(max(int(np.floor((cj - ext_h / d) / F)), b0),
+                           min(int(np.ceil((cj + ext_h / d) / F)), b0 + nb - 1) + 1)
+            if len(aa) and len(bb):
+                gy = np.exp(-0.5 * ((aa * F - ci) * d / hs) ** 2)
+                gx = np.exp(-0.5 * ((bb * F - cj) * d / hs) ** 2)
+                dens = np.outer(gy, gx) * ((1 - q[u]) * flux_e[u] * d * d / (2 * np.pi * hs * hs))
+                ii, jj = np.nonzero(dens > 0)
+                h_rows.append((aa[ii] - a0) * nb + (bb[jj] - b0))
+                h_cols.append(np.full(len(ii), u))
+                h_vals.append(dens[ii, jj])
+
+    def csr(rows, cols, vals, n_rows):
+        if rows:
+            rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        else:
+            rows, cols, vals = np.empty(0, int), np.empty(0, int), np.empty(0)
+        mat = sp.csr_matrix(
+            (vals.astype(np.float32), (rows, cols)), shape=(n_rows, len(cells)), dtype=np.float32
+        )
+        mat.sum_duplicates()
+        mat.sort_indices()
+        return mat
+
+    sharp_e = csr(s_rows, s_cols, s_vals, Hp * Wp)
+    halo_e = csr(h_rows, h_cols, h_vals, na * nb)
+
+    npl = spec.tissue.neuropil
+    if npl.enabled:
+        level = npl.photons_per_um2_s * d * d / fps * qe
+        neuropil = level * fields.neuropil_map(spec, yp, xp)
+        band_depth = spec.cells.depth_um
+        if band_depth > spec.vasculature.depth_um:
+            neuropil = neuropil * t_vessel
+    else:
+        level, neuropil = 0.0, np.zeros((Hp, Wp))
+    ys = optics.pixel_center_um(np.arange(H), H, d)
+    xs = optics.pixel_center_um(np.arange(W), W, d)
+    ref = level if npl.enabled else spec.cells.brightness_photons_per_s / fps * qe * 1e-3
+    return Scene(
+        spec=spec, cells=cells, margin_px=m, coarse_px=F, node_origin=(a0, b0),
+        node_shape=(na, nb), sharp_e=sharp_e, halo_e=halo_e,
+        neuropil_e=neuropil.astype(np.float32), vessel_chord_um=chord,
+        illumination=fields.illumination(spec, ys, xs).astype(np.float32),
+        vignette=fields.vignette(spec, ys, xs).astype(np.float32),
+        glow_e=fields.glow(spec, ys, xs, ref).astype(np.float32),
+        dz_um=dz, sigma_um=sigma, planted=planted, window=window,
+    )

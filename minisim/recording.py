@@ -1,0 +1,367 @@
+"""Recording: the lazy movie and its ground truth as one xarray Dataset, plus its Spec.
+
+``simulate(spec)`` returns at once; nothing of the movie is computed until it is saved,
+sliced or exported. ``Recording.save`` computes chunk by chunk straight into a zarr v3 store on
+whatever dask scheduler is active; ``Recording.load`` opens it again lazily.
+
+A store is complete only when its root attrs say ``complete: true``; that is written last, after
+every chunk. An interrupted save therefore leaves a store that ``load`` refuses as incomplete
+(pass ``allow_incomplete=True`` to look at it anyway), never a silently short movie.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import render
+from .spec import Spec
+
+#: Layout version of the zarr store; ``load`` refuses newer ones.
+FORMAT_VERSION = 1
+BG_COMPONENTS = ("neuropil", "glow", "dark")
+_UNIT_CHUNK = 32
+
+
+class IncompleteRecordingError(RuntimeError):
+    """The store was not finished (an interrupted save): re-run the save with overwrite=True."""
+
+
+class RecordingFormatError(RuntimeError):
+    """The store was written by a newer minisim (or is not a minisim store)."""
+
+
+def _versions() -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "minisim_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "render_algorithm": render.RENDER_ALGORITHM,
+        "numpy_version": np.__version__,
+    }
+
+
+def _unit_block(spec_json: str, kind: str, block_info=None):
+    (u0, u1), _, _ = block_info[None]["array-location"]
+    world = render.get_world(spec_json)
+    sc = world.scene
+    if kind == "planted":
+        return sc.planted_dense(slice(u0, u1))
+    K = np.float32(world.spec.sensor.gain_adu_per_e)
+    return (K * (sc.vignette * sc.illumination))[None] * sc.footprints_e(slice(u0, u1))
+
+
+def _unit_array(spec: Spec, n_units: int, kind: str):
+    import dask.array as da
+
+    H, W = spec.sensor.height_px, spec.sensor.width_px
+    chunks = da.core.normalize_chunks((_UNIT_CHUNK, H, W), (n_units, H, W))
+    return da.map_blocks(_unit_block, spec.model_dump_json(), kind, chunks=chunks,
+                         dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+
+def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
+    """The Recording's Dataset: lazy movie and footprints, eager small ground truth."""
+    spec, sc, act = world.spec, world.scene, world.activity
+    H, W, T = spec.sensor.height_px, spec.sensor.width_px, world.n_frames
+    d, K, fps = spec.pixel_size_um, spec.sensor.gain_adu_per_e, spec.recording.fps
+    cells = sc.cells
+    n = len(cells)
+    m = sc.margin_px
+    vi = sc.vignette * sc.illumination
+    b = np.stack([
+        K * vi * sc.neuropil_e[m : m + H, m : m + W],
+        K * sc.vignette * sc.glow_e,
+        np.full((H, W), K * spec.sensor.dark_current_e_per_s / fps),
+    ]).astype(np.float32)
+    f = np.stack([world.f_np, np.ones(T, np.float32), np.ones(T, np.float32)])
+    metrics = render.cell_metrics(world)
+    spike_unit = np.concatenate(
+        [np.full(len(s), u, np.int64) for u, s in zip(cells.unit_id, act.spike_times)]
+        or [np.empty(0, np.int64)]
+    )
+    spike_time = np.concatenate(list(act.spike_times) or [np.empty(0)]).astype(np.float64)
+    ys = ((np.arange(H) - (H - 1) / 2) * d).astype(np.float32)
+    xs = ((np.arange(W) - (W - 1) / 2) * d).astype(np.float32)
+    unit = ("unit_id",)
+    ds = xr.Dataset(
+        data_vars={
+            "movie": (("frame", "height", "width"), render.movie_array(spec, chunks),
+                      {"units": "ADU", "long_name": "camera frames"}),
+            "A": (("unit_id", "height", "width"), _unit_array(spec, n, "observed"),
+                  {"units": "ADU per unit of C", "long_name": "footprint as imaged"}),
+            "A_planted": (("unit_id", "height", "width"), _unit_array(spec, n, "planted"),
+                          {"units": "fraction of the cell's light", "long_name": "sharp footprint in tissue"}),
+            "C": (("unit_id", "frame"), world.C, {"units": "1 (1 = resting, t=0)",
+                                                  "long_name": "fluorescence trace incl. bleaching"}),
+            "dff": (("unit_id", "frame"), act.dff.astype(np.float32),
+                    {"units": "dF/F", "long_name": "calcium dF/F before bleaching"}),
+            "S": (("unit_id", "frame"), act.spikes.astype(np.uint8), {"units": "spikes per frame"}),
+            "b": (("bg_component", "height", "width"), b, {"units": "ADU per unit of f"}),
+            "f": (("bg_component", "frame"), f.astype(np.float32), {"units": "1"}),
+            "position": (("unit_id", "axis"),
+                         np.column_stack([cells.z_um, cells.y_um, cells.x_um]).astype(np.float32),
+                         {"units": "um", "long_name": "cell centre (z below surface, y, x)"}),
+            "radius_um": (unit, cells.radius_um.astype(np.float32)),
+            "band": (unit, cells.band.astype(np.int16)),
+            "detectable": (unit, metrics["detectable"]),
+            "in_focus": (unit, metrics["in_focus"]),
+            "pnr": (unit, metrics["pnr"], {"long_name": "peak SNR of the realised activity"}),
+            "vessel_overlap_fraction": (unit, metrics["vessel_overlap_fraction"]),
+            "defocus_um": (unit, metrics["defocus_um"]),
+            "psf_sigma_um": (unit, metrics["psf_sigma_um"]),
+            "active": (unit, np.asarray(act.active, bool)),
+            "rate_hz": (unit, np.asarray(act.rate_hz, np.float32)),
+            "spike_unit_id": (("spike",), spike_unit),
+            "spike_time_s": (("spike",), spike_time, {"units": "s"}),
+            "vessel_mask": (("height", "width"), sc.vessel_mask),
+            "motion": (("frame", "motion_axis"), (world.motion.rigid_um / d).astype(np.float32),
+                       {"units": "px", "long_name": "rigid brain displacement (y, x)"}),
+        },
+        coords={
+            "frame": np.arange(T, dtype=np.int64),
+            "time_s": ("frame", (np.arange(T) / fps).astype(np.float64)),
+            "height": np.arange(H, dtype=np.int64),
+            "width": np.arange(W, dtype=np.int64),
+            "y_um": ("height", ys),
+            "x_um": ("width", xs),
+            "unit_id": cells.unit_id.astype(np.int64),
+            "axis": np.array(["z", "y", "x"], dtype="<U1"),
+            "motion_axis": np.array(["y", "x"], dtype="<U1"),
+            "bg_component": np.array(BG_COMPONENTS, dtype="<U8"),
+        },
+        attrs={
+            "spec": spec.model_dump_json(),
+            **_versions(),
+            "pixel_size_um": d,
+            "fps": fps,
+            "offset_adu": spec.sensor.offset_adu,
+            "complete": False,
+        },
+    )
+    return ds
+
+
+def simulate(spec: Spec | None = None, chunks: dict[str, int] | None = None) -> Recording:
+    """A lazy Recording of ``spec`` (default: ``Spec()``); the movie is not computed.
+
+    ``chunks`` (e.g. ``{"frame": 64, "height": 256, "width": 256}``) sets the dask blocks of
+    the movie; it never changes the bytes.
+
+    Examples
+    --------
+    >>> import minisim
+    >>> spec = minisim.Spec(sensor={"width_px": 32, "height_px": 32},
+    ...                     recording={"duration_s": 0.5, "seed": 1})
+    >>> rec = minisim.simulate(spec)
+    >>> rec.dataset.movie.shape
+    (10, 32, 32)
+    >>> rec.dataset.movie.dtype
+    dtype('uint16')
+    """
+    spec = Spec() if spec is None else spec
+    if not isinstance(spec, Spec):
+        raise TypeError(f"simulate() needs a minisim.Spec, got {type(spec).__name__}")
+    world = render.build_world(spec)
+    render.remember_world(world)
+    return Recording(build_dataset(world, chunks), spec)
+
+
+# --------------------------------------------------------------------------- compute helpers
+def _client_for(scheduler):
+    if scheduler is None:
+        try:
+            from distributed import default_client
+
+            return default_client()
+        except (ImportError, ValueError):
+            return None
+    if isinstance(scheduler, str) and scheduler in ("threads", "processes", "sync", "synchronous",
+                                                    "single-threaded"):
+        return None
+    if isinstance(scheduler, str):
+        from distributed import Client
+
+        return Client(scheduler)
+    return scheduler  # a distributed.Client
+
+
+def compute(*objs, scheduler=None, progress: bool = False):
+    """dask.compute on the chosen (or active) scheduler, with an optional progress bar."""
+    import dask
+
+    client = _client_for(scheduler)
+    if client is not None:
+        futures = client.compute(list(objs))
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(futures)
+        return tuple(client.gather(futures))
+    kw = {"scheduler": scheduler} if scheduler else {}
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*objs, **kw)
+    return dask.compute(*objs, **kw)
+
+
+class Recording:
+    """A (lazy) recording: ``dataset`` (xarray) and the ``spec`` it is a pure function of."""
+
+    def __init__(self, dataset: xr.Dataset, spec: Spec, path: Path | None = None):
+        self.dataset = dataset
+        self.spec = spec
+        self.path = path
+
+    def __repr__(self) -> str:
+        ds = self.dataset
+        where = f", path={str(self.path)!r}" if self.path else ""
+        return (f"<minisim.Recording {ds.sizes['frame']} frames x {ds.sizes['height']} x "
+                f"{ds.sizes['width']} px, {ds.sizes['unit_id']} units{where}>")
+
+    @property
+    def movie(self) -> xr.DataArray:
+        return self.dataset["movie"]
+
+    def summary(self) -> str:
+        """A few lines on what this recording holds."""
+        ds, s = self.dataset, self.spec
+        det = int(ds["detectable"].sum())
+        lines = [
+            repr(self),
+            f"  field of view {s.fov_um[0]:.0f} x {s.fov_um[1]:.0f} um, "
+            f"{s.pixel_size_um:.3f} um/px, {s.recording.fps:g} fps, "
+            f"{s.recording.duration_s:g} s, seed {s.recording.seed}",
+            f"  units: {ds.sizes['unit_id']} ({det} detectable), "
+            f"spikes: {ds.sizes['spike']}",
+        ]
+        if self.path is not None:
+            size = sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
+            lines.append(f"  store: {self.path} ({size / 1e6:.1f} MB on disk)")
+        sat = self.dataset.attrs.get("saturated_pixels")
+        if sat is not None:
+            lines.append(f"  saturated pixels: {sat}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path, chunks: dict[str, int] | None = None, overwrite: bool = False,
+             scheduler=None, progress: bool = False) -> Recording:
+        """Compute the recording chunk by chunk into a zarr v3 store at ``path``.
+
+        ``chunks`` re-blocks the movie (dims frame/height/width); the zarr chunks follow the
+        dask blocks. Refuses an existing path unless ``overwrite=True``. The store is marked
+        complete only after every chunk is written. Returns the saved Recording (lazy).
+        """
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        ds = self.dataset
+        if chunks:
+            c = render.normalize_chunks(self.spec, chunks)
+            ds = ds.assign(movie=ds["movie"].chunk({k: c[k] for k in ("frame", "height", "width")}))
+        encoding = {
+            name: {"chunks": tuple(c[0] for c in var.chunks)}
+            for name, var in ds.data_vars.items() if var.chunks is not None
+        }
+        t0 = time.perf_counter()
+        write = _encode_labels(ds).to_zarr(path, mode="w-", compute=False, consolidated=False, zarr_format=3,
+                           encoding=encoding)
+        top = 2**self.spec.sensor.bit_depth - 1
+        saturated = (ds["movie"].data == top).sum()
+        _, n_sat = compute(write, saturated, scheduler=scheduler, progress=progress)
+        _mark_complete(path, {"saturated_pixels": int(n_sat),
+                              "saturated_fraction": float(n_sat) / max(ds["movie"].size, 1),
+                              "write_seconds": round(time.perf_counter() - t0, 3)})
+        return Recording.load(path)
+
+    @classmethod
+    def load(cls, path: str | Path, allow_incomplete: bool = False) -> Recording:
+        """Open a saved recording lazily (dask-backed) with its Spec restored."""
+        import zarr
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no recording at {path}")
+        try:
+            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        except Exception as e:  # noqa: BLE001 - any zarr failure means "not a store"
+            raise RecordingFormatError(f"{path} is not a zarr store written by minisim: {e}") from e
+        if "format_version" not in attrs or "spec" not in attrs:
+            raise RecordingFormatError(f"{path} is not a minisim recording (no format_version/spec)")
+        if int(attrs["format_version"]) > FORMAT_VERSION:
+            raise RecordingFormatError(
+                f"{path} has format_version {attrs['format_version']}, newer than this minisim "
+                f"reads ({FORMAT_VERSION}); upgrade minisim to open it"
+            )
+        if not attrs.get("complete") and not allow_incomplete:
+            raise IncompleteRecordingError(
+                f"{path} is incomplete: its save was interrupted before every chunk was "
+                "written. Re-run the save with overwrite=True (or load(..., allow_incomplete=True) "
+                "to inspect what is there)."
+            )
+        ds = _decode_labels(xr.open_zarr(path, consolidated=False, zarr_format=3))
+        return cls(ds, Spec.model_validate_json(attrs["spec"]), path)
+
+    def to_video(self, path: str | Path, **kwargs) -> Path:
+        """Export the movie as an AVI (see :func:`minisim.simulate_video` for options)."""
+        from .video import recording_to_video
+
+        return recording_to_video(self, path, **kwargs)
+
+
+_LABEL_COORDS = ("axis", "motion_axis", "bg_component")
+
+
+def _encode_labels(ds: xr.Dataset) -> xr.Dataset:
+    """Store string coordinates as integers plus a ``labels`` attr.
+
+    zarr v3 has no specified string dtype (zarr warns on every write and read of one), so the
+    few label coordinates travel as int8 and are restored by :func:`_decode_labels`.
+    """
+    return ds.assign_coords({
+        name: (name, np.arange(ds.sizes[name], dtype=np.int8),
+               {"labels": ",".join(str(v) for v in ds[name].values)})
+        for name in _LABEL_COORDS if name in ds.coords
+    })
+
+
+def _decode_labels(ds: xr.Dataset) -> xr.Dataset:
+    return ds.assign_coords({
+        name: np.array(ds[name].attrs["labels"].split(","))
+        for name in _LABEL_COORDS if name in ds.coords and "labels" in ds[name].attrs
+    })
+
+
+def _mark_complete(path: Path, extra: dict[str, Any]) -> None:
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs.update({**extra, "complete": True})
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` holds a finished minisim store."""
+    import zarr
+
+    try:
+        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete"))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def spec_from_store(path: str | Path) -> Spec:
+    """The Spec embedded in a store's root attrs (complete or not)."""
+    import zarr
+
+    return Spec.model_validate_json(json.loads(json.dumps(zarr.open_group(str(path), mode="r").attrs["spec"])))

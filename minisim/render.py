@@ -1,0 +1,254 @@
+"""The lazy movie: one pure block function, and the dask graph that maps it over blocks.
+
+``render_block(world, frames, window)`` renders frames [t0, t1) of the sensor window
+(y0, y1, x0, x1) as uint16 ADU:
+
+    tissue  = A_tissue . C[:, t] + neuropil . f[t]            (sparse rows, fixed unit order)
+    moved   = tissue sampled at (p - d(p, t))                  (bilinear, from a halo of rows)
+    signal  = V I moved + V glow                               (scope-fixed fields)
+    movie   = sensor(signal)                                   (keyed shot/read noise, ADU)
+
+Every pixel depends only on its own coordinates, the frame and the Spec, never on the block
+that holds it: any chunking, any scheduler and any window give the same bytes.
+
+The ``World`` (scene + traces + motion) is built once per process from the Spec and cached,
+so dask tasks carry only the Spec's JSON: nothing big is embedded in the graph, and a process
+or distributed worker builds what it needs on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import sensor as _sensor
+from .activity import Activity, simulate_activity
+from .motion import Motion, displacement_px, simulate_motion
+from .scene import Scene, build_scene
+from .scene.optics import pixel_center_um
+from .spec import Spec
+
+#: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
+RENDER_ALGORITHM = 1
+
+
+@dataclass
+class World:
+    spec: Spec
+    scene: Scene
+    activity: Activity
+    motion: Motion
+    C: np.ndarray           # (units, frames) float32, = activity.C
+    f_np: np.ndarray        # (frames,) float32 neuropil course
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_frames(self) -> int:
+        return self.C.shape[1]
+
+
+_WORLDS: OrderedDict = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None) -> World:
+    """Scene, traces and motion of ``spec`` (cells that reach ``window`` only, if given)."""
+    scene = build_scene(spec, window)
+    activity = simulate_activity(spec, scene.cells.unit_id)
+    motion = simulate_motion(spec)
+    return World(spec, scene, activity, motion, np.ascontiguousarray(activity.C, np.float32),
+                 np.ascontiguousarray(activity.neuropil_f, np.float32))
+
+
+def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None) -> World:
+    """The cached World of a Spec's JSON text (built once per process)."""
+    key = (spec_json, window)
+    with _LOCK:
+        w = _WORLDS.get(key)
+        if w is None:
+            w = build_world(Spec.model_validate_json(spec_json), window)
+            _WORLDS[key] = w
+            while len(_WORLDS) > 3:
+                _WORLDS.popitem(last=False)
+        else:
+            _WORLDS.move_to_end(key)
+        return w
+
+
+def remember_world(world: World) -> None:
+    """Put an already built World into this process's cache."""
+    with _LOCK:
+        _WORLDS[(world.spec.model_dump_json(), world.scene.window)] = world
+
+
+def render_electrons(world: World, frames: range, window: tuple[int, int, int, int]) -> np.ndarray:
+    """Expected signal electrons (frames, h, w) float32 reaching the sensor window."""
+    spec, sc = world.spec, world.scene
+    y0, y1, x0, x1 = window
+    f = np.arange(frames.start, frames.stop)
+    C = world.C[:, f]
+    fn = world.f_np[f]
+    if spec.motion.enabled:
+        m = sc.margin_px
+        tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m))
+        H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+        ys, xs = np.arange(y0, y1), np.arange(x0, x1)
+        dy, dx = displacement_px(world.motion, d, frames, pixel_center_um(ys, H, d),
+                                 pixel_center_um(xs, W, d))
+        sy = ys.astype(np.float32)[None, :, None] - dy
+        sx = xs.astype(np.float32)[None, None, :] - dx
+        iy = np.floor(sy)
+        ix = np.floor(sx)
+        fy, fx = sy - iy, sx - ix
+        ly = iy.astype(np.int64) - (y0 - m)
+        lx = ix.astype(np.int64) - (x0 - m)
+        t = np.arange(len(f))[:, None, None]
+        moved = (
+            ((1 - fy) * (1 - fx)) * tissue[t, ly, lx]
+            + ((1 - fy) * fx) * tissue[t, ly, lx + 1]
+            + (fy * (1 - fx)) * tissue[t, ly + 1, lx]
+            + (fy * fx) * tissue[t, ly + 1, lx + 1]
+        )
+    else:
+        moved = sc.tissue_e(C, fn, window)
+    vi = sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]
+    vg = sc.vignette[y0:y1, x0:x1] * sc.glow_e[y0:y1, x0:x1]
+    return (vi * moved + vg).astype(np.float32, copy=False)
+
+
+def render_block(world: World, frames: range, window: tuple[int, int, int, int]) -> np.ndarray:
+    """Frames [t0, t1) of sensor window (y0, y1, x0, x1) as uint16 ADU."""
+    spec = world.spec
+    signal = render_electrons(world, frames, window)
+    return _sensor.expose(signal, spec.sensor, spec.recording.seed, frames, window,
+                          spec.recording.fps)
+
+
+# --------------------------------------------------------------------------- dask
+def default_chunks(spec: Spec) -> dict[str, int]:
+    """Blocks of 64 frames; whole frames up to 512 px a side, else tiles of 2 noise tiles."""
+    H, W = spec.sensor.height_px, spec.sensor.width_px
+    tile = spec.sensor.noise_tile_px
+    side = max(tile, (256 // tile) * tile)
+    return {
+        "frame": 64,
+        "height": H if H <= 512 else side,
+        "width": W if W <= 512 else side,
+    }
+
+
+def normalize_chunks(spec: Spec, chunks: dict[str, int] | None) -> dict[str, int]:
+    out = default_chunks(spec)
+    if chunks:
+        unknown = set(chunks) - set(out)
+        if unknown:
+            raise ValueError(f"chunks has unknown dims {sorted(unknown)}; allowed: {sorted(out)}")
+        for k, v in chunks.items():
+            if v is None or v == -1:
+                v = {"frame": spec.recording.n_frames, "height": spec.sensor.height_px,
+                     "width": spec.sensor.width_px}[k]
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"chunks[{k!r}]={v!r} must be a positive integer (or -1 for whole)")
+            out[k] = int(v)
+    return out
+
+
+def _render_chunk(spec_json: str, window_key, block_info=None):
+    loc = block_info[None]["array-location"]
+    (t0, t1), (y0, y1), (x0, x1) = loc
+    world = get_world(spec_json, window_key)
+    return render_block(world, range(t0, t1), (y0, y1, x0, x1))
+
+
+def movie_array(spec: Spec, chunks: dict[str, int] | None = None):
+    """The movie as a lazy dask array (frame, height, width) uint16."""
+    import dask.array as da
+
+    c = normalize_chunks(spec, chunks)
+    shape = (spec.recording.n_frames, spec.sensor.height_px, spec.sensor.width_px)
+    spec_json = spec.model_dump_json()
+    return da.map_blocks(
+        _render_chunk, spec_json, None,
+        chunks=da.core.normalize_chunks((c["frame"], c["height"], c["width"]), shape),
+        dtype=np.uint16, meta=np.empty((0, 0, 0), np.uint16),
+    )
+
+
+# --------------------------------------------------------------------------- per-cell truth
+DETECTABLE_PNR = 3.0
+DETECTABLE_DEFOCUS_RADII = 3.0
+
+
+def cell_metrics(world: World) -> dict[str, np.ndarray]:
+    """Per-unit ground truth beyond A and C: peak SNR, focus, vessel overlap, detectability.
+
+    Peak SNR (physics.md §6): w = a / |a| over the pixels where the cell's sharp image exceeds
+    20 % of its maximum; SNR = max_t (w . a (C_t - C_0)) / sqrt(sum_p w_p^2 var_p), with var_p
+    the per-pixel temporal variance (shot + dark + read + quantisation) at the mean image.
+    A cell is *detectable* when its SNR >= 3, |dz| <= 3 soma radii (physics.md §8.10) and its
+    centre lies inside the field of view.
+    """
+    spec, sc = world.spec, world.scene
+    H, W, m = spec.sensor.height_px, spec.sensor.width_px, sc.margin_px
+    K = spec.sensor.gain_adu_per_e
+    n = len(sc.cells)
+    mean_c = world.C.mean(axis=1, keepdims=True).astype(np.float32)
+    mean_e = render_electrons_static(world, mean_c, np.float32([world.f_np.mean()]))[0]
+    lam = mean_e + spec.sensor.dark_current_e_per_s / spec.recording.fps
+    if spec.sensor.noise:
+        var_adu = K * K * (lam + spec.sensor.read_noise_e**2) + 1 / 12
+    else:
+        var_adu = np.full_like(lam, 1 / 12)
+    vi = (sc.vignette * sc.illumination).ravel()
+    csc = sc.sharp_e.tocsc()
+    Wp = W + 2 * m
+    pnr = np.zeros(n, np.float32)
+    swing = (world.C.max(axis=1) - world.C[:, 0]) if world.C.shape[1] else np.zeros(n)
+    for u in range(n):
+        rows = csc.indices[csc.indptr[u] : csc.indptr[u + 1]]
+        vals = csc.data[csc.indptr[u] : csc.indptr[u + 1]]
+        i, j = rows // Wp - m, rows % Wp - m
+        inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
+        if not inside.any():
+            continue
+        p = i[inside] * W + j[inside]
+        a = K * vals[inside].astype(np.float64) * vi[p]
+        if not a.max() > 0:
+            continue
+        core = a > 0.2 * a.max()
+        a, p = a[core], p[core]
+        wgt = a / np.sqrt((a * a).sum())
+        noise = np.sqrt((wgt * wgt * var_adu.ravel()[p]).sum())
+        pnr[u] = float((wgt * a).sum() * max(swing[u], 0) / noise)
+    c = sc.cells
+    in_focus = np.abs(sc.dz_um) <= DETECTABLE_DEFOCUS_RADII * c.radius_um
+    half_h, half_w = spec.fov_um[0] / 2, spec.fov_um[1] / 2
+    inside_fov = (np.abs(c.y_um) < half_h) & (np.abs(c.x_um) < half_w)
+    mask = sc.vessel_chord_um > 0
+    overlap = np.zeros(n, np.float32)
+    for u, (i0, j0, patch) in enumerate(sc.planted):
+        ia, ja = max(i0, -m), max(j0, -m)
+        ib, jb = min(i0 + patch.shape[0], H + m), min(j0 + patch.shape[1], W + m)
+        if ia < ib and ja < jb:
+            overlap[u] = patch[ia - i0 : ib - i0, ja - j0 : jb - j0][
+                mask[ia + m : ib + m, ja + m : jb + m]
+            ].sum()
+    return {
+        "pnr": pnr,
+        "in_focus": in_focus,
+        "detectable": (pnr >= DETECTABLE_PNR) & in_focus & inside_fov,
+        "vessel_overlap_fraction": overlap,
+        "defocus_um": sc.dz_um.astype(np.float32),
+        "psf_sigma_um": sc.sigma_um.astype(np.float32),
+    }
+
+
+def render_electrons_static(world: World, C: np.ndarray, f_np: np.ndarray) -> np.ndarray:
+    """Expected electrons of the whole field for given traces, without motion (1 frame)."""
+    sc = world.scene
+    H, W = world.spec.sensor.height_px, world.spec.sensor.width_px
+    tissue = sc.tissue_e(C, f_np, (0, H, 0, W))
+    return sc.vignette * sc.illumination * tissue + sc.vignette * sc.glow_e

@@ -1,0 +1,77 @@
+"""Smooth fields: the scope's illumination, vignette and glow, and the tissue's neuropil.
+
+Scope-fixed (they do not move with the brain), physics.md §2.6:
+* illumination falloff I(r) = 1 - (1 - e)(r / r_edge)^2, e the edge/centre ratio of the LED
+  profile, r_edge the half side of the field; multiplies fluorescence generation;
+* vignette V(r) = 1 - (1 - c)(r / r_corner)^2, c the corner/centre ratio; multiplies all light
+  that reaches the sensor;
+* stray-light glow: an additive Gaussian, a fraction of the centre background.
+
+Tissue (moves with the brain), physics.md §7.2: the neuropil is a smooth random field
+1 + contrast g(y, x), g a unit-variance Gaussian field with correlation length l drawn as 64
+random Fourier features (keyed by the seed), so it can be evaluated at any point, for any
+window, without depending on the field of view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rng import rng
+from ..spec import Spec
+
+_N_FEATURES = 64
+
+
+def _radius_um(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+    Y, X = np.meshgrid(y_um, x_um, indexing="ij")
+    return np.hypot(Y, X)
+
+
+def illumination(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+    """Relative excitation I(y, x), 1 at the centre."""
+    f = spec.illumination.falloff
+    r = _radius_um(spec, y_um, x_um)
+    if not f.enabled:
+        return np.ones_like(r)
+    r_edge = min(spec.fov_um) / 2
+    return np.clip(1 - (1 - f.edge_ratio) * (r / r_edge) ** 2, 0.05, None)
+
+
+def vignette(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+    """Relative collection V(y, x), 1 at the centre, ``corner_ratio`` at the corners."""
+    v = spec.illumination.vignette
+    r = _radius_um(spec, y_um, x_um)
+    if not v.enabled:
+        return np.ones_like(r)
+    r_corner = np.hypot(*spec.fov_um) / 2
+    return np.clip(1 - (1 - v.corner_ratio) * (r / r_corner) ** 2, 0.05, None)
+
+
+def glow(spec: Spec, y_um: np.ndarray, x_um: np.ndarray, level: float) -> np.ndarray:
+    """Additive stray light with peak ``fraction_of_background * level``."""
+    gl = spec.illumination.glow
+    if not gl.enabled:
+        return np.zeros((len(y_um), len(x_um)))
+    h, w = spec.fov_um
+    g = rng(spec.recording.seed, "glow")
+    ang = g.uniform(0, 2 * np.pi)
+    cy = gl.center_offset_fraction * h / 2 * np.sin(ang)
+    cx = gl.center_offset_fraction * w / 2 * np.cos(ang)
+    s = gl.width_fraction * max(h, w)
+    Y, X = np.meshgrid(y_um - cy, x_um - cx, indexing="ij")
+    return gl.fraction_of_background * level * np.exp(-0.5 * (Y * Y + X * X) / s**2)
+
+
+def neuropil_map(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+    """Relative neuropil brightness 1 + contrast g(y, x) (mean 1, floored at 0.05)."""
+    npl = spec.tissue.neuropil
+    g = rng(spec.recording.seed, "neuropil_map")
+    k = g.standard_normal((_N_FEATURES, 2)) / npl.correlation_length_um
+    phase = g.uniform(0, 2 * np.pi, _N_FEATURES)
+    Y, X = np.meshgrid(y_um, x_um, indexing="ij")
+    field = np.zeros(Y.shape)
+    for (ky, kx), p in zip(k, phase):
+        field += np.cos(ky * Y + kx * X + p)
+    field *= np.sqrt(2.0 / _N_FEATURES)
+    return np.clip(1 + npl.spatial_contrast * field, 0.05, None)

@@ -1,0 +1,161 @@
+"""Optics of a one-photon scope in scattering tissue: what a soma looks like on the sensor.
+
+Each function is one physical effect of physics.md §2, as a pure numpy function, so the
+anatomy tutorial can show them one at a time:
+
+* :func:`focal_depth_um` -- field curvature: z_f(r) = z_0 - (R - sqrt(R^2 - r^2))   (§2.4)
+* :func:`psf_sigma_um` -- in-focus Gaussian PSF sigma_0 = 0.21 lambda/NA (Zhang et al. 2007),
+  aberrations, and geometric defocus: sigma = sqrt(sigma_0^2 + sigma_ab^2 + (|dz| tan(theta)/2)^2),
+  theta = asin(NA/n)                                                            (§2.2, §2.3)
+* :func:`collected_fraction` -- depth dimming T(z) = exp(-z/L_ex - z/L_em)        (§2.5)
+* :func:`sharp_share` -- ballistic share q = b / (b + (1 - b) eta), b = exp(-z/l_s)  (§2.5)
+* :func:`halo_sigma_um` -- width of the scattered haze, max(0.3 z, sigma(dz))    (§2.5)
+* :func:`planted_footprint` -- the soma in tissue: projected thickness of a cytosolic
+  ellipsoid with a dimmer nucleus, plus tapering proximal dendrites.
+
+Defocus spreads light but never removes it; only attenuation, absorption and vignetting do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtr
+
+from ..rng import rng
+from ..spec import Spec
+
+
+def focal_depth_um(spec: Spec, r_um: np.ndarray | float) -> np.ndarray:
+    """Depth of the focal surface at lateral distance ``r_um`` from the optical axis."""
+    z0 = spec.optics.focal_depth_um
+    fc = spec.optics.field_curvature
+    r = np.asarray(r_um, dtype=float)
+    if not fc.enabled:
+        return np.full_like(r, z0)
+    R = fc.radius_um
+    return z0 - (R - np.sqrt(np.maximum(R * R - r * r, 0.0)))
+
+
+def sigma0_um(spec: Spec) -> float:
+    """In-focus PSF sigma: Gaussian fit of the Airy core plus aberrations."""
+    s0 = 0.21 * spec.optics.emission_wavelength_um / spec.optics.na
+    return float(np.hypot(s0, spec.optics.aberration_sigma_um))
+
+
+def tan_half_angle(spec: Spec) -> float:
+    o = spec.optics
+    s = min(o.na / o.tissue_refractive_index, 0.999)
+    return float(s / np.sqrt(1 - s * s))
+
+
+def psf_sigma_um(spec: Spec, dz_um: np.ndarray | float) -> np.ndarray:
+    """Lateral PSF sigma at axial distance ``dz_um`` from the focal surface."""
+    dz = np.abs(np.asarray(dz_um, dtype=float))
+    if not spec.optics.defocus_enabled:
+        dz = np.zeros_like(dz)
+    return np.sqrt(sigma0_um(spec) ** 2 + (dz * tan_half_angle(spec) / 2.0) ** 2)
+
+
+def collected_fraction(spec: Spec, z_um: np.ndarray | float) -> np.ndarray:
+    """T(z): fraction of a source's light at depth z that is excited and collected."""
+    a = spec.tissue.attenuation
+    z = np.asarray(z_um, dtype=float)
+    if not a.enabled:
+        return np.ones_like(z)
+    return np.exp(-z / a.excitation_length_um - z / a.emission_length_um)
+
+
+def sharp_share(spec: Spec, z_um: np.ndarray | float) -> np.ndarray:
+    """q(z): share of the collected light that is ballistic (imaged sharply)."""
+    sc = spec.tissue.scatter
+    z = np.asarray(z_um, dtype=float)
+    if not sc.enabled:
+        return np.ones_like(z)
+    b = np.exp(-z / sc.scattering_length_um)
+    return b / (b + (1 - b) * sc.scattered_collection_fraction)
+
+
+def halo_sigma_um(spec: Spec, z_um: np.ndarray | float, sigma_um: np.ndarray | float) -> np.ndarray:
+    """Width of the scattered haze of a source at depth z (estimate: 0.3 z)."""
+    k = spec.tissue.scatter.halo_width_per_depth
+    return np.maximum(k * np.asarray(z_um, dtype=float), sigma_um)
+
+
+def oversample(spec: Spec) -> int:
+    """Sub-pixels per pixel side for drawing somata (sub-pixel <= 1 um, at most 8)."""
+    return int(np.clip(np.ceil(spec.pixel_size_um / 1.0), 1, 8))
+
+
+def pixel_center_um(index: np.ndarray | int, n_px: int, pixel_um: float) -> np.ndarray:
+    """Tissue coordinate (optical axis at 0) of pixel ``index`` of an ``n_px`` axis."""
+    return (np.asarray(index, dtype=float) - (n_px - 1) / 2.0) * pixel_um
+
+
+def planted_footprint(
+    spec: Spec, unit_id: int, radius_um: float, cy_um: float, cx_um: float,
+    i0: int, j0: int, ni: int, nj: int, os: int,
+) -> np.ndarray:
+    """The soma as it is in tissue, on an oversampled patch; sums to 1 (its light budget).
+
+    The patch covers pixels [i0, i0+ni) x [j0, j0+nj) of the sensor grid, ``os`` sub-pixels per
+    pixel side. Emission is proportional to the projected thickness of cytoplasm: an ellipsoid
+    of radius r (ellipticity and orientation per cell) minus a nucleus of radius
+    ``nucleus_radius_fraction`` r that is ``nucleus_brightness`` as bright (GCaMP is
+    cytosolic); proximal dendrites are tapering lines of Gaussian cross-section.
+    """
+    c = spec.cells
+    H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+    g = rng(spec.recording.seed, "cell_shape", int(unit_id))
+    ell = np.exp(c.ellipticity_sd * g.standard_normal())
+    phi = g.uniform(0, np.pi)
+    dend_angles = g.uniform(0, 2 * np.pi, size=c.dendrite_count)
+    dend_len = c.dendrite_length_um * g.uniform(0.6, 1.4, size=c.dendrite_count)
+
+    sub = d / os
+    ys = pixel_center_um(i0, H, d) - d / 2 + (np.arange(ni * os) + 0.5) * sub
+    xs = pixel_center_um(j0, W, d) - d / 2 + (np.arange(nj * os) + 0.5) * sub
+    Y, X = np.meshgrid(ys - cy_um, xs - cx_um, indexing="ij")
+    u = (X * np.cos(phi) + Y * np.sin(phi)) * np.sqrt(ell)
+    v = (-X * np.sin(phi) + Y * np.cos(phi)) / np.sqrt(ell)
+    rho2 = (u * u + v * v) / radius_um**2
+    img = np.sqrt(np.clip(1 - rho2, 0, None))
+    f = c.nucleus_radius_fraction
+    if f > 0:
+        img -= (1 - c.nucleus_brightness) * f * np.sqrt(np.clip(1 - rho2 / (f * f), 0, None))
+    if c.dendrites_enabled and c.dendrite_count and c.dendrite_brightness > 0:
+        w = c.dendrite_width_um / 2
+        for a, L in zip(dend_angles, dend_len):
+            along = X * np.cos(a) + Y * np.sin(a)
+            across = -X * np.sin(a) + Y * np.cos(a)
+            s = (along - radius_um * 0.8) / L
+            taper = np.where((s >= 0) & (s <= 1), 1 - s, 0.0)
+            img += c.dendrite_brightness * taper * np.exp(-0.5 * (across / w) ** 2)
+    total = img.sum()
+    return img / total if total > 0 else img
+
+
+def bin_patch(img: np.ndarray, os: int) -> np.ndarray:
+    """Sum ``os`` x ``os`` sub-pixels into pixels."""
+    if os == 1:
+        return img
+    ni, nj = img.shape[0] // os, img.shape[1] // os
+    return img.reshape(ni, os, nj, os).sum(axis=(1, 3))
+
+
+def blur_and_bin(img_os: np.ndarray, sigma_um: float, pixel_um: float, os: int) -> np.ndarray:
+    """Gaussian PSF blur of an oversampled patch, integrated exactly over each pixel.
+
+    Each sub-pixel is a point source at its centre; its light falling on pixel i is the
+    integral of N(y; y_sub, sigma) over the pixel, so blur and binning are one separable
+    product G_y img G_x^T (light that leaves the patch is lost, as in any crop).
+    """
+    n_i, n_j = img_os.shape[0] // os, img_os.shape[1] // os
+    if sigma_um <= 1e-6 * pixel_um:
+        return bin_patch(img_os, os)
+
+    def weights(n: int) -> np.ndarray:
+        edges = np.arange(n + 1) * pixel_um
+        centres = (np.arange(n * os) + 0.5) * (pixel_um / os)
+        return np.diff(ndtr((edges[:, None] - centres[None, :]) / sigma_um), axis=0)
+
+    return weights(n_i) @ img_os @ weights(n_j).T
