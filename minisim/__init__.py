@@ -1,11 +1,33 @@
 """minisim: realistic synthetic one-photon miniscope recordings with complete ground truth.
 
+A recording is a pure function of its :class:`Spec`: ``simulate(spec)`` returns a lazy
+:class:`Recording` (dask-backed movie, labelled xarray ground truth), ``Recording.save``
+computes it chunk by chunk into zarr, ``Recording.load`` opens it again lazily.
 The public API is this page and nothing else.
 """
 
-from . import presets
-from .spec import Spec
-
 __version__ = "2.0.0.dev0"
 
-__all__ = ["Spec", "presets", "__version__"]
+from . import presets  # noqa: E402
+from .recording import IncompleteRecordingError, Recording, simulate  # noqa: E402
+from .spec import Spec  # noqa: E402
+
+
+def simulate_video(spec, path, **kwargs):
+    """Render ``spec`` straight into an AVI at ``path`` (see :mod:`minisim.video`)."""
+    from .video import simulate_video as _simulate_video
+
+    return _simulate_video(spec, path, **kwargs)
+
+
+def open_sweep(folder, **kwargs):
+    """Open a finished (or partial) sweep lazily as one xarray (see :mod:`minisim.sweep`)."""
+    from .sweep import open_sweep as _open_sweep
+
+    return _open_sweep(folder, **kwargs)
+
+
+__all__ = [
+    "Spec", "simulate", "simulate_video", "Recording", "IncompleteRecordingError", "presets",
+    "open_sweep", "__version__",
+]

@@ -1,0 +1,191 @@
+"""Command line: ``minisim simulate|spec|video|sweep`` and ``minisim-notebooks list|copy``.
+
+Every command that makes data takes a Spec (a JSON file) or a preset name, writes with a
+progress bar, and never overwrites unless asked (``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .spec import Spec
+
+
+def _spec_from_args(args) -> Spec:
+    from . import presets
+
+    if getattr(args, "spec", None) and getattr(args, "preset", None):
+        raise SystemExit("give either SPEC.json or --preset, not both")
+    if getattr(args, "spec", None):
+        spec = Spec.from_json(Path(args.spec))
+    elif getattr(args, "preset", None):
+        spec = presets.scope(args.preset)
+    else:
+        spec = Spec()
+    if getattr(args, "activity", None):
+        spec = spec.model_copy(update={"activity": presets.activity(args.activity)})
+    updates = {}
+    if getattr(args, "duration_s", None) is not None:
+        updates["recording.duration_s"] = args.duration_s
+    if getattr(args, "seed", None) is not None:
+        updates["recording.seed"] = args.seed
+    if getattr(args, "fps", None) is not None:
+        updates["recording.fps"] = args.fps
+    return spec.with_updates(updates) if updates else spec
+
+
+def _scheduler(name: str | None):
+    """threads | processes | synchronous | a scheduler address (tcp://host:port)."""
+    if name in (None, "threads"):
+        return "threads"
+    if name in ("processes", "synchronous", "sync"):
+        return name
+    from distributed import Client
+
+    return Client(name)
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    from . import presets
+
+    p.add_argument("spec", nargs="?", help="a Spec as JSON (default: the library defaults)")
+    p.add_argument("--preset", choices=presets.names(), help="start from a scope preset")
+    p.add_argument("--activity", choices=presets.activity_names(), help="an activity preset")
+    p.add_argument("--duration-s", type=float, dest="duration_s")
+    p.add_argument("--fps", type=float)
+    p.add_argument("--seed", type=int)
+
+
+def cmd_simulate(args) -> int:
+    from .recording import simulate
+
+    spec = _spec_from_args(args)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    chunks = {k: v for k, v in (("frame", args.chunk_frames), ("height", args.chunk_px),
+                                ("width", args.chunk_px)) if v}
+    t0 = time.perf_counter()
+    rec = simulate(spec, chunks=chunks or None)
+    print(f"simulating {rec.dataset.sizes['frame']} frames of "
+          f"{spec.sensor.height_px} x {spec.sensor.width_px} px -> {out}")
+    saved = rec.save(out, overwrite=args.overwrite, scheduler=_scheduler(args.scheduler),
+                     progress=not args.quiet)
+    dt = time.perf_counter() - t0
+    n = saved.dataset.sizes["frame"]
+    print(saved.summary())
+    print(f"  wrote in {dt:.1f} s ({n / dt:.0f} frames/s)")
+    return 0
+
+
+def cmd_spec(args) -> int:
+    if args.from_store:
+        from .recording import spec_from_store
+
+        spec = spec_from_store(args.from_store)
+    else:
+        spec = _spec_from_args(args)
+    print(spec.to_json())
+    return 0
+
+
+def cmd_video(args) -> int:
+    from .video import simulate_video
+
+    spec = _spec_from_args(args)
+    simulate_video(spec, args.output, codec=args.codec, scheduler=_scheduler(args.scheduler),
+                   progress=not args.quiet, overwrite=args.overwrite)
+    print(f"wrote {args.output} and {Path(args.output).with_suffix('.spec.json')}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run
+
+    run(args.sweep, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="minisim", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"minisim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="render a recording into a zarr store")
+    _add_spec_args(s)
+    s.add_argument("-o", "--output", required=True, help="OUT.zarr")
+    s.add_argument("--scheduler", default="threads",
+                   help="threads (default) | processes | a dask scheduler address")
+    s.add_argument("--chunk-frames", type=int, help="frames per block (never changes the bytes)")
+    s.add_argument("--chunk-px", type=int, help="tile side in px (never changes the bytes)")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("spec", help="print a Spec as JSON to start from")
+    _add_spec_args(s)
+    s.add_argument("--from", dest="from_store", metavar="STORE.zarr",
+                   help="the Spec embedded in a saved recording")
+    s.set_defaults(func=cmd_spec)
+
+    s = sub.add_parser("video", help="render a recording straight into an AVI")
+    _add_spec_args(s)
+    s.add_argument("-o", "--output", required=True, help="OUT.avi")
+    s.add_argument("--codec", default="ffv1", help="ffv1 (lossless, default) | rawvideo | mjpeg | h264")
+    s.add_argument("--scheduler", default="threads")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_video)
+
+    s = sub.add_parser("sweep", help="render a dataset of recordings on a dask cluster")
+    s.add_argument("sweep", help="SWEEP.yaml or .json")
+    s.add_argument("--scheduler", default="local", help="local (default) | ADDRESS | slurm | pbs")
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_sweep)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as e:
+        # pydantic's ValidationError is a ValueError: it names the field, value and range
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def notebooks_main(argv: list[str] | None = None) -> int:
+    from . import notebooks
+
+    p = argparse.ArgumentParser(prog="minisim-notebooks",
+                                description="list or copy the notebooks shipped with minisim")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="show the shipped notebooks")
+    c = sub.add_parser("copy", help="copy one to ./minisim-notebooks/NAME (or DEST)")
+    c.add_argument("name")
+    c.add_argument("dest", nargs="?", default=None)
+    c.add_argument("--force", action="store_true", help="replace an existing copy")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "list":
+            for name, desc in notebooks.list_notebooks().items():
+                print(f"{name:18s} {desc}")
+            return 0
+        dest = notebooks.copy_notebook(args.name, args.dest, force=args.force)
+        print(f"copied {args.name} to {dest}")
+        return 0
+    except (ValueError, FileExistsError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
