@@ -1,0 +1,241 @@
+"""The activity model (minisim/activity.py; docs/activity.md): each test one behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minisim import presets
+from minisim.activity import SEGMENT_FRAMES, dff_from_spikes, hill_dff, simulate_activity
+from minisim.spec import INDICATORS, ActivitySpec, Spec
+
+
+def _spec(seed: int = 0, bleaching: dict | None = None, neuropil: dict | None = None, **activity) -> Spec:
+    spec = Spec()
+    update: dict = {"activity": spec.activity.model_copy(update=activity),
+                    "recording": spec.recording.model_copy(update={"seed": seed})}
+    if bleaching is not None:
+        ill = spec.illumination
+        update["illumination"] = ill.model_copy(update={"bleaching": ill.bleaching.model_copy(update=bleaching)})
+    if neuropil is not None:
+        tis = spec.tissue
+        update["tissue"] = tis.model_copy(update={"neuropil": tis.neuropil.model_copy(update=neuropil)})
+    return spec.model_copy(update=update)
+
+
+def _assert_same_unit(a, i, b, j):
+    for name in ("spikes", "dff", "bleach", "C"):
+        assert np.array_equal(getattr(a, name)[i], getattr(b, name)[j]), name
+    assert np.array_equal(a.spike_times[i], b.spike_times[j])
+    for name in ("active", "rate_hz", "tau_rise_ms", "tau_decay_ms", "amplitude"):
+        assert getattr(a, name)[i] == getattr(b, name)[j], name
+
+
+def test_outputs_have_the_documented_shapes_and_dtypes():
+    act = simulate_activity(_spec(), np.array([3, 1, 2]), n_frames=50)
+    assert act.spikes.shape == act.dff.shape == act.bleach.shape == act.C.shape == (3, 50)
+    assert act.spikes.dtype == np.uint8
+    assert act.dff.dtype == act.bleach.dtype == act.C.dtype == act.neuropil_f.dtype == np.float32
+    assert act.neuropil_f.shape == (50,)
+    assert len(act.spike_times) == 3 and all(t.dtype == np.float64 for t in act.spike_times)
+    assert act.bleach[:, 0].tolist() == [1.0, 1.0, 1.0]
+    assert np.all(act.dff >= 0)
+
+
+def test_spike_counts_are_the_binned_spike_times():
+    fps = 20.0
+    act = simulate_activity(_spec(rate_median_hz=2.0), np.arange(20), n_frames=3000)
+    for i, t in enumerate(act.spike_times):
+        assert np.all(np.diff(t) >= 0) and (t.size == 0 or t[-1] < 3000 / fps)
+        counts = np.bincount(np.floor(t * fps).astype(int), minlength=3000)
+        assert np.array_equal(counts, act.spikes[i])
+
+
+def test_mean_firing_rate_and_active_fraction_match_spec():
+    spec = _spec(seed=3)
+    a = spec.activity
+    n_units, duration_s = 800, 600.0
+    act = simulate_activity(spec, np.arange(n_units), n_frames=int(duration_s * spec.recording.fps))
+    measured = act.spikes.sum(axis=1) / duration_s
+    # silent cells never fire; active cells all fire within 600 s
+    assert np.all(measured[~act.active] == 0)
+    assert np.all(measured[act.active] > 0)
+    assert abs(act.active.mean() - a.active_fraction) < 0.03          # ±3 pp (physics.md §8.8)
+    assert abs(np.median(measured[act.active]) / a.rate_median_hz - 1) < 0.15
+    # rate_hz is the cell's mean rate over the recording (gate included)
+    assert abs(measured[act.active].sum() / act.rate_hz[act.active].sum() - 1) < 0.05
+
+
+def test_refractory_period_is_respected():
+    act = simulate_activity(_spec(rate_median_hz=5.0, burst_probability=1.0, refractory_ms=6.0),
+                            np.arange(30), n_frames=2000)
+    isi = np.concatenate([np.diff(t) for t in act.spike_times])
+    assert isi.size > 1000 and isi.min() >= 0.006
+
+
+def test_decay_time_of_isolated_transients_matches_tau_decay():
+    spec = _spec(seed=1, hill_enabled=False, rate_median_hz=0.05, rate_sd_ln=0.0, active_fraction=1.0,
+                 burst_probability=0.0, tau_jitter_cv=0.2, bleaching={"enabled": False})
+    fps = spec.recording.fps
+    act = simulate_activity(spec, np.arange(100), n_frames=int(600 * fps))
+    ratios = []
+    for i, t in enumerate(act.spike_times):
+        for k, tk in enumerate(t):
+            before = t[k - 1] if k else -np.inf
+            after = t[k + 1] if k + 1 < t.size else np.inf
+            f0 = int(np.floor(tk * fps))
+            if tk - before < 6.0 or after - tk < 2.0 or f0 + 32 >= act.dff.shape[1]:
+                continue
+            frames = np.arange(f0 + 6, f0 + 30)          # 0.3-1.5 s after the spike: rise is over
+            slope = np.polyfit(frames / fps, np.log(act.dff[i, frames].astype(np.float64)), 1)[0]
+            ratios.append((-1.0 / slope) / (act.tau_decay_ms[i] / 1e3))
+    assert len(ratios) > 50
+    assert np.all(np.abs(np.array(ratios) - 1) < 0.10)
+    assert abs(np.median(ratios) - 1) < 0.02
+
+
+def test_kernel_is_exposure_averaged_not_point_sampled():
+    a = ActivitySpec(hill_enabled=False)
+    # at 1 kHz the exposure average reaches the peak-normalised kernel's peak
+    assert abs(dff_from_spikes(np.array([0.1003]), 1000, 1000.0, a).max() / a.dff_per_spike - 1) < 0.01
+    # at 20 fps one frame holds the whole rise: the average is below the peak, the area is kept
+    fast = dff_from_spikes(np.array([0.1003]), 12000, 1000.0, a)
+    slow = dff_from_spikes(np.array([0.1003]), 240, 20.0, a)
+    assert slow.max() < a.dff_per_spike
+    assert abs(slow.sum() / 20.0 - fast.sum() / 1000.0) < 1e-3 * fast.sum() / 1000.0
+
+
+@pytest.mark.parametrize("indicator", list(INDICATORS))
+def test_one_ap_dff_with_hill_equals_indicator_table(indicator):
+    a = ActivitySpec(indicator=indicator, hill_enabled=True)
+    table = INDICATORS[indicator]["dff_per_spike"]
+    assert abs(float(hill_dff(1, a)) / table - 1) < 0.03
+    # the same through the simulated kernel, sampled fast enough to see the peak
+    peak = dff_from_spikes(np.array([0.05]), 2000, 1000.0, a).max()
+    assert abs(peak / table - 1) < 0.03
+
+
+def test_dff_rises_monotonically_with_spike_count_and_saturates():
+    a = ActivitySpec(indicator="GCaMP6f")
+    n = np.arange(0, 200)
+    d = hill_dff(n, a)
+    assert d[0] == 0 and np.all(np.diff(d) > 0)
+    f_rest = 1 + (a.dynamic_range - 1) / (1 + (a.kd_nm / a.ca_rest_nm) ** a.hill_n)
+    assert d[-1] < a.dynamic_range / f_rest - 1
+    peaks = [dff_from_spikes(np.full(k, 0.05), 400, 1000.0, a).max() for k in (1, 2, 5, 10, 20)]
+    assert np.all(np.diff(peaks) > 0)
+    # supralinear at small counts (physics.md §4: 0.15 / 0.33 for 1 / 2 APs)
+    assert peaks[1] > 2 * peaks[0]
+
+
+def test_unit_traces_do_not_depend_on_other_units_or_order():
+    spec = _spec(seed=7, correlation=0.5, rate_median_hz=1.0)
+    ids = np.array([5, 2**47 - 3, 17, 123456789, 0, 42], np.int64)
+    n = 2 * SEGMENT_FRAMES + 77
+    full = simulate_activity(spec, ids, n_frames=n)
+    alone = simulate_activity(spec, ids[[2]], n_frames=n)
+    reordered = simulate_activity(spec, ids[::-1], n_frames=n)
+    _assert_same_unit(full, 2, alone, 0)
+    for i in range(len(ids)):
+        _assert_same_unit(full, i, reordered, len(ids) - 1 - i)
+    assert np.array_equal(full.neuropil_f, alone.neuropil_f)
+    assert full.spikes.sum() > 0
+
+
+def test_shorter_recording_is_bitwise_prefix_of_longer():
+    spec = _spec(seed=11, correlation=0.3, rate_median_hz=1.0)
+    ids = np.arange(40) * 1000 + 7
+    n1, n2 = SEGMENT_FRAMES + 300, 3 * SEGMENT_FRAMES + 5
+    short = simulate_activity(spec, ids, n_frames=n1)
+    long = simulate_activity(spec, ids, n_frames=n2)
+    for name in ("spikes", "dff", "bleach", "C"):
+        assert np.array_equal(getattr(short, name), getattr(long, name)[:, :n1]), name
+    assert np.array_equal(short.neuropil_f, long.neuropil_f[:n1])
+    t_end = n1 / spec.recording.fps
+    for ts, tl in zip(short.spike_times, long.spike_times):
+        assert np.array_equal(ts, tl[tl < t_end])
+
+
+def test_default_n_frames_comes_from_the_recording():
+    spec = _spec().model_copy(update={"recording": Spec().recording.model_copy(update={"duration_s": 3.0})})
+    assert simulate_activity(spec, np.arange(2)).dff.shape == (2, 60)
+
+
+def _events_per_cell_per_minute(name: str) -> float:
+    spec = Spec().model_copy(update={"activity": presets.activity(name)})
+    duration_s = 120.0
+    act = simulate_activity(spec, np.arange(300), n_frames=int(duration_s * spec.recording.fps))
+    # an event = a spike more than 50 ms after the previous one (bursts count once)
+    events = sum(int(np.sum(np.diff(t, prepend=-np.inf) > 0.05)) for t in act.spike_times)
+    return events / len(act.spike_times) / (duration_s / 60)
+
+
+def test_presets_order_quiet_moderate_active_in_events_per_minute():
+    quiet, moderate, active = (_events_per_cell_per_minute(n) for n in ("quiet", "moderate", "active"))
+    assert quiet < moderate < active
+    assert active > 1.3 * moderate and moderate > 1.3 * quiet
+
+
+def _mean_pairwise_count_correlation(correlation: float) -> float:
+    spec = _spec(seed=5, correlation=correlation, ensemble_count=1, rate_median_hz=2.0, rate_sd_ln=0.0,
+                 active_fraction=1.0, up_dwell_s=1e5, down_dwell_s=1e-3, burst_probability=0.0,
+                 modulation_sd_ln=1.0)
+    act = simulate_activity(spec, np.arange(60), n_frames=6000)
+    counts = act.spikes.reshape(60, -1, 20).sum(axis=2).astype(np.float64)  # 1 s bins
+    r = np.corrcoef(counts)
+    return float(r[np.triu_indices(60, 1)].mean())
+
+
+def test_correlation_knob_raises_within_ensemble_correlation():
+    r0, r5, r9 = (_mean_pairwise_count_correlation(c) for c in (0.0, 0.5, 0.9))
+    assert abs(r0) < 0.03
+    assert r0 + 0.1 < r5 < r9 - 0.1
+
+
+def test_bleaching_off_gives_ones():
+    act = simulate_activity(_spec(bleaching={"enabled": False}), np.arange(10), n_frames=500)
+    assert np.all(act.bleach == 1.0)
+    assert np.array_equal(act.C, 1.0 + act.dff)
+
+
+def test_bleaching_follows_the_formula():
+    beta, tau_s, fps = 0.3, 100.0, 20.0
+    n = 4000
+    t = np.arange(n) / fps
+    plain = simulate_activity(_spec(bleaching={"fraction": beta, "tau_s": tau_s, "activity_dependence": 0.0}),
+                              np.arange(10), n_frames=n)
+    expected = (1 - beta) + beta * np.exp(-t / tau_s)
+    np.testing.assert_allclose(plain.bleach, np.broadcast_to(expected, plain.bleach.shape), rtol=1e-6)
+    # activity shortens the bleaching time: exponent (t + κ ∫ΔF/F dt) / τ_b
+    kappa = 2.0
+    spec = _spec(rate_median_hz=2.0, bleaching={"fraction": beta, "tau_s": tau_s, "activity_dependence": kappa})
+    act = simulate_activity(spec, np.arange(10), n_frames=n)
+    dose = np.concatenate([np.zeros((10, 1)), np.cumsum(act.dff[:, :-1].astype(np.float64), axis=1)], axis=1)
+    expected = (1 - beta) + beta * np.exp(-(t + kappa * dose / fps) / tau_s)
+    np.testing.assert_allclose(act.bleach, expected, rtol=1e-5)
+    assert np.all(act.bleach[act.active, -1] < plain.bleach[0, -1])
+
+
+def test_neuropil_course_fluctuates_around_one_and_bleaches_half_as_much():
+    frac = 0.05
+    spec = _spec(neuropil={"fluctuation_fraction": frac, "tau_s": 1.0}, bleaching={"enabled": False})
+    f = simulate_activity(spec, np.arange(2), n_frames=36000).neuropil_f.astype(np.float64)
+    assert abs(f.mean() - 1) < 0.03
+    assert 0.5 * frac < f.std() < 1.5 * frac
+    off = simulate_activity(_spec(neuropil={"enabled": False}, bleaching={"fraction": 0.4, "tau_s": 50.0}),
+                            np.arange(2), n_frames=2000)
+    t = np.arange(2000) / 20.0
+    np.testing.assert_allclose(off.neuropil_f, 0.8 + 0.2 * np.exp(-t / 50.0), rtol=1e-6)
+
+
+def test_neuropil_course_does_not_depend_on_units():
+    spec = _spec(seed=2)
+    a = simulate_activity(spec, np.arange(5), n_frames=1500).neuropil_f
+    b = simulate_activity(spec, np.array([], np.int64), n_frames=1500).neuropil_f
+    assert np.array_equal(a, b)
+
+
+def test_seed_changes_the_activity():
+    a = simulate_activity(_spec(seed=1, rate_median_hz=2.0), np.arange(5), n_frames=400)
+    b = simulate_activity(_spec(seed=2, rate_median_hz=2.0), np.arange(5), n_frames=400)
+    assert not np.array_equal(a.spikes, b.spikes)
