@@ -466,7 +466,7 @@ def dff_from_spikes(
     --------
     >>> from minisim.spec import ActivitySpec
     >>> d = dff_from_spikes(np.array([0.1]), 1000, 1000.0, ActivitySpec())
-    >>> 0.14 < d.max() < 0.16
+    >>> bool(0.14 < d.max() < 0.16)
     True
     """
     tr = (activity.tau_rise_ms if tau_rise_ms is None else tau_rise_ms) / 1e3
