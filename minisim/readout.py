@@ -1,0 +1,200 @@
+"""What a Spec means in numbers and in profile: the studio's readout and side view.
+
+Pure numpy functions of a Spec (no widgets), so the studio, the anatomy tutorial and the
+tests share one definition:
+
+* :func:`readout` -- field of view, pixel size in tissue, expected somata over the field,
+  resolved focus (and its range across the field with field curvature), depth of field, and,
+  given a World built for a window, how many cells there are detectable.
+* :func:`side_view` -- a thin slab through the field's centre seen from the side: cell depths
+  against lateral position, the focal surface z_f(x), vessel cross-sections, band limits.
+* :func:`preview_window` -- the centred window the studio previews at true pixel scale, sized
+  so it holds about ``cell_budget`` cells (denser tissue, smaller window).
+
+Depth of field (Inoue / Shillaber): d = lambda n / NA^2 + n delta / NA, the wave-optical
+term plus the geometric term of one object-side pixel delta = pixel pitch / magnification
+(lambda the emission wavelength, n the tissue index). It is the axial range over which a
+point stays as sharp as the sampling allows; defocus blur itself follows physics.md §2.3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .scene.cells import expected_count, place_cells
+from .scene.optics import focal_depth_um
+from .scene.vessels import vessel_network
+from .spec import Spec
+
+
+def depth_of_field_um(spec: Spec) -> float:
+    """Depth of field lambda n / NA^2 + n delta / NA in um (see the module docstring)."""
+    o = spec.optics
+    n = o.tissue_refractive_index
+    return float(o.emission_wavelength_um * n / o.na**2 + n * spec.pixel_size_um / o.na)
+
+
+def _corner_radius_um(spec: Spec) -> float:
+    h, w = spec.fov_um
+    return float(np.hypot(h / 2, w / 2))
+
+
+def readout(spec: Spec, window: tuple[int, int, int, int] | None = None,
+            world: Any = None) -> dict[str, Any]:
+    """The numbers the studio shows for ``spec``.
+
+    Parameters
+    ----------
+    spec : the Spec.
+    window : (y0, y1, x0, x1) sensor pixels of a preview window (its cell count is given).
+    world : a :class:`minisim.render.World` built for ``window``; when given, the cells
+        centred in the window and the detectable ones among them
+        (:func:`minisim.render.cell_metrics`) are counted.
+
+    Returns
+    -------
+    dict with ``fov_um`` (height, width), ``pixel_size_um``, ``expected_cells_fov``,
+    ``focal_depth_um`` (on axis), ``focal_depth_range_um`` (shallowest at the FOV corner,
+    deepest on axis), ``depth_of_field_um``, and with a window ``window``,
+    ``expected_cells_window``; with a world ``cells_window`` and ``detectable_window``.
+
+    Examples
+    --------
+    >>> from minisim import Spec
+    >>> r = readout(Spec())
+    >>> round(r["pixel_size_um"], 3), round(r["expected_cells_fov"], 1)
+    (0.375, 8.3)
+    """
+    z0 = spec.optics.focal_depth_um
+    z_corner = float(focal_depth_um(spec, _corner_radius_um(spec)))
+    out: dict[str, Any] = {
+        "fov_um": spec.fov_um,
+        "pixel_size_um": spec.pixel_size_um,
+        "expected_cells_fov": expected_count(spec),
+        "focal_depth_um": z0,
+        "focal_depth_range_um": (min(z0, z_corner), max(z0, z_corner)),
+        "depth_of_field_um": depth_of_field_um(spec),
+    }
+    if window is not None:
+        y0, y1, x0, x1 = window
+        d = spec.pixel_size_um
+        out["window"] = tuple(int(v) for v in window)
+        out["expected_cells_window"] = expected_count(spec, (y1 - y0) * (x1 - x0) * d * d * 1e-6)
+    if world is not None:
+        from .render import cell_metrics
+
+        y0, y1, x0, x1 = window if window is not None else (
+            0, spec.sensor.height_px, 0, spec.sensor.width_px)
+        inside = _centres_in_window(spec, world.scene.cells, (y0, y1, x0, x1))
+        detectable = cell_metrics(world)["detectable"]
+        out["cells_window"] = int(inside.sum())
+        out["detectable_window"] = int((detectable & inside).sum())
+    return out
+
+
+def _centres_in_window(spec: Spec, cells, window) -> np.ndarray:
+    """Which cells have their centre over the sensor pixels of ``window``."""
+    y0, y1, x0, x1 = window
+    d = spec.pixel_size_um
+    i = cells.y_um / d + (spec.sensor.height_px - 1) / 2
+    j = cells.x_um / d + (spec.sensor.width_px - 1) / 2
+    return (i >= y0 - 0.5) & (i < y1 - 0.5) & (j >= x0 - 0.5) & (j < x1 - 0.5)
+
+
+def preview_window(spec: Spec, cell_budget: float = 350) -> tuple[int, int, int, int]:
+    """A centred window (y0, y1, x0, x1) expected to hold about ``cell_budget`` somata.
+
+    The window keeps the true pixel scale; its side is a multiple of 8 px and at least
+    32 px, clipped to the sensor (an axis shorter than the rule asks is taken whole). Denser
+    tissue gives a smaller window with about the same number of cells.
+
+    Examples
+    --------
+    >>> from minisim import presets
+    >>> preview_window(presets.scope("miniscope_v4_ca1"))
+    (116, 492, 116, 492)
+    """
+    if cell_budget <= 0:
+        raise ValueError(f"cell_budget={cell_budget} must be positive")
+    H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+    per_mm2 = expected_count(spec, 1.0)
+    if per_mm2 > 0:
+        side_px = np.sqrt(cell_budget / per_mm2 * 1e6) / d
+        side = max(32, int(side_px // 8) * 8)
+    else:
+        side = max(H, W)
+
+    def span(n: int) -> tuple[int, int]:
+        s = min(side, n)
+        a = (n - s) // 2
+        return a, a + s
+
+    (y0, y1), (x0, x1) = span(H), span(W)
+    return y0, y1, x0, x1
+
+
+def side_view(spec: Spec, n_max: int = 2000) -> dict[str, np.ndarray]:
+    """A slab through the field's centre (|y| < slab/2) seen from the side.
+
+    Returns a dict of arrays: ``cell_x_um``, ``cell_z_um``, ``cell_radius_um`` (at most
+    ``n_max`` cells, chosen by unit id), ``slab_um`` (the slab's thickness), ``x_um`` and
+    ``focal_z_um`` (the focal surface across the field, shallower at the edges with field
+    curvature), ``vessel_x_um``, ``vessel_z_um``, ``vessel_radius_um`` (where vessel centre
+    lines cross the slab), ``vessel_depth_extent_um`` ((top, bottom) of the vessel layer),
+    ``band_top_um``, ``band_bottom_um`` (one per cell band), ``tissue_surface_um`` (0) and
+    ``front_face_um`` (-tissue_gap).
+
+    Examples
+    --------
+    >>> from minisim import presets
+    >>> sv = side_view(presets.scope("miniscope_v4_ca1"))
+    >>> bool(sv["focal_z_um"][0] < sv["focal_z_um"][100])  # shallower at the edge
+    True
+    """
+    h, w = spec.fov_um
+    bands = spec.cells.bands
+    areal = sum(b.density_per_mm3 * b.band_thickness_um * 1e-3 for b in bands) * 1e-6  # per um^2
+    r_max = max(b.soma_radius_um for b in bands)
+    slab = 4 * r_max
+    if areal > 0:
+        slab = max(slab, min(0.25 * h, n_max / max(areal * w, 1e-12)))
+    slab = float(min(slab, h))
+    cells = place_cells(spec, (-slab / 2, slab / 2), (-w / 2, w / 2))
+    idx = np.arange(len(cells))
+    if len(idx) > n_max:
+        idx = np.sort(np.argsort(cells.unit_id, kind="stable")[:n_max])
+    x = np.linspace(-w / 2, w / 2, 201)
+    vx, vz, vr = [], [], []
+    for v in vessel_network(spec):
+        p = v.points_um
+        y0, y1 = p[:-1, 0], p[1:, 0]
+        cross = np.flatnonzero((y0 <= 0) != (y1 <= 0))
+        for k in cross:
+            t = y0[k] / (y0[k] - y1[k])
+            xc = p[k, 1] + t * (p[k + 1, 1] - p[k, 1])
+            if abs(xc) <= w / 2 + v.radius_um:
+                vx.append(xc)
+                vz.append(spec.vasculature.depth_um)
+                vr.append(v.radius_um)
+    va = spec.vasculature
+    r_top = max(vr) if vr else va.trunk_radius_um
+    return {
+        "cell_x_um": cells.x_um[idx],
+        "cell_z_um": cells.z_um[idx],
+        "cell_radius_um": cells.radius_um[idx],
+        "slab_um": np.float64(slab),
+        "x_um": x,
+        "focal_z_um": focal_depth_um(spec, np.abs(x)),
+        "vessel_x_um": np.asarray(vx, float),
+        "vessel_z_um": np.asarray(vz, float),
+        "vessel_radius_um": np.asarray(vr, float),
+        "vessel_depth_extent_um": np.array(
+            [va.depth_um - r_top, va.depth_um + r_top] if va.enabled else [np.nan, np.nan]),
+        "band_top_um": np.array([b.depth_um - b.band_thickness_um / 2 for b in bands]),
+        "band_bottom_um": np.array([b.depth_um + b.band_thickness_um / 2 for b in bands]),
+        "tissue_surface_um": np.float64(0.0),
+        "front_face_um": np.float64(-spec.optics.tissue_gap_um),
+        "fov_width_um": np.float64(w),
+    }

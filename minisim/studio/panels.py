@@ -1,0 +1,488 @@
+"""The studio's three panels: anatomy (with a live preview), activity, generate.
+
+Each panel is a plain class around ipywidgets that reads and writes a shared
+:class:`~minisim.studio.model.SpecModel`. The physics is never re-implemented here: the
+preview is :func:`minisim.render.render_block` on a window of the same Spec, the traces are
+:func:`minisim.activity.simulate_activity`, the numbers are :mod:`minisim.readout`.
+
+Redraws are debounced (``debounce_s``, default 0.3 s, at most one in flight); with
+``debounce_s=0`` every change redraws synchronously, and :meth:`redraw_now` always does.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from .. import presets, readout
+from ..activity import simulate_activity
+from ..spec import INDICATORS, Spec
+from ._fields import get_value, make_widget, spec_paths
+from .model import Debouncer, SpecModel
+
+PREVIEW_FRAMES = 20
+TRACE_UNITS = 10
+TRACE_MAX_S = 30.0
+ANATOMY_SECTIONS = ("optics", "sensor", "tissue", "cells", "vasculature", "illumination", "motion")
+SECTION_TITLES = {
+    "optics": "Optics", "sensor": "Sensor", "tissue": "Tissue (scatter, attenuation, neuropil)",
+    "cells": "Cell placement", "vasculature": "Vasculature",
+    "illumination": "Illumination (falloff, vignette, glow, bleaching)", "motion": "Motion",
+}
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+def image_png(img: np.ndarray) -> bytes:
+    """A grey PNG of a 2-D image, stretched between its 0.5 and 99.9 percentiles."""
+    from matplotlib.image import imsave
+
+    img = np.asarray(img, float)
+    lo, hi = np.percentile(img, [0.5, 99.9]) if img.size else (0.0, 1.0)
+    buf = io.BytesIO()
+    imsave(buf, np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1), cmap="gray", vmin=0, vmax=1,
+           format="png")
+    return buf.getvalue()
+
+
+class SpecPanel:
+    """Widgets bound to dotted Spec paths, kept in sync with a shared :class:`SpecModel`."""
+
+    title = "panel"
+
+    def __init__(self, model: SpecModel | None = None, debounce_s: float = 0.3):
+        import ipywidgets as W
+
+        self.model = model if model is not None else SpecModel()
+        self.widgets: dict[str, Any] = {}
+        self.status = W.HTML("")
+        self._syncing = False
+        self._debouncer = Debouncer(self._redraw_safe, debounce_s)
+        self.model.observe(self._on_model)
+
+    # -- binding
+    def _bind(self, path: str):
+        w = make_widget(path, get_value(self.model.spec, path))
+        w.observe(lambda ch, p=path: self._on_widget(p, ch), names="value")
+        self.widgets[path] = w
+        return w
+
+    def _updates_for(self, path: str, value: Any) -> dict[str, Any]:
+        return {path: value}
+
+    def _on_widget(self, path: str, change) -> None:
+        if self._syncing:
+            return
+        try:
+            self.model.update(self._updates_for(path, change["new"]))
+            self.status.value = ""
+        except (ValidationError, ValueError) as e:
+            msg = str(e).splitlines()
+            self.status.value = (f"<span style='color:#b00'>{path} = {change['new']!r} refused: "
+                                 f"{' '.join(msg[1:3]) if len(msg) > 2 else msg[0]}</span>")
+            self.sync_widgets()
+
+    def _on_model(self, old: Spec, new: Spec) -> None:
+        self.sync_widgets()
+        self.schedule_redraw()
+
+    def sync_widgets(self) -> None:
+        """Set every widget to the model's current value."""
+        self._syncing = True
+        try:
+            for path, w in self.widgets.items():
+                v = get_value(self.model.spec, path)
+                if w.value != v:
+                    w.value = v
+        finally:
+            self._syncing = False
+
+    def set_spec(self, spec: Spec) -> None:
+        self.model.set(spec)
+
+    # -- redraw
+    def schedule_redraw(self) -> None:
+        self._debouncer.schedule()
+
+    def redraw_now(self) -> None:
+        """Redraw synchronously (tests and notebooks use this)."""
+        self._debouncer.run_now()
+
+    def _redraw_safe(self) -> None:
+        try:
+            self.redraw()
+        except Exception as e:  # shown in the panel; a bad Spec must not kill the kernel's thread
+            self.status.value = f"<span style='color:#b00'>redraw failed: {type(e).__name__}: {e}</span>"
+            if self._debouncer.delay_s <= 0:
+                raise
+
+    def redraw(self) -> None:
+        raise NotImplementedError
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _accordion(groups: dict[str, list], titles: dict[str, str]):
+    import ipywidgets as W
+
+    boxes = [W.VBox(ws) for ws in groups.values()]
+    acc = W.Accordion(children=boxes)
+    for i, key in enumerate(groups):
+        acc.set_title(i, titles.get(key, key))
+    return acc
+
+
+def _grouped(paths: list[str], bind) -> list:
+    """Widgets of a section, with a small header before each nested sub-section."""
+    import ipywidgets as W
+
+    out, last = [], None
+    for p in paths:
+        parts = p.split(".")
+        sub = ".".join(parts[1:-1])
+        if sub and sub != last:
+            out.append(W.HTML(f"<b>{sub.replace('.', ' / ')}</b>"))
+        last = sub
+        out.append(bind(p))
+    return out
+
+
+class AnatomyPanel(SpecPanel):
+    """Every non-activity knob, scope presets, a live preview, a readout and a side view."""
+
+    title = "1 · Anatomy & optics"
+
+    def __init__(self, model: SpecModel | None = None, debounce_s: float = 0.3,
+                 cell_budget: float = 350, preview_frames: int = PREVIEW_FRAMES):
+        import ipywidgets as W
+
+        super().__init__(model, debounce_s)
+        self.cell_budget = cell_budget
+        self.preview_frames = preview_frames
+        groups = {s: _grouped(spec_paths(s), self._bind) for s in ANATOMY_SECTIONS}
+        self.preset_buttons = {}
+        for name in presets.names():
+            b = W.Button(description=presets.SCOPE_LABELS[name], layout=W.Layout(width="auto"))
+            b.on_click(lambda _b, n=name: self.apply_preset(n))
+            self.preset_buttons[name] = b
+        self.preview = W.Image(format="png", layout=W.Layout(width="400px", height="400px",
+                                                              object_fit="contain"))
+        self.readout_html = W.HTML("")
+        self.side_image = W.Image(format="png", layout=W.Layout(width="480px"))
+        self.preview_frames_data: np.ndarray | None = None
+        self.preview_window: tuple[int, int, int, int] | None = None
+        self.readout: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        knobs = _accordion(groups, SECTION_TITLES)
+        right = W.VBox([W.HTML("<b>Preview</b> (max projection, true pixel scale)"), self.preview,
+                        self.readout_html, self.side_image])
+        self.widget = W.VBox([W.HBox(list(self.preset_buttons.values())), self.status,
+                              W.HBox([knobs, right])])
+        self.widget.add_class("minisim-anatomy")
+        self.schedule_redraw()
+
+    def apply_preset(self, name: str) -> None:
+        """Set every anatomy knob from a scope preset (activity and recording are kept)."""
+        p = presets.scope(name)
+        spec = self.model.spec.model_copy(update={s: getattr(p, s) for s in ANATOMY_SECTIONS})
+        self.model.set(Spec.model_validate(spec.model_dump()))
+
+    def redraw(self) -> None:
+        from ..render import get_world, render_block
+
+        spec = self.model.spec
+        window = readout.preview_window(spec, self.cell_budget)
+        n = min(self.preview_frames, spec.recording.n_frames)
+        t0 = time.perf_counter()
+        world = get_world(spec.model_dump_json(), window)
+        t1 = time.perf_counter()
+        frames = render_block(world, range(n), window)
+        t2 = time.perf_counter()
+        y0, y1, x0, x1 = window
+        self.model.render_speed_px_per_s = n * (y1 - y0) * (x1 - x0) / max(t2 - t1, 1e-6)
+        r = readout.readout(spec, window, world)
+        t3 = time.perf_counter()
+        sv = readout.side_view(spec)
+        side_png = _png(side_view_figure(spec, sv))
+        t4 = time.perf_counter()
+        self.timings = {"world_s": t1 - t0, "render_s": t2 - t1, "readout_s": t3 - t2,
+                        "side_view_s": t4 - t3}
+        if self.model.spec != spec:  # changed meanwhile: the next redraw shows it
+            return
+        self.preview_frames_data = frames
+        self.preview_window = window
+        self.readout = r
+        self.preview.value = image_png(frames.max(axis=0))
+        self.side_image.value = side_png
+        self.readout_html.value = readout_html(r)
+
+
+def readout_html(r: dict[str, Any]) -> str:
+    """The readout as a small HTML table."""
+    h, w = r["fov_um"]
+    zlo, zhi = r["focal_depth_range_um"]
+    rows = [
+        ("Cells", f"~{r['expected_cells_fov']:.0f} cells over full FOV"),
+        ("Field of view", f"{h:.0f} × {w:.0f} µm"),
+        ("Pixel size in tissue", f"{r['pixel_size_um']:.3f} µm"),
+        ("Resolved focus", f"{r['focal_depth_um']:.0f} µm below the surface"
+         + (f" (edge {zlo:.0f}–{zhi:.0f} µm)" if zhi - zlo > 0.5 else "")),
+        ("Depth of field", f"{r['depth_of_field_um']:.1f} µm"),
+    ]
+    if "window" in r:
+        y0, y1, x0, x1 = r["window"]
+        rows.append(("Preview window", (f"{y1 - y0} × {x1 - x0} px, "
+                                         f"~{r['expected_cells_window']:.0f} cells expected")))
+    if "detectable_window" in r:
+        rows.append(("Detectable in window",
+                     f"{r['detectable_window']} of {r['cells_window']} cells"))
+    body = "".join(f"<tr><td style='padding-right:1em'>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return f"<table class='minisim-readout'>{body}</table>"
+
+
+def side_view_figure(spec: Spec, sv: dict | None = None):
+    """A matplotlib Figure of :func:`minisim.readout.side_view` (depth grows downwards)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
+
+    sv = readout.side_view(spec) if sv is None else sv
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.add_subplot()
+    half = float(sv["fov_width_um"]) / 2
+    for top, bot in zip(sv["band_top_um"], sv["band_bottom_um"]):
+        ax.axhspan(top, bot, color="tab:green", alpha=0.12, lw=0)
+    ax.scatter(sv["cell_x_um"], sv["cell_z_um"], s=6, color="tab:green", label="cells")
+    for x, z, r in zip(sv["vessel_x_um"], sv["vessel_z_um"], sv["vessel_radius_um"]):
+        ax.add_patch(Circle((x, z), r, color="tab:red", alpha=0.6))
+    if len(sv["vessel_x_um"]):
+        ax.plot([], [], "o", color="tab:red", alpha=0.6, label="vessels")
+    ax.plot(sv["x_um"], sv["focal_z_um"], color="tab:blue", lw=1.5, label="focal surface")
+    ax.axhline(0, color="0.3", lw=1)
+    ax.set_xlim(-half, half)
+    bottom = max(float(np.max(sv["band_bottom_um"])), float(np.max(sv["focal_z_um"]))) * 1.15 + 10
+    ax.set_ylim(bottom, min(-5.0, float(sv["front_face_um"])))
+    ax.set_aspect("auto")
+    ax.set_xlabel("lateral position x (µm)")
+    ax.set_ylabel("depth (µm)")
+    ax.set_title(f"side view: slab of {float(sv['slab_um']):.0f} µm through the centre",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+class ActivityPanel(SpecPanel):
+    """The calcium model's knobs, Quiet/Moderate/Active presets and a trace preview."""
+
+    title = "2 · Activity"
+
+    def __init__(self, model: SpecModel | None = None, debounce_s: float = 0.3,
+                 n_units: int = TRACE_UNITS):
+        import ipywidgets as W
+
+        super().__init__(model, debounce_s)
+        self.n_units = n_units
+        paths = spec_paths("activity")
+        knobs = [self._bind(p) for p in paths]
+        self.preset_buttons = {}
+        for name in presets.activity_names():
+            b = W.Button(description=presets.ACTIVITY_LABELS[name])
+            b.on_click(lambda _b, n=name: self.apply_preset(n))
+            self.preset_buttons[name] = b
+        self.traces_image = W.Image(format="png", layout=W.Layout(width="560px"))
+        self.traces = None
+        self.widget = W.VBox([W.HBox(list(self.preset_buttons.values())), self.status,
+                              W.HBox([W.VBox(knobs), self.traces_image])])
+        self.widget.add_class("minisim-activity")
+        self.schedule_redraw()
+
+    def _updates_for(self, path: str, value: Any) -> dict[str, Any]:
+        if path == "activity.indicator":  # a new indicator brings its own kinetics
+            return {path: value, **{f"activity.{k}": v for k, v in INDICATORS[value].items()}}
+        return {path: value}
+
+    def apply_preset(self, name: str) -> None:
+        """Set the firing statistics of an activity preset (the indicator is kept)."""
+        p = presets.activity(name)
+        self.model.update({f"activity.{k}": getattr(p, k) for k in sorted(p.model_fields_set)})
+
+    def redraw(self) -> None:
+        spec = self.model.spec
+        fps = spec.recording.fps
+        n = min(spec.recording.n_frames, round(TRACE_MAX_S * fps))
+        act = simulate_activity(spec, np.arange(self.n_units), n)
+        if self.model.spec != spec:
+            return
+        self.traces = act
+        self.traces_image.value = _png(traces_figure(act, fps))
+
+
+def traces_figure(act, fps: float):
+    """Stacked calcium traces C with spike ticks S below each one."""
+    from matplotlib.figure import Figure
+
+    C, S = act.C, act.spikes
+    t = np.arange(C.shape[1]) / fps
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    step = max(float(np.ptp(C, axis=1).max()) if C.size else 1.0, 0.5) * 1.1
+    for u in range(C.shape[0]):
+        base = -u * step
+        ax.plot(t, C[u] - C[u].min() + base, lw=0.8, color=f"C{u % 10}")
+        st = t[S[u] > 0]
+        ax.vlines(st, base - 0.15 * step, base - 0.02 * step, color="k", lw=0.6)
+    ax.set_yticks([])
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"ground truth C (lines) and spikes S (ticks) of {C.shape[0]} cells", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- generate
+ZARR_COMPRESSION = 2.5  # typical zarr (zstd) ratio on noisy uint16 movies (estimate)
+
+
+def size_estimate(spec: Spec, fmt: str = "zarr", px_per_s: float | None = None) -> dict[str, float]:
+    """Bytes on disk and seconds to render the full field of ``spec``.
+
+    zarr: uint16 frames / ~2.5 compression; avi: 8 bits a pixel (an upper bound). Seconds
+    use ``px_per_s`` (pixels x frames per second measured on the preview), NaN without it.
+    """
+    n_px = spec.recording.n_frames * spec.sensor.height_px * spec.sensor.width_px
+    size = n_px * 2 / ZARR_COMPRESSION if fmt == "zarr" else float(n_px)
+    seconds = n_px / px_per_s if px_per_s else float("nan")
+    return {"bytes": float(size), "seconds": float(seconds), "pixels": float(n_px)}
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+class GeneratePanel(SpecPanel):
+    """Duration, fps, seed, output and format; a size estimate; Generate with progress."""
+
+    title = "3 · Generate"
+
+    def __init__(self, model: SpecModel | None = None, debounce_s: float = 0.3,
+                 path: str = "recording.zarr"):
+        import ipywidgets as W
+
+        super().__init__(model, debounce_s)
+        knobs = [self._bind(p) for p in spec_paths("recording")]
+        self.path = W.Text(value=path, description="output", layout=W.Layout(width="330px"))
+        self.format = W.Dropdown(options=["zarr", "avi"], value="zarr", description="format",
+                                 layout=W.Layout(width="330px"))
+        self.overwrite = W.Checkbox(value=False, description="overwrite", indent=False)
+        self.estimate_html = W.HTML("")
+        self.button = W.Button(description="Generate", button_style="primary")
+        self.button.on_click(lambda _b: self.generate())
+        self.progress = W.IntProgress(value=0, min=0, max=100, description="progress")
+        self.format.observe(lambda _c: self.schedule_redraw(), names="value")
+        self._thread: threading.Thread | None = None
+        self.last_path: Path | None = None
+        self.last_error: BaseException | None = None
+        self.widget = W.VBox(knobs + [self.path, self.format, self.overwrite, self.estimate_html,
+                                      self.button, self.progress, self.status])
+        self.widget.add_class("minisim-generate")
+        self.schedule_redraw()
+
+    def redraw(self) -> None:
+        spec = self.model.spec
+        e = size_estimate(spec, self.format.value, self.model.render_speed_px_per_s)
+        t = ("render a preview to measure the speed" if np.isnan(e["seconds"])
+             else f"~{e['seconds']:.0f} s at the preview's speed "
+                  f"({self.model.render_speed_px_per_s / 1e6:.1f} Mpx·frames/s)")
+        self.estimate_html.value = (
+            f"{spec.recording.n_frames} frames of {spec.sensor.height_px} × "
+            f"{spec.sensor.width_px} px → ~{_human_bytes(e['bytes'])} on disk; {t}")
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def generate(self, wait: bool = False) -> Path | None:
+        """Write the full field of view of the current Spec (in a background thread).
+
+        ``wait=True`` blocks until done and returns the path (re-raising a failure).
+        """
+        if self.running:
+            self.status.value = "already generating"
+            return None
+        spec, path, fmt = self.model.spec, Path(self.path.value).expanduser(), self.format.value
+        self.progress.value, self.progress.bar_style = 0, ""
+        self.last_error = None
+        self.button.disabled = True
+        self._thread = threading.Thread(target=self._run, args=(spec, path, fmt), daemon=True)
+        self._thread.start()
+        if wait:
+            self._thread.join()
+            if self.last_error is not None:
+                raise self.last_error
+            return self.last_path
+        return None
+
+    def _run(self, spec: Spec, path: Path, fmt: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.status.value = f"writing {path} …"
+            if fmt == "zarr":
+                self._write_zarr(spec, path)
+            else:
+                self._write_avi(spec, path)
+            self.last_path = path
+            self.progress.value, self.progress.bar_style = self.progress.max, "success"
+            self.status.value = f"wrote {path} in {time.perf_counter() - t0:.1f} s"
+        except BaseException as e:  # noqa: BLE001 -- reported in the panel, re-raised by generate(wait=True)
+            self.last_error = e
+            self.progress.bar_style = "danger"
+            self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"
+        finally:
+            self.button.disabled = False
+
+    def _write_zarr(self, spec: Spec, path: Path) -> None:
+        from dask.callbacks import Callback
+
+        from ..recording import simulate
+
+        bar = self.progress
+
+        class _Progress(Callback):
+            def _start_state(self, dsk, state):
+                self.total = max(1, sum(len(state[k]) for k in ("ready", "waiting", "running",
+                                                                 "finished")))
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                bar.value = int(100 * len(state["finished"]) / self.total)
+
+        with _Progress():
+            simulate(spec).save(path, overwrite=self.overwrite.value, scheduler="threads")
+
+    def _write_avi(self, spec: Spec, path: Path) -> None:
+        try:
+            from ..video import simulate_video
+        except ImportError as e:
+            raise RuntimeError("AVI export needs minisim.video, which this install lacks") from e
+        if path.exists() and not self.overwrite.value:
+            raise FileExistsError(f"{path} exists; tick overwrite to replace it")
+        self.progress.bar_style = "info"
+        simulate_video(spec, path, **({"overwrite": True} if self.overwrite.value else {}))
