@@ -77,5 +77,5 @@ def make_widget(path: str, value: Any):
         w = W.IntText(value=value, description=label, style=style, layout=layout)
     else:
         w = W.FloatText(value=value, description=label, style=style, layout=layout)
-    w.description_tooltip = tip or path
+    w.tooltip = tip or path
     return w

@@ -67,6 +67,10 @@ class Studio:
         for p in self.panels:
             p.redraw_now()
 
+    def close(self) -> None:
+        for p in self.panels:
+            p.close()
+
     def _ipython_display_(self):
         from IPython.display import display
 

@@ -113,11 +113,15 @@ class Debouncer:
             if again:
                 self.schedule()
 
-    def run_now(self) -> None:
+    def cancel(self) -> None:
+        """Drop a scheduled run (one in flight finishes)."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+    def run_now(self) -> None:
+        self.cancel()
         self.fn()
         self.runs += 1
 

@@ -132,6 +132,12 @@ class SpecPanel:
     def redraw(self) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Stop observing the model and drop any scheduled redraw."""
+        self._debouncer.cancel()
+        if self._on_model in self.model._observers:
+            self.model.unobserve(self._on_model)
+
     def _ipython_display_(self):
         from IPython.display import display
 
@@ -485,4 +491,4 @@ class GeneratePanel(SpecPanel):
         if path.exists() and not self.overwrite.value:
             raise FileExistsError(f"{path} exists; tick overwrite to replace it")
         self.progress.bar_style = "info"
-        simulate_video(spec, path, **({"overwrite": True} if self.overwrite.value else {}))
+        simulate_video(spec, path, progress=False, overwrite=self.overwrite.value)

@@ -1,0 +1,54 @@
+"""Notebooks shipped with minisim, and how to copy one out to work on it.
+
+``minisim-notebooks list`` shows them; ``minisim-notebooks copy NAME [DEST]`` copies a
+notebook's folder to ``./minisim-notebooks/NAME`` (or DEST), refusing to overwrite an
+existing copy unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+_HERE = Path(__file__).parent
+
+#: name -> (folder inside this package, one-line description)
+NOTEBOOKS: dict[str, tuple[str, str]] = {
+    "01_anatomy": ("tutorials/01_anatomy",
+                   "tutorial: the physics of a 1p image, one effect at a time"),
+    "build_recording": ("studio/build_recording",
+                        "studio: build a Spec with widgets, preview it, generate it"),
+}
+
+
+def list_notebooks() -> dict[str, str]:
+    """Name -> description of every shipped notebook.
+
+    >>> sorted(list_notebooks())
+    ['01_anatomy', 'build_recording']
+    """
+    return {name: desc for name, (_, desc) in NOTEBOOKS.items()}
+
+
+def notebook_folder(name: str) -> Path:
+    """The packaged folder of notebook ``name``."""
+    if name not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {name!r}; choose one of {sorted(NOTEBOOKS)}")
+    return _HERE / NOTEBOOKS[name][0]
+
+
+def copy_notebook(name: str, dest: str | Path | None = None, force: bool = False) -> Path:
+    """Copy notebook ``name``'s folder to ``dest`` (default ``./minisim-notebooks/NAME``).
+
+    Raises FileExistsError if ``dest`` exists, unless ``force`` (which replaces it).
+    """
+    src = notebook_folder(name)
+    dest = Path(dest) if dest is not None else Path.cwd() / "minisim-notebooks" / name
+    if dest.exists():
+        if not force:
+            raise FileExistsError(f"{dest} exists; pass --force (force=True) to replace it")
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(
+        "__pycache__", ".ipynb_checkpoints", "*.zarr", "*.avi"))
+    return dest

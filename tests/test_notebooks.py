@@ -1,0 +1,53 @@
+"""The packaged notebooks run top to bottom, and `minisim-notebooks` lists and copies them."""
+
+from __future__ import annotations
+
+import pytest
+
+from minisim.cli import notebooks_main
+from minisim.notebooks import copy_notebook, list_notebooks, notebook_folder
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+
+@pytest.mark.parametrize("name", ["01_anatomy", "build_recording"])
+def test_notebook_executes_top_to_bottom(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (nb_path,) = notebook_folder(name).glob("*.ipynb")
+    nb = nbformat.read(nb_path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    if name == "01_anatomy":
+        assert sum("image/png" in o.get("data", {}) for o in outputs) >= 9
+    else:
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+
+
+def test_list_shows_both_notebooks(capsys):
+    assert notebooks_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "01_anatomy" in out and "build_recording" in out
+    assert set(list_notebooks()) == {"01_anatomy", "build_recording"}
+
+
+def test_copy_to_the_default_place_and_refuse_to_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert notebooks_main(["copy", "01_anatomy"]) == 0
+    dest = tmp_path / "minisim-notebooks" / "01_anatomy"
+    assert (dest / "01_anatomy.ipynb").exists()
+    assert notebooks_main(["copy", "01_anatomy"]) == 2
+    assert "exists" in capsys.readouterr().err and "--force" in str(pytest.raises(
+        FileExistsError, copy_notebook, "01_anatomy").value)
+    (dest / "01_anatomy.ipynb").write_text("changed")
+    assert notebooks_main(["copy", "01_anatomy", "--force"]) == 0
+    assert (dest / "01_anatomy.ipynb").read_text() != "changed"
+
+
+def test_copy_to_a_chosen_folder_and_unknown_names(tmp_path, capsys):
+    assert notebooks_main(["copy", "build_recording", str(tmp_path / "here")]) == 0
+    assert (tmp_path / "here" / "build_recording.ipynb").exists()
+    assert notebooks_main(["copy", "nope"]) == 2
+    assert "unknown notebook" in capsys.readouterr().err
