@@ -1,0 +1,403 @@
+"""Video export: a Recording's movie as an 8-bit AVI, streamed in frame order.
+
+This sits at the end of the flow (spec ← … ← render ← recording ← video). ``simulate_video``
+renders a Spec straight into an AVI; ``recording_to_video`` exports an existing (e.g. loaded)
+Recording. Both compute one time-block of the dask movie at a time (the next block renders
+while the current one is encoded), map it to 8 bit with :func:`to_uint8` and append the frames
+one by one through imageio's pyav plugin, so memory stays flat however long the movie is.
+
+Beside ``out.avi`` they write ``out.spec.json`` (the Spec, so the video can be re-simulated
+bit for bit) and ``out.video.json`` (the 8-bit mapping, codec, fps, frame count, versions).
+The AVI is written to ``out.avi.partial`` and renamed only when every frame is in, after
+both companion files: a file named ``out.avi`` is always complete.
+
+The 8-bit mapping, with integer ``low`` and ``high`` ADU::
+
+    uint8 = clip(floor((adu - low) * 255 / (high - low) + 1/2), 0, 255)
+
+``mapping="full"`` uses the sensor's whole range, ``low = 0`` and ``high = 2**bit_depth - 1``
+(the identity for an 8-bit sensor; a tie at exactly 1/2 cannot occur there, because
+``2 * adu * 255`` is even and ``high`` is odd). ``mapping="percentile"`` takes ``low`` and
+``high`` from percentiles of a deterministic preview of the movie (up to 64 evenly spaced
+frames), rounded outwards to whole ADU; both are stored in ``out.video.json``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .spec import Spec
+
+#: Layout version of the ``.video.json`` companion file.
+VIDEO_FORMAT_VERSION = 1
+#: Frames in the percentile preview (evenly spaced over the movie, first and last included).
+PREVIEW_FRAMES = 64
+MAPPINGS = ("full", "percentile")
+MAPPING_FORMULA = "uint8 = clip(floor((adu - low_adu) * 255 / (high_adu - low_adu) + 1/2), 0, 255)"
+
+
+@dataclass(frozen=True)
+class VideoCodec:
+    """One supported codec: the ffmpeg encoder, its pixel format and what it keeps."""
+
+    name: str
+    encoder: str
+    pixel_format: str
+    lossless: bool
+    note: str
+    #: encoder options (ffmpeg names) and a fixed JPEG quantiser (2 best .. 31 worst)
+    options: tuple[tuple[str, str], ...] = ()
+    qscale: int | None = None
+
+
+#: The codecs an AVI can be written with; the keys are what ``codec=`` accepts.
+CODECS: dict[str, VideoCodec] = {
+    "ffv1": VideoCodec("ffv1", "ffv1", "gray", True,
+                       "lossless and compact; ffmpeg-based readers (imageio, OpenCV, "
+                       "Fiji with its FFmpeg plugin)"),
+    "rawvideo": VideoCodec("rawvideo", "rawvideo", "gray", True,
+                           "lossless, uncompressed 8-bit Y800; opens everywhere, ImageJ included"),
+    "mjpeg": VideoCodec("mjpeg", "mjpeg", "yuvj420p", False,
+                        "lossy, compact Motion JPEG; opens everywhere, ImageJ included",
+                        qscale=3),
+    "h264": VideoCodec("h264", "libx264", "yuv420p", False,
+                       "lossy, the most compact; ffmpeg-based readers (no plain ImageJ); "
+                       "yuv444p when a side is odd",
+                       options=(("crf", "18"),)),
+}
+
+
+# --------------------------------------------------------------------------- the mapping
+def _check_level(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not float(value).is_integer():
+        raise ValueError(f"{name}={value!r} must be a whole number of ADU")
+    return int(value)
+
+
+def to_uint8(frames: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Map integer ADU frames to uint8: ``clip(floor((adu - low) * 255 / (high - low) + 1/2), 0, 255)``.
+
+    ``low`` and ``high`` are whole ADU with ``0 <= low < high <= 65535``; values below ``low``
+    become 0, values above ``high`` 255. Exact (integer arithmetic through a lookup table), so
+    the same frames always give the same bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from minisim.video import to_uint8
+    >>> to_uint8(np.array([0, 8, 9, 2048, 4095], np.uint16), 0, 4095)
+    array([  0,   0,   1, 128, 255], dtype=uint8)
+    >>> to_uint8(np.array([90, 100, 150, 200, 250], np.uint16), 100, 200)
+    array([  0,   0, 128, 255, 255], dtype=uint8)
+    """
+    low, high = _check_level("low", low), _check_level("high", high)
+    if not 0 <= low < high <= 65535:
+        raise ValueError(f"need 0 <= low < high <= 65535 ADU, got low={low}, high={high}")
+    frames = np.asarray(frames)
+    if frames.dtype.kind not in "ui":
+        raise TypeError(f"to_uint8 needs integer ADU frames, got dtype {frames.dtype}")
+    lut = _lut(low, high)
+    if frames.dtype.kind == "i" or frames.dtype.itemsize > 2:
+        frames = np.clip(frames, 0, 65535).astype(np.uint16)
+    return lut[frames]
+
+
+def _lut(low: int, high: int) -> np.ndarray:
+    """uint8 for every uint16 value; floor(x + 1/2) as integer floor division."""
+    d = high - low
+    v = np.arange(65536, dtype=np.int64) - low
+    return np.clip((2 * 255 * v + d) // (2 * d), 0, 255).astype(np.uint8)
+
+
+def _preview_indices(n_frames: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n_frames - 1, min(PREVIEW_FRAMES, n_frames)).round().astype(int))
+
+
+def _levels(rec, mapping: str, percentiles, scheduler) -> dict[str, Any]:
+    bits = rec.spec.sensor.bit_depth
+    top = 2**bits - 1
+    out: dict[str, Any] = {"kind": mapping, "bit_depth": bits, "formula": MAPPING_FORMULA}
+    if mapping == "full":
+        return {**out, "low_adu": 0, "high_adu": top}
+    from .recording import compute
+
+    idx = _preview_indices(rec.dataset.sizes["frame"])
+    if rec.path is None:
+        # An unsaved Recording renders one block per preview frame; single-frame blocks of
+        # the same Spec are the same bytes and cost 64 frames, not 64 blocks.
+        from . import render
+
+        movie = render.movie_array(rec.spec, {"frame": 1})
+    else:
+        movie = rec.dataset["movie"].data
+    (preview,) = compute(movie[idx], scheduler=scheduler, progress=False)
+    p_low, p_high = np.percentile(np.asarray(preview), percentiles)
+    low = int(np.clip(np.floor(p_low), 0, top - 1))
+    high = int(np.clip(np.ceil(p_high), low + 1, top))
+    return {**out, "low_adu": low, "high_adu": high, "percentiles": list(percentiles),
+            "preview_frames": [int(i) for i in idx]}
+
+
+# --------------------------------------------------------------------------- checks
+def _check_codec(codec: str) -> VideoCodec:
+    if codec not in CODECS:
+        raise ValueError(f"codec={codec!r} is not supported; allowed: {', '.join(CODECS)}")
+    import av
+
+    c = CODECS[codec]
+    try:
+        av.codec.Codec(c.encoder, "w")
+    except Exception as e:  # any failure means "this build cannot encode it"
+        raise ValueError(
+            f"codec={codec!r} needs the ffmpeg encoder {c.encoder!r}, which this PyAV build "
+            f"lacks ({e}); use one of {', '.join(k for k in CODECS if k != codec)}"
+        ) from e
+    return c
+
+
+def _check_options(mapping: str, percentiles) -> tuple[float, float]:
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping={mapping!r} is not supported; allowed: {', '.join(MAPPINGS)}")
+    try:
+        lo, hi = (float(p) for p in percentiles)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"percentiles={percentiles!r} must be two numbers (low, high)") from e
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(f"percentiles={percentiles!r} must satisfy 0 <= low < high <= 100")
+    return lo, hi
+
+
+def companion_paths(path: str | Path) -> dict[str, Path]:
+    """The files an export writes: ``video`` (out.avi), ``spec`` and ``meta`` beside it."""
+    path = Path(path)
+    return {"video": path, "spec": path.with_suffix(".spec.json"),
+            "meta": path.with_suffix(".video.json"),
+            "partial": path.with_name(path.name + ".partial")}
+
+
+def _check_path(path: str | Path, spec: Spec, overwrite: bool) -> dict[str, Path]:
+    path = Path(path)
+    if path.suffix.lower() != ".avi":
+        raise ValueError(f"video path {str(path)!r} must end in .avi")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"folder {str(path.parent)!r} for the video does not exist; create it first"
+        )
+    paths = companion_paths(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"video path {str(path)!r} is a folder")
+    if not overwrite:
+        for key in ("video", "meta"):
+            if paths[key].exists():
+                raise FileExistsError(f"{paths[key]} exists; pass overwrite=True to replace it")
+        # The spec file may be the very Spec this video was made from (`minisim video
+        # exp.spec.json -o exp.avi`): keep going then, refuse a different one.
+        if paths["spec"].exists():
+            try:
+                same = Spec.model_validate_json(paths["spec"].read_text()) == spec
+            except Exception:  # noqa: BLE001 - unreadable or another kind of file
+                same = False
+            if not same:
+                raise FileExistsError(
+                    f"{paths['spec']} exists and holds another Spec; pass overwrite=True "
+                    "to replace it"
+                )
+    return paths
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- export
+def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", scheduler=None,
+                   progress: bool = True, overwrite: bool = False,
+                   chunks: dict[str, int] | None = None, mapping: str = "full",
+                   percentiles: tuple[float, float] = (0.5, 99.5)) -> Path:
+    """Render ``spec`` (default ``Spec()``) straight into an 8-bit AVI at ``path``.
+
+    Parameters
+    ----------
+    spec
+        What to render; ``out.spec.json`` beside the video holds it.
+    path
+        ``OUT.avi``; its folder must exist.
+    codec
+        ``"ffv1"`` (lossless, default), ``"rawvideo"`` (lossless, uncompressed),
+        ``"mjpeg"`` or ``"h264"`` (lossy, compact); see :data:`CODECS`.
+    scheduler
+        A dask scheduler name, address or ``distributed.Client``; default the active one.
+    progress
+        Show a progress bar (tqdm) over frames.
+    overwrite
+        Replace an existing ``OUT.avi`` (and its companions) instead of raising
+        ``FileExistsError``.
+    chunks
+        Dask blocks of the movie (e.g. ``{"frame": 32}``); one time-block is held at a
+        time, so the frame chunk sets the memory. Never changes the bytes.
+    mapping
+        ``"full"`` (the sensor's range) or ``"percentile"`` (see the module docstring).
+    percentiles
+        ``(low, high)`` percentiles for ``mapping="percentile"``.
+
+    Returns
+    -------
+    Path
+        The finished AVI.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, minisim
+    >>> spec = minisim.Spec(sensor={"width_px": 24, "height_px": 16},
+    ...                     recording={"duration_s": 0.3, "fps": 10})
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "tiny.avi"
+    >>> minisim.simulate_video(spec, out, progress=False).name
+    'tiny.avi'
+    >>> sorted(p.name for p in out.parent.iterdir())
+    ['tiny.avi', 'tiny.spec.json', 'tiny.video.json']
+    """
+    from .recording import simulate
+
+    spec = Spec() if spec is None else spec
+    if not isinstance(spec, Spec):
+        raise TypeError(f"simulate_video() needs a minisim.Spec, got {type(spec).__name__}")
+    # Every check before the (possibly slow) scene is built.
+    vc = _check_codec(codec)
+    pct = _check_options(mapping, percentiles)
+    paths = _check_path(path, spec, overwrite)
+    rec = simulate(spec, chunks=chunks)
+    return _export(rec, paths, vc, scheduler, progress, mapping, pct)
+
+
+def recording_to_video(rec, path: str | Path, *, codec: str = "ffv1", scheduler=None,
+                       progress: bool = True, overwrite: bool = False,
+                       chunks: dict[str, int] | None = None, mapping: str = "full",
+                       percentiles: tuple[float, float] = (0.5, 99.5)) -> Path:
+    """Export an existing (lazy, e.g. loaded) Recording as an 8-bit AVI at ``path``.
+
+    Same options and companion files as :func:`simulate_video`; the Spec is ``rec.spec``.
+    ``chunks`` re-blocks the movie's frames for the export (a stored movie is read in its own
+    chunks otherwise).
+    """
+    vc = _check_codec(codec)
+    pct = _check_options(mapping, percentiles)
+    paths = _check_path(path, rec.spec, overwrite)
+    if chunks:
+        unknown = set(chunks) - {"frame", "height", "width"}
+        if unknown:
+            raise ValueError(f"chunks has unknown dims {sorted(unknown)}; allowed: "
+                             "['frame', 'height', 'width']")
+        from .recording import Recording
+
+        ds = rec.dataset.assign(movie=rec.dataset["movie"].chunk(chunks))
+        rec = Recording(ds, rec.spec, rec.path)
+    return _export(rec, paths, vc, scheduler, progress, mapping, pct)
+
+
+def _tune(writer, vc: VideoCodec) -> None:
+    """Quality settings imageio has no argument for (its stream is reached as an attribute)."""
+    stream = getattr(writer, "_video_stream", None)
+    if stream is None:
+        return
+    cc = stream.codec_context
+    if vc.options:
+        cc.options = dict(vc.options)
+    if vc.qscale is not None:
+        cc.qmin = cc.qmax = vc.qscale
+
+
+def _frame_blocks(movie) -> list[tuple[int, int]]:
+    """(t0, t1) of each frame chunk of the dask movie."""
+    bounds = np.cumsum((0, *movie.chunks[0]))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+def _export(rec, paths: dict[str, Path], vc: VideoCodec, scheduler, progress: bool,
+            mapping: str, percentiles: tuple[float, float]) -> Path:
+    import imageio.v3 as iio
+
+    from . import __version__
+    from .recording import compute
+
+    spec = rec.spec
+    movie = rec.dataset["movie"].data
+    n_frames, height, width = movie.shape
+    fps = float(spec.recording.fps)
+    pixel_format = vc.pixel_format
+    if vc.name == "h264" and (height % 2 or width % 2):
+        pixel_format = "yuv444p"  # 4:2:0 needs even sides; the size is never changed
+    levels = _levels(rec, mapping, percentiles, scheduler)
+    lut = _lut(levels["low_adu"], levels["high_adu"])
+    meta = {
+        "video_format_version": VIDEO_FORMAT_VERSION,
+        "minisim_version": __version__,
+        "video": paths["video"].name,
+        "spec_file": paths["spec"].name,
+        "codec": vc.name,
+        "encoder": vc.encoder,
+        "pixel_format": pixel_format,
+        "lossless": vc.lossless,
+        "encoder_options": {**dict(vc.options),
+                            **({"qscale": vc.qscale} if vc.qscale is not None else {})},
+        "fps": fps,
+        "frame_count": int(n_frames),
+        "height_px": int(height),
+        "width_px": int(width),
+        "mapping": levels,
+    }
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_frames, unit="frame", desc=f"{paths['video'].name} ({vc.name})")
+
+    def render(t0: int, t1: int) -> np.ndarray:
+        (block,) = compute(movie[t0:t1], scheduler=scheduler, progress=False)
+        return lut[np.asarray(block)]
+
+    partial = paths["partial"]
+    blocks = _frame_blocks(movie)
+    try:
+        # One block renders (on the dask scheduler) while the one before is encoded here:
+        # at most two time-blocks are alive, whatever the movie's length.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minisim-video") as pool, \
+                iio.imopen(partial, "w", plugin="pyav", container="avi") as writer:
+            writer.init_video_stream(vc.encoder, fps=fps, pixel_format=pixel_format)
+            _tune(writer, vc)
+            pending = pool.submit(render, *blocks[0]) if blocks else None
+            for k in range(len(blocks)):
+                frames = pending.result()
+                pending = pool.submit(render, *blocks[k + 1]) if k + 1 < len(blocks) else None
+                for frame in frames:
+                    writer.write_frame(frame, pixel_format="gray")
+                if bar is not None:
+                    bar.update(len(frames))
+                del frames
+        _write_text_atomic(paths["spec"], spec.model_dump_json(indent=2) + "\n")
+        _write_text_atomic(paths["meta"], json.dumps(meta, indent=2) + "\n")
+        os.replace(partial, paths["video"])
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return paths["video"]
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``.video.json`` beside ``path`` (``out.avi`` or the json itself) as a dict."""
+    path = Path(path)
+    meta = path if path.name.endswith(".video.json") else companion_paths(path)["meta"]
+    return json.loads(meta.read_text())

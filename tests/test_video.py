@@ -1,0 +1,242 @@
+"""Video export: AVI files that open, hold the right frames, and carry their Spec beside them."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import dask.array as da
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import xarray as xr
+
+import minisim
+from minisim import Recording, Spec
+from minisim.cli import main as cli_main
+from minisim.video import CODECS, read_metadata, recording_to_video, to_uint8
+
+SPEC = Spec(sensor={"width_px": 50, "height_px": 38}, recording={"duration_s": 1.0, "fps": 10})
+
+
+def read_gray(path) -> np.ndarray:
+    return iio.imread(path, plugin="pyav", format="gray")
+
+
+def stream_info(path) -> tuple[int, int, int, float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return s.frames, s.codec_context.height, s.codec_context.width, float(s.average_rate)
+
+
+def synthetic_recording(frames: int, height: int, width: int, fail_at: int | None = None):
+    """A Recording around a made-up movie (writer-only tests); block k raises if k == fail_at."""
+    spec = Spec(sensor={"width_px": width, "height_px": height},
+                recording={"duration_s": frames / 10, "fps": 10})
+    top = 2**spec.sensor.bit_depth - 1
+
+    def block(block_info=None):
+        (t0, t1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        if fail_at is not None and t0 // 4 == fail_at:
+            raise RuntimeError("render failed")
+        t, y, x = np.mgrid[t0:t1, y0:y1, x0:x1]
+        return ((t * 97 + y * 31 + x * 13) % (top + 1)).astype(np.uint16)
+
+    movie = da.map_blocks(block, chunks=((4,) * (frames // 4) + ((frames % 4,) if frames % 4 else ()),
+                                         (height,), (width,)), dtype=np.uint16)
+    ds = xr.Dataset({"movie": (("frame", "height", "width"), movie)})
+    return Recording(ds, spec), top
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One simulated ffv1 video and the zarr store of the same Spec."""
+    folder = tmp_path_factory.mktemp("video")
+    avi = minisim.simulate_video(SPEC, folder / "out.avi", progress=False)
+    store = folder / "rec.zarr"
+    minisim.simulate(SPEC).save(store)
+    return avi, store
+
+
+# --------------------------------------------------------------------------- the file
+def test_avi_opens_with_right_frame_count_size_and_fps(exported):
+    avi, _ = exported
+    frames = read_gray(avi)
+    assert frames.shape == (SPEC.recording.n_frames, 38, 50) and frames.dtype == np.uint8
+    assert stream_info(avi) == (10, 38, 50, 10.0)
+
+
+def test_ffv1_frames_equal_to_uint8_of_the_saved_movie(exported):
+    avi, store = exported
+    movie = Recording.load(store).dataset["movie"].values
+    assert SPEC.sensor.bit_depth == 12
+    np.testing.assert_array_equal(read_gray(avi), to_uint8(movie, 0, 4095))
+
+
+def test_companions_written_and_no_partial_left(exported):
+    avi, _ = exported
+    assert sorted(p.name for p in avi.parent.glob("out*")) == [
+        "out.avi", "out.spec.json", "out.video.json"]
+    meta = read_metadata(avi)
+    assert meta["mapping"] | {"formula": None} == {
+        "kind": "full", "bit_depth": 12, "low_adu": 0, "high_adu": 4095, "formula": None}
+    assert (meta["codec"], meta["pixel_format"], meta["lossless"]) == ("ffv1", "gray", True)
+    assert (meta["fps"], meta["frame_count"], meta["height_px"], meta["width_px"]) == (10.0, 10, 38, 50)
+    assert meta["minisim_version"] == minisim.__version__
+
+
+def test_spec_json_round_trips_and_resimulates_the_same_frames(exported):
+    avi, _ = exported
+    text = avi.with_suffix(".spec.json").read_text()
+    assert text.rstrip("\n") == SPEC.model_dump_json(indent=2)
+    again = Spec.model_validate_json(text)
+    assert again == SPEC
+    movie = minisim.simulate(again).dataset["movie"].values
+    np.testing.assert_array_equal(to_uint8(movie, 0, 4095), read_gray(avi))
+
+
+def test_loaded_recording_exports_the_same_frames(exported, tmp_path):
+    avi, store = exported
+    out = Recording.load(store).to_video(tmp_path / "loaded.avi", progress=False)
+    np.testing.assert_array_equal(read_gray(out), read_gray(avi))
+    assert Spec.model_validate_json(out.with_suffix(".spec.json").read_text()) == SPEC
+
+
+# --------------------------------------------------------------------------- codecs
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_every_codec_keeps_an_odd_frame_size(codec, tmp_path):
+    rec, top = synthetic_recording(9, 37, 51)
+    out = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False)
+    frames = read_gray(out)
+    assert frames.shape == (9, 37, 51)
+    assert stream_info(out)[:3] == (9, 37, 51)
+    expected = to_uint8(rec.dataset["movie"].values, 0, top)
+    error = np.abs(frames.astype(int) - expected)
+    if CODECS[codec].lossless:
+        assert error.max() == 0
+    else:
+        assert error.mean() < 20  # a saw-tooth test card: hard for lossy codecs, still close
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+def test_lossy_codecs_stay_close_on_a_real_movie(codec, exported, tmp_path):
+    avi, store = exported
+    out = recording_to_video(Recording.load(store), tmp_path / "lossy.avi", codec=codec,
+                             progress=False)
+    error = np.abs(read_gray(out).astype(int) - read_gray(avi))
+    assert error.mean() < 2.0
+    assert read_metadata(out)["lossless"] is False
+
+
+def test_bad_codec_names_the_codec_and_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"codec='divx'.*ffv1, rawvideo, mjpeg, h264"):
+        minisim.simulate_video(SPEC, tmp_path / "x.avi", codec="divx", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        minisim.simulate_video(SPEC, tmp_path / "missing" / "x.avi", progress=False)
+    with pytest.raises(ValueError, match=r"must end in \.avi"):
+        minisim.simulate_video(SPEC, tmp_path / "x.mp4", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_mapping_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="mapping='auto'.*full, percentile"):
+        minisim.simulate_video(SPEC, tmp_path / "x.avi", mapping="auto", progress=False)
+    with pytest.raises(ValueError, match="percentiles"):
+        minisim.simulate_video(SPEC, tmp_path / "x.avi", mapping="percentile",
+                               percentiles=(99, 1), progress=False)
+
+
+# --------------------------------------------------------------------------- never clobber
+def test_existing_video_is_kept_unless_overwrite(exported, tmp_path):
+    _, store = exported
+    rec = Recording.load(store)
+    out = tmp_path / "v.avi"
+    out.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        rec.to_video(out, progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        minisim.simulate_video(SPEC, out, progress=False)
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi"]
+    rec.to_video(out, overwrite=True, progress=False)
+    assert read_gray(out).shape == (10, 38, 50)
+
+
+def test_a_different_spec_json_beside_it_is_kept(exported, tmp_path):
+    _, store = exported
+    other = tmp_path / "v.spec.json"
+    other.write_text(SPEC.with_updates({"recording.seed": 5}).to_json())
+    with pytest.raises(FileExistsError, match="another Spec"):
+        Recording.load(store).to_video(tmp_path / "v.avi", progress=False)
+    # ...but the very Spec being exported may sit there already (`minisim video v.spec.json`)
+    SPEC.to_json(other)
+    Recording.load(store).to_video(tmp_path / "v.avi", progress=False)
+
+
+def test_a_failed_render_leaves_no_video_behind(tmp_path):
+    rec, _ = synthetic_recording(12, 16, 16, fail_at=1)
+    with pytest.raises(RuntimeError, match="render failed"):
+        recording_to_video(rec, tmp_path / "broken.avi", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the mapping
+@pytest.mark.parametrize("bits", [8, 10, 12, 16])
+def test_full_range_mapping_matches_the_documented_formula(bits):
+    top = 2**bits - 1
+    adu = np.arange(top + 1, dtype=np.uint16)
+    expected = np.floor(adu.astype(np.float64) * 255 / top + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(to_uint8(adu, 0, top), expected)
+    if bits == 8:
+        np.testing.assert_array_equal(to_uint8(adu, 0, top), adu.astype(np.uint8))
+
+
+def test_levels_outside_clip_and_bad_levels_are_refused():
+    np.testing.assert_array_equal(to_uint8(np.array([0, 99, 100, 150, 200, 65535], np.uint16),
+                                           100, 200), [0, 0, 0, 128, 255, 255])
+    with pytest.raises(ValueError, match="low < high"):
+        to_uint8(np.zeros(3, np.uint16), 200, 100)
+    with pytest.raises(ValueError, match="whole number"):
+        to_uint8(np.zeros(3, np.uint16), 0.5, 100)
+
+
+def test_percentile_mapping_is_deterministic_and_stored(exported, tmp_path):
+    _, store = exported
+    rec = Recording.load(store)
+    a = rec.to_video(tmp_path / "a.avi", mapping="percentile", progress=False)
+    b = rec.to_video(tmp_path / "b.avi", mapping="percentile", progress=False)
+    ma, mb = read_metadata(a)["mapping"], read_metadata(b)["mapping"]
+    assert ma == mb and ma["kind"] == "percentile" and ma["percentiles"] == [0.5, 99.5]
+    movie = rec.dataset["movie"].values
+    lo, hi = np.percentile(movie[ma["preview_frames"]], [0.5, 99.5])
+    assert (ma["low_adu"], ma["high_adu"]) == (int(np.floor(lo)), int(np.ceil(hi)))
+    frames = read_gray(a)
+    np.testing.assert_array_equal(frames, read_gray(b))
+    np.testing.assert_array_equal(frames, to_uint8(movie, ma["low_adu"], ma["high_adu"]))
+    assert frames.max() > 200  # the stretch uses the 8 bits
+
+
+def test_percentile_levels_do_not_depend_on_saved_or_simulated(exported, tmp_path):
+    _, store = exported
+    saved = Recording.load(store).to_video(tmp_path / "s.avi", mapping="percentile",
+                                           progress=False)
+    fresh = minisim.simulate(SPEC).to_video(tmp_path / "f.avi", mapping="percentile",
+                                            progress=False)
+    assert read_metadata(saved)["mapping"] == read_metadata(fresh)["mapping"]
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_video_writes_the_video_and_both_companions(tmp_path, capsys):
+    spec_file = tmp_path / "small.json"
+    SPEC.to_json(spec_file)
+    out = tmp_path / "cli.avi"
+    assert cli_main(["video", str(spec_file), "-o", str(out), "--codec", "rawvideo", "-q"]) == 0
+    assert read_gray(out).shape == (10, 38, 50)
+    assert Spec.model_validate_json((tmp_path / "cli.spec.json").read_text()) == SPEC
+    assert json.loads((tmp_path / "cli.video.json").read_text())["codec"] == "rawvideo"
+    assert cli_main(["video", str(spec_file), "-o", str(out), "-q"]) == 2  # exists
+    assert "overwrite" in capsys.readouterr().err
