@@ -102,6 +102,15 @@ def test_loaded_recording_exports_the_same_frames(exported, tmp_path):
     assert Spec.model_validate_json(out.with_suffix(".spec.json").read_text()) == SPEC
 
 
+def test_chunking_never_changes_the_video(exported, tmp_path):
+    avi, _ = exported
+    out = minisim.simulate_video(SPEC, tmp_path / "c.avi", chunks={"frame": 3, "width": 16},
+                                 progress=False)
+    np.testing.assert_array_equal(read_gray(out), read_gray(avi))
+    with pytest.raises(ValueError, match="unknown dims"):
+        minisim.simulate_video(SPEC, tmp_path / "d.avi", chunks={"time": 3}, progress=False)
+
+
 # --------------------------------------------------------------------------- codecs
 @pytest.mark.parametrize("codec", sorted(CODECS))
 def test_every_codec_keeps_an_odd_frame_size(codec, tmp_path):
