@@ -69,12 +69,12 @@ _SCOPES: dict[str, dict[str, Any]] = {
 }
 
 _ACTIVITY: dict[str, dict[str, float]] = {
-    "quiet": dict(rate_median_hz=0.05, rate_sd_ln=1.0, active_fraction=0.60,
-                  burst_probability=0.10, burst_extra_spikes_mean=1.5, modulation_sd_ln=0.3),
-    "moderate": dict(rate_median_hz=0.3, rate_sd_ln=1.0, active_fraction=0.80,
-                     burst_probability=0.25, burst_extra_spikes_mean=2.5, modulation_sd_ln=0.5),
-    "active": dict(rate_median_hz=1.0, rate_sd_ln=0.8, active_fraction=0.95,
-                   burst_probability=0.40, burst_extra_spikes_mean=4.0, modulation_sd_ln=0.7),
+    "quiet": {"rate_median_hz": 0.05, "rate_sd_ln": 1.0, "active_fraction": 0.60,
+                  "burst_probability": 0.10, "burst_extra_spikes_mean": 1.5, "modulation_sd_ln": 0.3},
+    "moderate": {"rate_median_hz": 0.3, "rate_sd_ln": 1.0, "active_fraction": 0.80,
+                     "burst_probability": 0.25, "burst_extra_spikes_mean": 2.5, "modulation_sd_ln": 0.5},
+    "active": {"rate_median_hz": 1.0, "rate_sd_ln": 0.8, "active_fraction": 0.95,
+                   "burst_probability": 0.40, "burst_extra_spikes_mean": 4.0, "modulation_sd_ln": 0.7},
 }
 
 #: Labels the studio shows on its preset buttons.

@@ -75,7 +75,7 @@ class Scene:
         """
         y0, y1, x0, x1 = rows
         m = self.margin_px
-        Hp, Wp = self.padded_shape
+        Wp = self.padded_shape[1]
         T = C.shape[1]
         h, w = y1 - y0, x1 - x0
         ii = np.arange(y0, y1) + m
@@ -91,7 +91,7 @@ class Scene:
     def _halo(self, Cx, y0, y1, x0, x1) -> np.ndarray:
         F = self.coarse_px
         a0, b0 = self.node_origin
-        na, nb = self.node_shape
+        nb = self.node_shape[1]
         ia, ib = y0 // F, (y1 - 1) // F + 1
         ja, jb = x0 // F, (x1 - 1) // F + 1
         ra = np.arange(ia, ib + 1) - a0
@@ -207,6 +207,9 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         img = optics.planted_footprint(spec, cells.unit_id[u], r, cy, cx, i0, j0, n, n, os)
         planted.append((i0, j0, optics.bin_patch(img, os).astype(np.float32)))
         sharp = optics.blur_and_bin(img, sigma[u], d, os) * (q[u] * flux_e[u])
+        # drop the far tails (< 1e-4 of the cell's own peak): they cost memory and time, not
+        # light. Relative to the whole patch, so clipping and shadows never change the cut.
+        floor = 1e-4 * sharp.max()
         # clip to the padded grid
         ia, ja = max(i0, -m), max(j0, -m)
         ib, jb = min(i0 + n, H + m), min(j0 + n, W + m)
@@ -214,8 +217,7 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
             patch = sharp[ia - i0 : ib - i0, ja - j0 : jb - j0]
             if shadowed[u]:
                 patch = patch * t_vessel[ia + m : ib + m, ja + m : jb + m]
-            # drop the far tails (< 1e-4 of the peak): they cost memory and time, not light
-            ii, jj = np.nonzero(patch > 1e-4 * patch.max())
+            ii, jj = np.nonzero(sharp[ia - i0 : ib - i0, ja - j0 : jb - j0] > floor)
             s_rows.append((ii + ia + m) * Wp + (jj + ja + m))
             s_cols.append(np.full(len(ii), u))
             s_vals.append(patch[ii, jj])

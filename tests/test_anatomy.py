@@ -1,0 +1,424 @@
+"""Anatomy and scope: each optical and tissue effect, switched on alone, does what physics.md says.
+
+Every test starts from ``bare()``: a small V4-like field (1.655 um pixels) with every effect
+off and the sensor noise off, then switches on one effect and compares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minisim
+from minisim import Spec, presets
+from minisim.render import (
+    build_world,
+    cell_metrics,
+    render_block,
+    render_electrons,
+    render_electrons_static,
+)
+from minisim.scene import build_scene, optics
+from minisim.scene.cells import expected_count, place_cells
+
+ALL_OFF = {
+    "optics.defocus_enabled": False,
+    "optics.field_curvature": {"enabled": False},
+    "tissue.scatter": {"enabled": False},
+    "tissue.attenuation": {"enabled": False},
+    "tissue.neuropil": {"enabled": False},
+    "vasculature.enabled": False,
+    "illumination.falloff": {"enabled": False},
+    "illumination.vignette": {"enabled": False},
+    "illumination.glow": {"enabled": False},
+    "illumination.bleaching": {"enabled": False},
+    "motion.enabled": False,
+    "sensor.noise": False,
+}
+
+
+def bare(**updates) -> Spec:
+    """96 x 80 px of 1.655 um (159 x 132 um), 12-bit, 1 s at 10 fps, every effect off."""
+    base = Spec(
+        optics={"na": 0.3, "magnification": 2.9},
+        sensor={"width_px": 96, "height_px": 80, "pixel_pitch_um": 4.8, "noise_tile_px": 32,
+                "hot_pixel_fraction": 0.0},
+        recording={"duration_s": 1.0, "fps": 10.0, "seed": 5},
+    ).with_updates(ALL_OFF)
+    return base.with_updates(updates) if updates else base
+
+
+def flat(**updates) -> Spec:
+    """No cells, a flat neuropil that never fluctuates: a uniform light field."""
+    return bare(**{"cells.density_per_mm3": 0.0,
+                   "tissue.neuropil": {"enabled": True, "spatial_contrast": 0.0,
+                                       "fluctuation_fraction": 0.0, "photons_per_um2_s": 5000.0},
+                   **updates})
+
+
+def electrons(spec: Spec, frames=range(1)) -> np.ndarray:
+    w = build_world(spec)
+    return render_electrons(w, frames, (0, spec.sensor.height_px, 0, spec.sensor.width_px))
+
+
+def central_cell(scene) -> int:
+    c = scene.cells
+    return int(np.argmin(np.hypot(c.y_um, c.x_um)))
+
+
+def moments(img: np.ndarray, d: float) -> tuple[float, float]:
+    """Total and mean squared radius (um^2, per axis) of an image about its centroid."""
+    y, x = np.mgrid[: img.shape[0], : img.shape[1]] * d
+    tot = img.sum()
+    cy, cx = (img * y).sum() / tot, (img * x).sum() / tot
+    return float(tot), float((img * ((y - cy) ** 2 + (x - cx) ** 2)).sum() / tot / 2)
+
+
+# ------------------------------------------------------------------------- optics
+def test_in_focus_psf_fwhm_matches_the_gaussian_airy_core():
+    # physics.md §8.2: 2.355 * 0.21 lambda / NA; measured on an oversampled grid
+    for spec, expect in ((presets.scope("miniscope_v4_ca1"), 0.87), (Spec(), 0.58)):
+        spec = spec.with_updates({"optics.aberration_sigma_um": 0.0})
+        s0 = optics.sigma0_um(spec)
+        d = 0.01
+        img = np.zeros((401, 401))
+        img[200, 200] = 1.0
+        prof = optics.blur_and_bin(img, s0, d, 1)[200]
+        half = prof.max() / 2
+        above = np.nonzero(prof >= half)[0]
+        # linear interpolation of both half-maximum crossings
+        lo, hi = above[0], above[-1]
+        left = lo - (prof[lo] - half) / (prof[lo] - prof[lo - 1])
+        right = hi + (prof[hi] - half) / (prof[hi] - prof[hi + 1])
+        fwhm = (right - left) * d
+        assert fwhm == pytest.approx(0.495 * 0.525 / spec.optics.na, rel=0.05)
+        assert fwhm == pytest.approx(expect, abs=0.015)
+
+
+def test_field_curvature_sag_is_51_um_at_the_v4_edge():
+    spec = presets.scope("miniscope_v4_ca1")
+    z0 = optics.focal_depth_um(spec, 0.0)
+    assert float(z0 - optics.focal_depth_um(spec, 503.0)) == pytest.approx(51.1, abs=0.05)
+    assert float(z0 - optics.focal_depth_um(spec, 700.0)) == pytest.approx(100.0, abs=0.1)
+
+
+def test_defocus_widens_the_footprint_and_keeps_its_light():
+    spec0 = bare(**{"optics.defocus_enabled": True, "cells.dendrites_enabled": False})
+    base = build_scene(spec0)
+    u = central_cell(base)
+    d = spec0.pixel_size_um
+    tot0, var0 = moments(base.footprints_e(slice(u, u + 1))[0], d)
+    last = var0
+    for dz in (10.0, 20.0, 40.0):
+        sc = build_scene(spec0.with_updates({"optics.focus_offset_um": -dz}))
+        v = int(np.searchsorted(sc.cells.unit_id, base.cells.unit_id[u]))  # the same cell
+        assert sc.cells.unit_id[v] == base.cells.unit_id[u]
+        tot, var = moments(sc.footprints_e(slice(v, v + 1))[0], d)
+        assert var > last
+        last = var
+        # sigma(dz)^2 adds to the soma's own spread (physics.md §8.3, within 10 %)
+        grow = float(optics.psf_sigma_um(spec0, sc.dz_um[v]) ** 2
+                     - optics.psf_sigma_um(spec0, base.dz_um[u]) ** 2)
+        assert var - var0 == pytest.approx(grow, rel=0.1)
+        assert tot == pytest.approx(tot0, rel=0.01)  # defocus spreads light, never removes it
+
+
+def test_field_curvature_blurs_the_edge_more_than_the_centre():
+    upd = {"cells.band_thickness_um": 2.0, "cells.depth_um": 150.0, "cells.min_spacing_um": 0.0,
+           "cells.density_per_mm3": 300000.0,
+           "optics.defocus_enabled": True, "optics.working_distance_um": 150.0}
+    flat_sc = build_scene(bare(**upd))
+    curved = build_scene(bare(**upd, **{"optics.field_curvature": {"enabled": True, "radius_um": 300.0}}))
+    r = np.hypot(curved.cells.y_um, curved.cells.x_um)
+    centre, edge = r < 30, r > 80
+    assert centre.any() and edge.any()
+    assert np.ptp(flat_sc.sigma_um) < 0.05  # flat field: same depth, same blur everywhere
+    assert curved.sigma_um[edge].min() > curved.sigma_um[centre].max()
+    sag = 300.0 - np.sqrt(np.maximum(300.0**2 - r**2, 0.0))
+    np.testing.assert_allclose(curved.dz_um - flat_sc.dz_um, sag, atol=1e-9)
+
+
+def test_scatter_adds_a_broad_halo():
+    spec0 = bare(**{"cells.dendrites_enabled": False})
+    off = build_scene(spec0)
+    on = build_scene(spec0.with_updates({"tissue.scatter": {"enabled": True}}))
+    u = central_cell(off)
+    d = spec0.pixel_size_um
+    a_off, a_on = off.footprints_e(slice(u, u + 1))[0], on.footprints_e(slice(u, u + 1))[0]
+    y, x = np.mgrid[:80, :96]
+    ci, cj = np.unravel_index(np.argmax(a_off), a_off.shape)
+    far = np.hypot(y - ci, x - cj) * d > 25.0
+    assert a_off[far].sum() < 1e-3 * a_off.sum()
+    assert a_on[far].sum() > 0.1 * a_on.sum()
+    # the ballistic share at z = l_s is e^-1 of the emitted light (physics.md §8.5)
+    ls = on.spec.tissue.scatter.scattering_length_um
+    eta = on.spec.tissue.scatter.scattered_collection_fraction
+    b = np.exp(-1.0)
+    assert float(optics.sharp_share(on.spec, ls)) == pytest.approx(b / (b + (1 - b) * eta), rel=1e-12)
+
+
+def test_attenuation_dims_deeper_cells_as_exp_minus_z_over_lex_plus_lem():
+    spec0 = bare(**{"cells.depth_um": 150.0, "cells.band_thickness_um": 200.0,
+                    "cells.density_per_mm3": 8000.0, "cells.min_spacing_um": 10.0})
+    off = build_scene(spec0)
+    on = build_scene(spec0.with_updates({"tissue.attenuation": {"enabled": True}}))
+    s_off = np.asarray(off.sharp_e.sum(axis=0)).ravel()
+    s_on = np.asarray(on.sharp_e.sum(axis=0)).ravel()
+    seen = s_off > 0
+    s_on, s_off, z = s_on[seen], s_off[seen], on.cells.z_um[seen]
+    assert np.ptp(z) > 150
+    a = on.spec.tissue.attenuation
+    np.testing.assert_allclose(s_on / s_off, np.exp(-z / a.excitation_length_um - z / a.emission_length_um),
+                               rtol=1e-5)
+
+
+# ------------------------------------------------------------------------- tissue
+def test_vessels_darken_only_where_the_vessel_mask_is():
+    def upd():  # fresh dicts: Spec.with_updates keeps (and edits) the dicts it is given
+        return {"tissue.neuropil": {"enabled": True, "photons_per_um2_s": 5000.0},
+                "vasculature": {"enabled": True, "depth_um": 100.0, "trunk_count": 2}}
+
+    off = bare(**upd(), **{"vasculature.enabled": False})
+    on = bare(**upd())
+    w_on = build_world(on)
+    mask = w_on.scene.vessel_mask
+    assert 0.02 < mask.mean() < 0.9
+    win = (0, 80, 0, 96)
+    m_off = render_block(build_world(off), range(3), win).astype(float)
+    m_on = render_block(w_on, range(3), win).astype(float)
+    np.testing.assert_array_equal(m_on[:, ~mask], m_off[:, ~mask])
+    assert m_on[:, mask].mean() < 0.9 * m_off[:, mask].mean()
+    assert (m_on <= m_off).all()
+    # a flat neuropil under a vessel keeps exp(-2 mu_a L) of its light (physics.md §2.5)
+    e_off = electrons(flat(**{"vasculature": upd()["vasculature"], "vasculature.enabled": False}))[0]
+    e_on = electrons(flat(vasculature=upd()["vasculature"]))[0]
+    t = np.exp(-2 * 0.02 * w_on.scene.vessel_chord_um[w_on.scene.margin_px :, w_on.scene.margin_px :][:80, :96])
+    np.testing.assert_allclose(e_on / e_off, t, rtol=1e-5)
+
+
+def test_falloff_and_vignette_darken_the_corners_by_their_ratios():
+    spec = flat(**{"sensor.gain_adu_per_e": 1.0, "sensor.offset_adu": 0.0, "sensor.dark_current_e_per_s": 0.0,
+                   "tissue.neuropil.photons_per_um2_s": 10000.0})
+    H, W, d = 80, 96, spec.pixel_size_um
+    base = render_block(build_world(spec), range(1), (0, H, 0, W))[0].astype(float)
+    assert np.ptp(base) <= 1
+    yc, xc = (H - 1) / 2 * d, (W - 1) / 2 * d
+    for upd, r_ref, ratio in (
+        ({"illumination.falloff": {"enabled": True, "edge_ratio": 0.7}}, min(H, W) * d / 2, 0.7),
+        ({"illumination.vignette": {"enabled": True, "corner_ratio": 0.6}}, np.hypot(H, W) * d / 2, 0.6),
+    ):
+        mov = render_block(build_world(spec.with_updates(upd)), range(1), (0, H, 0, W))[0] / base
+        for (i, j), (y, x) in (((0, 0), (yc, xc)), ((0, W // 2), (yc, 0.5 * d)), ((H - 1, W - 1), (yc, xc))):
+            want = 1 - (1 - ratio) * (y * y + x * x) / r_ref**2
+            assert mov[i, j] == pytest.approx(want, abs=2e-3)
+        assert mov[0, 0] == pytest.approx(mov.min(), abs=2e-3)
+    # at the field edge / corner the ratio is the configured one (pixel centres sit d/2 inside)
+    fo = render_block(build_world(spec.with_updates({"illumination.falloff.enabled": True})),
+                      range(1), (0, H, 0, W))[0] / base
+    assert fo[0, W // 2] == pytest.approx(0.7, abs=0.02)  # the nearest edge (short axis)
+    vg = render_block(build_world(spec.with_updates({"illumination.vignette.enabled": True})),
+                      range(1), (0, H, 0, W))[0] / base
+    assert vg[0, 0] == pytest.approx(0.6, abs=0.02)
+
+
+def test_glow_adds_a_smooth_positive_term():
+    spec = flat()
+    e0 = electrons(spec)[0]
+    e1 = electrons(spec.with_updates({"illumination.glow": {"enabled": True, "fraction_of_background": 0.1}}))[0]
+    g = e1 - e0
+    assert (g > 0).all()
+    assert g.max() == pytest.approx(0.1 * e0.mean(), rel=0.05)  # peak: 10 % of the centre background
+    # smooth: neighbouring pixels differ by far less than the glow itself
+    assert np.abs(np.diff(g, axis=1)).max() < 0.03 * g.max()
+    assert np.abs(np.diff(g, axis=0)).max() < 0.03 * g.max()
+    assert np.abs(np.diff(g, 2, axis=1)).max() < 0.002 * g.max()
+
+
+def test_neuropil_switch_changes_b():
+    on = minisim.simulate(flat()).dataset
+    off = minisim.simulate(flat(**{"tissue.neuropil.enabled": False})).dataset
+    b_on, b_off = on["b"].sel(bg_component="neuropil").values, off["b"].sel(bg_component="neuropil").values
+    assert (b_off == 0).all()
+    assert (b_on > 0).all()
+    assert on["movie"].values.mean() > off["movie"].values.mean() + 10
+
+
+def test_bleaching_dims_over_time():
+    spec = flat(**{"recording.duration_s": 20.0, "illumination.bleaching": {"enabled": True, "fraction": 0.4,
+                                                                             "tau_s": 5.0}})
+    e = electrons(spec, range(200)).mean(axis=(1, 2))
+    assert e[-1] < 0.9 * e[0]
+    assert (np.diff(e) <= 1e-3).all()
+    # the neuropil (autofluorescence) bleaches with beta / 2 (physics.md §7.3)
+    assert e[-1] / e[0] == pytest.approx(1 - 0.2 * (1 - np.exp(-199 / 10 / 5.0)), rel=0.01)
+
+
+# ------------------------------------------------------------------------- motion
+def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer (dy, dx) that moves image a onto image b (phase correlation)."""
+    fa, fb = np.fft.fft2(a - a.mean()), np.fft.fft2(b - b.mean())
+    r = np.fft.ifft2(fb * np.conj(fa) / (np.abs(fb * np.conj(fa)) + 1e-12)).real
+    peak = np.array(np.unravel_index(np.argmax(r), r.shape), float)
+    size = np.array(r.shape)
+    return np.where(peak > size / 2, peak - size, peak)
+
+
+def test_motion_moves_the_frames_by_the_true_displacement():
+    spec = bare(**{"tissue.neuropil": {"enabled": True, "spatial_contrast": 0.8, "correlation_length_um": 8.0},
+                   "recording.duration_s": 4.0,
+                   "motion": {"enabled": True, "rigid_sd_um": 8.0, "rigid_tau_s": 0.2, "drift_um": 0.0,
+                              "jerk_rate_hz": 0.0, "oscillation_amplitude_um": 0.0,
+                              "nonrigid_amplitude_um": 0.0, "max_displacement_um": 20.0}})
+    ds = minisim.simulate(spec).dataset
+    truth = ds["motion"].values
+    assert np.abs(truth).max() > 2
+    mov = ds["movie"].values.astype(float)
+    errors = [np.abs(_shift(mov[0], mov[t]) - (truth[t] - truth[0])).max() for t in range(0, 40, 3)]
+    assert max(errors) <= 1.0
+
+
+def test_without_motion_a_static_scene_changes_only_by_sensor_noise():
+    spec = flat(**{"sensor.noise": True, "sensor.dsnu_adu": 0.0, "sensor.prnu_fraction": 0.0})
+    quiet = minisim.simulate(spec.with_updates({"sensor.noise": False})).dataset["movie"].values
+    assert (quiet == quiet[0]).all()
+    mov = minisim.simulate(spec).dataset["movie"].values.astype(float)
+    diff = np.diff(mov, axis=0)
+    s = spec.sensor
+    lam = float(electrons(spec)[0].mean()) + s.dark_current_e_per_s / spec.recording.fps
+    assert abs(diff.mean()) < 0.05
+    assert diff.var() / 2 == pytest.approx(s.gain_adu_per_e**2 * (lam + s.read_noise_e**2) + 1 / 12, rel=0.05)
+
+
+# ------------------------------------------------------------------------- cells
+def test_cell_count_v4_ca1_matches_density_within_3_sqrt_n():
+    spec = presets.scope("miniscope_v4_ca1")
+    h, w = spec.fov_um
+    n_expected = expected_count(spec)
+    assert n_expected == pytest.approx(912, rel=0.01)
+    for seed in (0, 1):
+        s = spec.with_updates({"recording.seed": seed})
+        n = len(place_cells(s, (-h / 2, h / 2), (-w / 2, w / 2)))
+        assert abs(n - n_expected) <= 3 * np.sqrt(n_expected)
+
+
+def test_enlarging_the_field_keeps_the_cells_already_there():
+    spec = presets.scope("miniscope_v4_ca1")
+    small = place_cells(spec, (-120.0, 80.0), (-60.0, 150.0))
+    big = place_cells(spec, (-400.0, 300.0), (-350.0, 420.0))
+    idx = np.searchsorted(big.unit_id, small.unit_id)
+    assert (big.unit_id[idx] == small.unit_id).all()
+    for f in ("z_um", "y_um", "x_um", "radius_um", "gain"):
+        np.testing.assert_array_equal(getattr(big, f)[idx], getattr(small, f))
+    # and the sensor size does not change a cell's footprint shape or brightness
+    a = build_scene(bare(**{"sensor.width_px": 64, "sensor.height_px": 64}))
+    b = build_scene(bare(**{"sensor.width_px": 128, "sensor.height_px": 128}))
+    common = np.intersect1d(a.cells.unit_id, b.cells.unit_id)
+    assert len(common) > 5
+    for uid in common[:5]:
+        pa = a.planted[int(np.searchsorted(a.cells.unit_id, uid))][2]
+        pb = b.planted[int(np.searchsorted(b.cells.unit_id, uid))][2]
+        np.testing.assert_array_equal(pa, pb)
+
+
+# ------------------------------------------------------------------------- invariants
+def every_effect(**updates) -> Spec:
+    """A small field with every effect on, hot pixels plentiful, strong motion."""
+    spec = bare(**{
+        "optics.defocus_enabled": True, "optics.aberration_sigma_um": 1.0,
+        "optics.field_curvature": {"enabled": True, "radius_um": 400.0},
+        "tissue.scatter": {"enabled": True}, "tissue.attenuation": {"enabled": True},
+        "tissue.neuropil": {"enabled": True},
+        "vasculature": {"enabled": True, "depth_um": 120.0},
+        "illumination.falloff": {"enabled": True}, "illumination.vignette": {"enabled": True},
+        "illumination.glow": {"enabled": True}, "illumination.bleaching": {"enabled": True, "tau_s": 2.0},
+        "motion": {"enabled": True, "rigid_sd_um": 3.0, "jerk_rate_hz": 1.0, "jerk_amplitude_um": 5.0,
+                   "nonrigid_amplitude_um": 2.0, "max_displacement_um": 12.0},
+        "sensor.noise": True, "sensor.hot_pixel_fraction": 0.01, "sensor.bit_depth": 10,
+        "sensor.gain_adu_per_e": 0.25, "sensor.offset_adu": 20.0,
+        "recording.duration_s": 2.0,
+    })
+    return spec.with_updates(updates) if updates else spec
+
+
+def test_same_bytes_for_any_chunking_with_every_effect_on():
+    rec = minisim.simulate(every_effect())
+    movie = rec.dataset["movie"]
+    whole = movie.chunk({"frame": -1, "height": -1, "width": -1}).values
+    odd = movie.chunk({"frame": 3, "height": 17, "width": 29}).values
+    np.testing.assert_array_equal(whole, odd)
+    # and block by block straight through render_block, in reverse order
+    w = build_world(every_effect())
+    out = np.empty_like(whole)
+    for t0 in (15, 7, 0):
+        for y0, y1, x0, x1 in ((40, 80, 50, 96), (0, 40, 0, 50), (40, 80, 0, 50), (0, 40, 50, 96)):
+            out[t0 : t0 + 8, y0:y1, x0:x1] = render_block(w, range(t0, min(t0 + 8, 20)), (y0, y1, x0, x1))
+    np.testing.assert_array_equal(whole, out)
+    assert (whole > 0).any() and len(np.unique(whole)) > 20
+
+
+def test_ground_truth_explains_the_movie_with_every_other_effect_on():
+    spec = every_effect(**{"motion.enabled": False, "sensor.noise": False})
+    ds = minisim.simulate(spec).dataset
+    A, C = ds["A"].values.astype(np.float64), ds["C"].values.astype(np.float64)
+    b, f = ds["b"].values.astype(np.float64), ds["f"].values.astype(np.float64)
+    model = spec.sensor.offset_adu + np.einsum("uhw,ut->thw", A, C) + np.einsum("khw,kt->thw", b, f)
+    movie = ds["movie"].values.astype(np.float64)
+    assert len(ds.unit_id) > 10
+    assert np.abs(movie - np.clip(np.rint(model), 0, 1023)).max() <= 1  # float32 sums may tie-break
+    assert (movie == np.clip(np.rint(model), 0, 1023)).mean() > 0.999
+
+
+def test_preview_window_is_the_crop_of_the_full_render():
+    spec = every_effect()
+    full = render_block(build_world(spec), range(4, 12), (0, 80, 0, 96))
+    for win in ((10, 43, 21, 70), (0, 16, 80, 96), (64, 80, 0, 32)):
+        y0, y1, x0, x1 = win
+        part = render_block(build_world(spec, win), range(4, 12), win)
+        np.testing.assert_array_equal(part, full[:, y0:y1, x0:x1])
+
+
+# ------------------------------------------------------------------------- V4 calibration
+@pytest.fixture(scope="module")
+def v4_world():
+    spec = presets.get("miniscope_v4_ca1", "moderate").with_updates({"recording.duration_s": 30.0})
+    return build_world(spec)
+
+
+def test_v4_background_and_saturation_hit_the_8_bit_targets(v4_world):
+    spec = v4_world.spec
+    frames = render_block(v4_world, range(20), (0, 608, 0, 608))
+    top = 2**spec.sensor.bit_depth - 1
+    assert (frames == top).mean() < 1e-3  # physics.md §8.13
+    centre = frames[:, 254:354, 254:354].mean()
+    assert 80 <= centre <= 120, centre
+
+
+def test_v4_in_focus_soma_is_10_to_20_percent_of_local_background(v4_world):
+    sc = v4_world.scene
+    W = 608
+    m = sc.margin_px
+    Wp = W + 2 * m
+    n = len(sc.cells)
+    ones = np.ones((n, 2), np.float32)
+    total = render_electrons_static(v4_world, ones, np.ones(2, np.float32))[0]
+    vi = sc.vignette * sc.illumination
+    csc = sc.sharp_e.tocsc()
+    c = sc.cells
+    ratios = []
+    for u in np.nonzero((np.abs(sc.dz_um) < 5) & (np.hypot(c.y_um, c.x_um) < 400))[0]:
+        rows, vals = csc.indices[csc.indptr[u] : csc.indptr[u + 1]], csc.data[csc.indptr[u] : csc.indptr[u + 1]]
+        k = int(np.argmax(vals))
+        i, j = rows[k] // Wp - m, rows[k] % Wp - m
+        own = vals[k] * vi[i, j]
+        ratios.append(own / (total[i, j] - own))
+    assert len(ratios) > 20
+    assert 0.10 <= np.median(ratios) <= 0.20, np.median(ratios)
+
+
+def test_v4_ca1_moderate_detectable_fraction_is_30_to_70_percent(v4_world):
+    met = cell_metrics(v4_world)
+    c = v4_world.scene.cells
+    h, w = v4_world.spec.fov_um
+    inside = (np.abs(c.y_um) < h / 2) & (np.abs(c.x_um) < w / 2)
+    frac = met["detectable"][inside].mean()
+    assert 0.30 <= frac <= 0.70, frac

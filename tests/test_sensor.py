@@ -1,0 +1,136 @@
+"""The sensor: photon transfer, the exact-Poisson branch, fixed pattern and saturation (physics.md §6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import poisson
+
+import minisim
+from minisim import Spec, presets
+from minisim.render import build_world, render_block
+from minisim.sensor import expose, poisson_from_normal
+
+QUIET_SCOPE = {
+    "optics.defocus_enabled": False,
+    "tissue.scatter": {"enabled": False},
+    "tissue.attenuation": {"enabled": False},
+    "vasculature.enabled": False,
+    "illumination.falloff": {"enabled": False},
+    "illumination.vignette": {"enabled": False},
+    "illumination.glow": {"enabled": False},
+    "illumination.bleaching": {"enabled": False},
+    "motion.enabled": False,
+    "cells.density_per_mm3": 0.0,
+    "sensor.prnu_fraction": 0.0,
+    "sensor.dsnu_adu": 0.0,
+    "sensor.hot_pixel_fraction": 0.0,
+}
+
+
+def flat_field(sensor: dict, photons_per_um2_s: float, frames: int = 40) -> tuple[Spec, np.ndarray]:
+    """A uniform field (neuropil only, no contrast, no fluctuation): spec and its movie (float)."""
+    spec = Spec(
+        sensor={"width_px": 64, "height_px": 64, "noise_tile_px": 32, **sensor},
+        recording={"duration_s": frames / 10.0, "fps": 10.0, "seed": 3},
+    ).with_updates({
+        **QUIET_SCOPE,
+        "tissue.neuropil": {"enabled": True, "spatial_contrast": 0.0, "fluctuation_fraction": 0.0,
+                            "photons_per_um2_s": photons_per_um2_s},
+    })
+    w = build_world(spec)
+    return spec, render_block(w, range(frames), (0, 64, 0, 64)).astype(np.float64)
+
+
+def photon_transfer(sensor: dict, electrons: np.ndarray):
+    """(mean - offset, temporal variance) per level, and the weighted line through them."""
+    means, variances = [], []
+    probe = Spec(sensor={"width_px": 64, "height_px": 64, **sensor})
+    px_um2 = probe.pixel_size_um**2
+    for e in electrons:
+        photons = e * 10.0 / probe.sensor.qe / px_um2  # electrons per frame at 10 fps
+        spec, mov = flat_field(sensor, photons)
+        means.append(mov.mean() - spec.sensor.offset_adu)
+        variances.append(mov.var(axis=0, ddof=1).mean())
+    means, variances = np.array(means), np.array(variances)
+    # weights 1/var: the sd of a variance estimate grows with the variance
+    slope, intercept = np.polyfit(means, variances, 1, w=1 / variances)
+    return means, variances, slope, intercept
+
+
+@pytest.mark.parametrize("scope", ["generic_1p", "miniscope_v4_ca1"])
+def test_photon_transfer_slope_is_the_gain_and_intercept_the_read_noise(scope):
+    s = presets.scope(scope).sensor
+    sensor = {k: getattr(s, k) for k in ("bit_depth", "qe", "read_noise_e", "gain_adu_per_e",
+                                         "offset_adu", "full_well_e", "pixel_pitch_um")}
+    sensor["dark_current_e_per_s"] = s.dark_current_e_per_s
+    top_e = (2**s.bit_depth - 1 - s.offset_adu) / s.gain_adu_per_e
+    levels = np.geomspace(max(20.0, 0.01 * top_e), 0.6 * min(top_e, s.full_well_e), 8)
+    means, _, slope, intercept = photon_transfer(sensor, levels)
+    K, sr = s.gain_adu_per_e, s.read_noise_e
+    assert slope == pytest.approx(K, rel=0.02), (scope, slope)
+    assert intercept == pytest.approx(K * K * sr * sr + 1 / 12, rel=0.10), (scope, intercept)
+    assert np.all(np.diff(means) > 0)
+
+
+def test_exact_poisson_branch_has_mean_and_variance_lambda():
+    spec, mov = flat_field({"read_noise_e": 0.0, "gain_adu_per_e": 1.0, "offset_adu": 10.0,
+                            "dark_current_e_per_s": 0.0, "exact_poisson_below_e": 10.0}, 0.0, frames=60)
+    assert (mov == 10).all()  # no light, no read noise: exactly the offset
+    photons = 3.0 * 10.0 / spec.sensor.qe / spec.pixel_size_um**2  # lambda = 3 e- per frame
+    spec, mov = flat_field({"read_noise_e": 0.0, "gain_adu_per_e": 1.0, "offset_adu": 10.0,
+                            "dark_current_e_per_s": 0.0, "exact_poisson_below_e": 10.0}, photons, frames=60)
+    n = mov - 10.0
+    assert n.mean() == pytest.approx(3.0, rel=0.01)
+    assert n.var() == pytest.approx(3.0, rel=0.03)
+    counts = np.bincount(n.astype(int).ravel(), minlength=12)[:12] / n.size
+    np.testing.assert_allclose(counts, poisson.pmf(np.arange(12), 3.0), atol=0.003)
+
+
+def test_poisson_from_normal_matches_poisson_on_both_sides_of_the_threshold():
+    z = np.random.default_rng(1).standard_normal(400_000).astype(np.float32)
+    for lam in (0.5, 4.0, 9.5, 10.5, 50.0, 1000.0):
+        n = poisson_from_normal(np.full(z.shape, lam, np.float32), z, 10.0)
+        assert n.min() >= 0 and (n == np.round(n)).all()
+        assert n.mean() == pytest.approx(lam, rel=0.01)
+        assert n.var() == pytest.approx(lam, rel=0.03)
+        skew = ((n - n.mean()) ** 3).mean() / n.std() ** 3
+        assert skew == pytest.approx(1 / np.sqrt(lam), abs=0.05)
+
+
+def test_noise_off_gives_the_mean_exactly():
+    s = Spec().sensor.model_copy(update={"noise": False})
+    sig = np.linspace(0, 3000, 64 * 64, dtype=np.float32).reshape(1, 64, 64)
+    out = expose(sig, s, 0, range(1), (0, 64, 0, 64), 20.0)
+    want = np.clip(np.rint(np.float32(s.offset_adu) + np.float32(s.gain_adu_per_e)
+                           * (sig + np.float32(s.dark_current_e_per_s / 20.0))), 0, 4095)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_fixed_pattern_is_the_same_in_every_frame_and_hot_pixels_glow():
+    s = Spec().sensor.model_copy(update={"hot_pixel_fraction": 0.01, "hot_pixel_dark_e_per_s": 20000.0,
+                                         "read_noise_e": 0.5, "prnu_fraction": 0.0, "dsnu_adu": 0.0})
+    sig = np.full((30, 64, 64), 50.0, np.float32)
+    out = expose(sig, s, 4, range(30), (0, 64, 0, 64), 20.0).astype(float)
+    hot = out.mean(axis=0) > 500
+    assert 10 <= hot.sum() <= 80  # ~1 % of 4096 pixels
+    assert (out[:, hot] > 500).all()  # hot in every frame
+    again = expose(sig[:3], s, 4, range(10, 13), (0, 64, 0, 64), 20.0)
+    np.testing.assert_array_equal(again, out[10:13])
+
+
+def test_full_well_and_bit_depth_saturate_and_the_save_counts_it(tmp_path):
+    bright = {"width_px": 32, "height_px": 32, "noise_tile_px": 16, "bit_depth": 8, "gain_adu_per_e": 0.1,
+              "offset_adu": 5.0, "full_well_e": 1000.0}
+    spec = Spec(sensor=bright, recording={"duration_s": 0.5, "fps": 10.0}).with_updates({
+        **QUIET_SCOPE, "sensor.hot_pixel_fraction": 0.0,
+        "tissue.neuropil": {"enabled": True, "spatial_contrast": 0.0, "photons_per_um2_s": 1e7}})
+    rec = minisim.simulate(spec)
+    mov = rec.dataset["movie"].values
+    # the well clips at 1000 e- = 105 ADU, below the 8-bit top: full well, not the ADC, saturates
+    assert mov.max() <= 5 + 0.1 * 1000 + 0.1 * 2 * 8 + 1
+    spec2 = spec.with_updates({"sensor.full_well_e": 100000.0})
+    saved = minisim.simulate(spec2).save(tmp_path / "sat.zarr")
+    mov2 = saved.dataset["movie"].values
+    assert (mov2 == 255).mean() > 0.99
+    assert saved.dataset.attrs["saturated_pixels"] == int((mov2 == 255).sum())
