@@ -69,9 +69,8 @@ def neuropil_map(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     g = rng(spec.recording.seed, "neuropil_map")
     k = g.standard_normal((_N_FEATURES, 2)) / npl.correlation_length_um
     phase = g.uniform(0, 2 * np.pi, _N_FEATURES)
-    Y, X = np.meshgrid(y_um, x_um, indexing="ij")
-    field = np.zeros(Y.shape)
-    for (ky, kx), p in zip(k, phase):
-        field += np.cos(ky * Y + kx * X + p)
-    field *= np.sqrt(2.0 / _N_FEATURES)
+    # sum_k cos(ky y + kx x + p) = Re(sum_k e^{i(ky y + p)} e^{i kx x}): one complex matmul
+    a = np.exp(1j * (np.asarray(y_um, float)[:, None] * k[None, :, 0] + phase[None, :]))
+    b = np.exp(1j * (k[:, 1][:, None] * np.asarray(x_um, float)[None, :]))
+    field = (a @ b).real * np.sqrt(2.0 / _N_FEATURES)
     return np.clip(1 + npl.spatial_contrast * field, 0.05, None)

@@ -112,24 +112,42 @@ def planted_footprint(
     dend_len = c.dendrite_length_um * g.uniform(0.6, 1.4, size=c.dendrite_count)
 
     sub = d / os
-    ys = pixel_center_um(i0, H, d) - d / 2 + (np.arange(ni * os) + 0.5) * sub
-    xs = pixel_center_um(j0, W, d) - d / 2 + (np.arange(nj * os) + 0.5) * sub
-    Y, X = np.meshgrid(ys - cy_um, xs - cx_um, indexing="ij")
+    ys = pixel_center_um(i0, H, d) - d / 2 + (np.arange(ni * os) + 0.5) * sub - cy_um
+    xs = pixel_center_um(j0, W, d) - d / 2 + (np.arange(nj * os) + 0.5) * sub - cx_um
+    img = np.zeros((ni * os, nj * os))
+
+    def box(y_lo, y_hi, x_lo, x_hi):
+        """Sub-pixel slices covering [y_lo, y_hi] x [x_lo, x_hi] um (relative to the centre)."""
+        a, b = np.searchsorted(ys, [y_lo - sub, y_hi + sub])
+        c_, e = np.searchsorted(xs, [x_lo - sub, x_hi + sub])
+        return slice(a, b), slice(c_, e)
+
+    # each part is evaluated only on the sub-pixels it can touch (outside, it is exactly 0
+    # or below exp(-8) of a dendrite's centre line)
+    reach = radius_um * max(np.sqrt(ell), 1 / np.sqrt(ell))
+    sy, sx = box(-reach, reach, -reach, reach)
+    Y, X = np.meshgrid(ys[sy], xs[sx], indexing="ij")
     u = (X * np.cos(phi) + Y * np.sin(phi)) * np.sqrt(ell)
     v = (-X * np.sin(phi) + Y * np.cos(phi)) / np.sqrt(ell)
     rho2 = (u * u + v * v) / radius_um**2
-    img = np.sqrt(np.clip(1 - rho2, 0, None))
+    soma = np.sqrt(np.clip(1 - rho2, 0, None))
     f = c.nucleus_radius_fraction
     if f > 0:
-        img -= (1 - c.nucleus_brightness) * f * np.sqrt(np.clip(1 - rho2 / (f * f), 0, None))
+        soma -= (1 - c.nucleus_brightness) * f * np.sqrt(np.clip(1 - rho2 / (f * f), 0, None))
+    img[sy, sx] += soma
     if c.dendrites_enabled and c.dendrite_count and c.dendrite_brightness > 0:
         w = c.dendrite_width_um / 2
         for a, L in zip(dend_angles, dend_len):
-            along = X * np.cos(a) + Y * np.sin(a)
-            across = -X * np.sin(a) + Y * np.cos(a)
-            s = (along - radius_um * 0.8) / L
-            taper = np.where((s >= 0) & (s <= 1), 1 - s, 0.0)
-            img += c.dendrite_brightness * taper * np.exp(-0.5 * (across / w) ** 2)
+            ca, sa = np.cos(a), np.sin(a)
+            r0, r1 = radius_um * 0.8, radius_um * 0.8 + L
+            ey, ex = (r0 * sa, r1 * sa), (r0 * ca, r1 * ca)
+            sy, sx = box(min(ey) - 4 * w, max(ey) + 4 * w, min(ex) - 4 * w, max(ex) + 4 * w)
+            Y, X = np.meshgrid(ys[sy], xs[sx], indexing="ij")
+            along = X * ca + Y * sa
+            across = -X * sa + Y * ca
+            s_ = (along - r0) / L
+            taper = np.where((s_ >= 0) & (s_ <= 1) & (np.abs(across) <= 4 * w), 1 - s_, 0.0)
+            img[sy, sx] += c.dendrite_brightness * taper * np.exp(-0.5 * (across / w) ** 2)
     total = img.sum()
     return img / total if total > 0 else img
 
@@ -138,8 +156,12 @@ def bin_patch(img: np.ndarray, os: int) -> np.ndarray:
     """Sum ``os`` x ``os`` sub-pixels into pixels."""
     if os == 1:
         return img
-    ni, nj = img.shape[0] // os, img.shape[1] // os
-    return img.reshape(ni, os, nj, os).sum(axis=(1, 3))
+    out = img[::os, ::os].copy()
+    for a in range(os):
+        for b in range(os):
+            if a or b:
+                out += img[a::os, b::os]
+    return out
 
 
 def blur_and_bin(img_os: np.ndarray, sigma_um: float, pixel_um: float, os: int) -> np.ndarray:
@@ -153,9 +175,16 @@ def blur_and_bin(img_os: np.ndarray, sigma_um: float, pixel_um: float, os: int) 
     if sigma_um <= 1e-6 * pixel_um:
         return bin_patch(img_os, os)
 
-    def weights(n: int) -> np.ndarray:
-        edges = np.arange(n + 1) * pixel_um
-        centres = (np.arange(n * os) + 0.5) * (pixel_um / os)
-        return np.diff(ndtr((edges[:, None] - centres[None, :]) / sigma_um), axis=0)
+    n = max(n_i, n_j)
+    # the weight of sub-pixel l on pixel k depends on k*os - l only (a Toeplitz matrix):
+    # evaluate the normal CDF once per offset, not once per (pixel edge, sub-pixel) pair
+    m = np.arange(-n * os, n * os + 1)
+    cdf = ndtr((m - 0.5) * (pixel_um / os) / sigma_um)
 
-    return weights(n_i) @ img_os @ weights(n_j).T
+    def weights(n_px: int) -> np.ndarray:
+        k = np.arange(n_px + 1)[:, None] * os - np.arange(n_px * os)[None, :] + n * os
+        return np.diff(cdf[k], axis=0)
+
+    wi = weights(n_i)
+    wj = wi if n_j == n_i else weights(n_j)
+    return wi @ img_os @ wj.T
