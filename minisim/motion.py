@@ -10,6 +10,8 @@ Rigid part (physics.md §7.1), summed per axis then softly bounded by
   by bouts (two-state, mean 5 s on / 20 s off, smoothed over 0.5 s).
 Non-rigid part: three plane-wave modes of wavelength ``nonrigid_length_um`` whose amplitudes
 are OU processes (sd ``nonrigid_amplitude_um`` / sqrt(3), 2 s), bounded at 3x that sd.
+Axial part (focus drift, physics.md §7.1 "Axial"): OU with sd ``axial_sd_um`` and correlation
+time ``rigid_tau_s``, bounded at 3x that sd (``axial_bound_um``); positive = tissue deeper.
 
 Draws are keyed by 1024-frame segments and the recursions carry their state across segments,
 so frame t never depends on the duration (prefix-stable).
@@ -17,7 +19,7 @@ so frame t never depends on the duration (prefix-stable).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,10 +38,17 @@ class Motion:
     mode_k: np.ndarray       # (N_MODES, 2) wave vectors, rad/um
     mode_dir: np.ndarray     # (N_MODES, 2) unit displacement directions
     mode_phase: np.ndarray   # (N_MODES,)
+    axial_um: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (frames,) z shift, um
 
     @property
     def nonrigid_bound_um(self) -> float:
         return float(np.abs(self.mode_amp_um).sum(axis=1).max(initial=0.0))
+
+
+def axial_bound_um(spec: Spec) -> float:
+    """Largest axial shift of the tissue (0 when there is no axial motion)."""
+    m = spec.motion
+    return 3.0 * m.axial_sd_um if m.enabled else 0.0
 
 
 def halo_um(spec: Spec) -> float:
@@ -62,7 +71,7 @@ def simulate_motion(spec: Spec, n_frames: int | None = None) -> Motion:
     phase = g0.uniform(0, 2 * np.pi, N_MODES)
     osc_phase = g0.uniform(0, 2 * np.pi, 2)
     if not m.enabled:
-        return Motion(np.zeros((T, 2)), np.zeros((T, N_MODES)), k, mdir, phase)
+        return Motion(np.zeros((T, 2)), np.zeros((T, N_MODES)), k, mdir, phase, np.zeros(T))
 
     dt = 1.0 / fps
     a_j, a_d, a_m = np.exp(-dt / m.rigid_tau_s), np.exp(-dt / _DRIFT_TAU_S), np.exp(-dt / _MODE_TAU_S)
@@ -75,6 +84,8 @@ def simulate_motion(spec: Spec, n_frames: int | None = None) -> Motion:
     bout_on, bout = 0.0, 0.0
     rigid = np.empty((T, 2))
     amp = np.empty((T, N_MODES))
+    axial = np.zeros(T)
+    ax = 0.0
     for s0 in range(0, T, SEGMENT_FRAMES):
         g = rng(seed, "motion", s0 // SEGMENT_FRAMES)
         n = SEGMENT_FRAMES  # always draw a whole segment: the duration never changes a draw
@@ -83,6 +94,8 @@ def simulate_motion(spec: Spec, n_frames: int | None = None) -> Motion:
         jump_amp = m.jerk_amplitude_um * g.uniform(0.5, 1.5, n)
         jump_ang = g.uniform(0, 2 * np.pi, n)
         flip = g.random(n)
+        # own key (two indices): switching the axial part on never changes the lateral path
+        za = rng(seed, "motion", s0 // SEGMENT_FRAMES, 1).standard_normal(n)
         for i in range(min(n, T - s0)):
             t = s0 + i
             jit = a_j * jit + m.rigid_sd_um * np.sqrt(1 - a_j**2) * z[i, :2]
@@ -100,13 +113,28 @@ def simulate_motion(spec: Spec, n_frames: int | None = None) -> Motion:
             rigid[t] = jit + drift + jerk + osc
             modes = a_m * modes + mode_sd * np.sqrt(1 - a_m**2) * z[i, 4:]
             amp[t] = modes
+            ax = a_j * ax + m.axial_sd_um * np.sqrt(1 - a_j**2) * za[i]
+            axial[t] = ax
     if m.max_displacement_um > 0:
         rigid = m.max_displacement_um * np.tanh(rigid / m.max_displacement_um)
     else:
         rigid[:] = 0.0
     bound = 3.0 * mode_sd
     amp = bound * np.tanh(amp / bound) if bound > 0 else amp * 0.0
-    return Motion(rigid, amp, k, mdir, phase)
+    ab = axial_bound_um(spec)
+    axial = ab * np.tanh(axial / ab) if ab > 0 else axial * 0.0
+    return Motion(rigid, amp, k, mdir, phase, axial)
+
+
+def axial_weights(motion: Motion, bound_um: float, frames: range) -> np.ndarray:
+    """(frames, 2) float32 weights of the footprints at -bound and +bound (linear in z).
+
+    The footprint of a frame is S_0 + w_- (S_- - S_0) + w_+ (S_+ - S_0): piecewise-linear
+    interpolation between the planes dz - bound, dz, dz + bound.
+    """
+    f = np.asarray(frames)
+    a = motion.axial_um[f] / bound_um if bound_um > 0 else np.zeros(len(f))
+    return np.column_stack([np.maximum(-a, 0.0), np.maximum(a, 0.0)]).astype(np.float32)
 
 
 def displacement_px(

@@ -52,19 +52,28 @@ _SCOPES: dict[str, dict[str, Any]] = {
     "generic_1p": {},
     "miniscope_v4_ca1": {
         **_V4_SCOPE,
+        # focus 20 um below the band centre on axis: with R = 2500 um the focal surface rises
+        # 51 um by the FOV edge, so the in-focus ring (|dz| <= 3 r_s) then covers ~48 % of the
+        # band instead of 23 % (what an experimenter does with the electrowetting lens)
+        "optics": {**_V4_SCOPE["optics"], "focus_offset_um": 20.0},
         "cells": {"density_per_mm3": 45000.0, "depth_um": 150.0, "band_thickness_um": 20.0,
-                  "soma_radius_um": 5.0, "soma_radius_sd_um": 0.5, "min_spacing_um": 9.0},
+                  "soma_radius_um": 5.0, "soma_radius_sd_um": 0.5, "min_spacing_um": 9.0,
+                  "brightness_photons_per_s": 1.2e7},
         "vasculature": {"trunk_count": 3, "trunk_radius_um": 14.0, "depth_um": 120.0,
                         "absorption_per_um": 0.02},
-        "tissue": {"neuropil": {"photons_per_um2_s": 14600.0}},
+        # calibrated: ~100 ADU (~950 e-) at the FOV centre with cells, glow and dark (§6)
+        "tissue": {"neuropil": {"photons_per_um2_s": 10500.0}},
     },
     "miniscope_v4_cortex_l23": {
         **_V4_SCOPE,
         "cells": {"density_per_mm3": 8000.0, "depth_um": 150.0, "band_thickness_um": 100.0,
-                  "soma_radius_um": 6.0, "soma_radius_sd_um": 0.7, "min_spacing_um": 13.0},
+                  "soma_radius_um": 6.0, "soma_radius_sd_um": 0.7, "min_spacing_um": 13.0,
+                  "brightness_photons_per_s": 1.1e7},
         "vasculature": {"trunk_count": 2, "trunk_radius_um": 25.0, "depth_um": 80.0,
                         "absorption_per_um": 0.02},
-        "tissue": {"neuropil": {"photons_per_um2_s": 21900.0}},
+        # the thick band's out-of-focus somata add more haze than CA1's, so less neuropil
+        # reaches the same ~100 ADU centre background
+        "tissue": {"neuropil": {"photons_per_um2_s": 11000.0}},
     },
 }
 

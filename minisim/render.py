@@ -3,7 +3,8 @@
 ``render_block(world, frames, window)`` renders frames [t0, t1) of the sensor window
 (y0, y1, x0, x1) as uint16 ADU:
 
-    tissue  = A_tissue . C[:, t] + neuropil . f[t]            (sparse rows, fixed unit order)
+    tissue  = A_tissue(z_t) . C[:, t] + neuropil . f[t]       (sparse rows, fixed unit order;
+                                                               z_t the focus drift, if any)
     moved   = tissue sampled at (p - d(p, t))                  (bilinear, from a halo of rows)
     signal  = V I moved + V glow                               (scope-fixed fields)
     movie   = sensor(signal)                                   (keyed shot/read noise, ADU)
@@ -26,7 +27,7 @@ import numpy as np
 
 from . import sensor as _sensor
 from .activity import Activity, simulate_activity
-from .motion import Motion, displacement_px, simulate_motion
+from .motion import Motion, axial_weights, displacement_px, simulate_motion
 from .scene import Scene, build_scene
 from .scene.optics import pixel_center_um
 from .spec import Spec
@@ -93,7 +94,8 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
     fn = world.f_np[f]
     if spec.motion.enabled:
         m = sc.margin_px
-        tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m))
+        aw = axial_weights(world.motion, sc.axial_bound_um, frames) if sc.axial_e else None
+        tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m), aw)
         H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
         dy, dx = displacement_px(world.motion, d, frames, pixel_center_um(ys, H, d),

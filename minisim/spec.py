@@ -253,6 +253,10 @@ class MotionSpec(Section):
     max_displacement_um: float = Field(
         10.0, ge=0.0, le=500.0, description="hard bound of the rigid path (sets the render halo)"
     )
+    axial_sd_um: float = Field(
+        0.0, ge=0.0, le=20.0,
+        description="focus drift: sd of the tissue's axial (z) motion, OU with rigid_tau_s; 0 = off",
+    )
 
 
 # ----------------------------------------------------------------------------- activity

@@ -289,6 +289,37 @@ def test_without_motion_a_static_scene_changes_only_by_sensor_noise():
     assert diff.var() / 2 == pytest.approx(s.gain_adu_per_e**2 * (lam + s.read_noise_e**2) + 1 / 12, rel=0.05)
 
 
+def test_focus_drift_changes_every_cells_blur_and_leaves_the_lateral_path_alone():
+    from minisim.motion import simulate_motion
+
+    still = {"rigid_sd_um": 0.0, "drift_um": 0.0, "jerk_rate_hz": 0.0, "oscillation_amplitude_um": 0.0,
+             "nonrigid_amplitude_um": 0.0, "rigid_tau_s": 1.0}
+    spec = bare(**{"optics.defocus_enabled": True, "recording.duration_s": 6.0,
+                   "motion": {"enabled": True, **still, "axial_sd_um": 4.0}})
+    mot = simulate_motion(spec)
+    assert np.abs(mot.axial_um).max() > 4.0
+    assert np.abs(mot.axial_um).max() <= 12.0  # bounded at 3 sd
+    flat_mot = simulate_motion(spec.with_updates({"motion.axial_sd_um": 0.0}))
+    np.testing.assert_array_equal(mot.rigid_um, flat_mot.rigid_um)
+    assert (flat_mot.axial_um == 0).all()
+    # a single in-focus cell: its image is sharpest when the drift is smallest
+    w = build_world(spec)
+    u = central_cell(w.scene)
+    C = np.zeros((len(w.scene.cells), 60), np.float32)
+    C[u] = 1.0
+    w.C[:] = C
+    w.f_np[:] = 0.0
+    e = render_electrons(w, range(60), (0, 80, 0, 96))
+    widths = np.array([moments(e[t], spec.pixel_size_um)[1] for t in range(60)])
+    dz = np.abs(w.scene.dz_um[u] + mot.axial_um[:60])
+    assert np.corrcoef(widths, dz)[0, 1] > 0.9
+    static = build_world(spec.with_updates({"motion.axial_sd_um": 0.0}))
+    static.C[:] = C
+    static.f_np[:] = 0.0
+    e0 = render_electrons(static, range(60), (0, 80, 0, 96))
+    assert np.ptp([moments(e0[t], spec.pixel_size_um)[1] for t in range(60)]) < 1e-3
+
+
 # ------------------------------------------------------------------------- cells
 def test_cell_count_v4_ca1_matches_density_within_3_sqrt_n():
     spec = presets.scope("miniscope_v4_ca1")
@@ -332,7 +363,7 @@ def every_effect(**updates) -> Spec:
         "illumination.falloff": {"enabled": True}, "illumination.vignette": {"enabled": True},
         "illumination.glow": {"enabled": True}, "illumination.bleaching": {"enabled": True, "tau_s": 2.0},
         "motion": {"enabled": True, "rigid_sd_um": 3.0, "jerk_rate_hz": 1.0, "jerk_amplitude_um": 5.0,
-                   "nonrigid_amplitude_um": 2.0, "max_displacement_um": 12.0},
+                   "nonrigid_amplitude_um": 2.0, "max_displacement_um": 12.0, "axial_sd_um": 3.0},
         "sensor.noise": True, "sensor.hot_pixel_fraction": 0.01, "sensor.bit_depth": 10,
         "sensor.gain_adu_per_e": 0.25, "sensor.offset_adu": 20.0,
         "recording.duration_s": 2.0,
@@ -380,7 +411,8 @@ def test_preview_window_is_the_crop_of_the_full_render():
 # ------------------------------------------------------------------------- V4 calibration
 @pytest.fixture(scope="module")
 def v4_world():
-    spec = presets.get("miniscope_v4_ca1", "moderate").with_updates({"recording.duration_s": 30.0})
+    # 60 s (the default duration): detectability needs the realised activity of a real session
+    spec = presets.get("miniscope_v4_ca1", "moderate").with_updates({"recording.duration_s": 60.0})
     return build_world(spec)
 
 
@@ -391,6 +423,13 @@ def test_v4_background_and_saturation_hit_the_8_bit_targets(v4_world):
     assert (frames == top).mean() < 1e-3  # physics.md §8.13
     centre = frames[:, 254:354, 254:354].mean()
     assert 80 <= centre <= 120, centre
+
+
+def test_v4_cortex_background_and_saturation_hit_the_8_bit_targets():
+    spec = presets.get("miniscope_v4_cortex_l23").with_updates({"recording.duration_s": 2.0})
+    frames = render_block(build_world(spec), range(10), (0, 608, 0, 608))
+    assert (frames == 255).mean() < 1e-3
+    assert 80 <= frames[:, 254:354, 254:354].mean() <= 120
 
 
 def test_v4_in_focus_soma_is_10_to_20_percent_of_local_background(v4_world):

@@ -20,12 +20,12 @@ preview is bit for bit a crop of the full render.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..motion import halo_um
+from ..motion import axial_bound_um, halo_um
 from ..spec import Spec
 from . import fields, optics, vessels
 from .cells import Cells, place_cells
@@ -53,6 +53,9 @@ class Scene:
     sigma_um: np.ndarray           # per unit: PSF sigma at its defocus
     planted: list                  # per unit: (i0, j0, patch) planted footprint, sums to 1
     window: tuple[int, int, int, int] | None
+    # focus drift: sharp footprints at dz - b and dz + b minus those at dz (b = axial_bound_um)
+    axial_bound_um: float = 0.0
+    axial_e: tuple = field(default_factory=tuple)
 
     @property
     def padded_shape(self) -> tuple[int, int]:
@@ -66,11 +69,14 @@ class Scene:
         return self.vessel_chord_um[m : m + H, m : m + W] > 0
 
     # --------------------------------------------------------------- tissue, pre-motion
-    def tissue_e(self, C: np.ndarray, f_np: np.ndarray, rows: tuple[int, int, int, int]) -> np.ndarray:
+    def tissue_e(self, C: np.ndarray, f_np: np.ndarray, rows: tuple[int, int, int, int],
+                 axial_w: np.ndarray | None = None) -> np.ndarray:
         """Tissue emission (frames, h, w) float32 over sensor-pixel rows [y0, y1) x [x0, x1).
 
         ``C`` (units, frames) and ``f_np`` (frames,) are the traces; rows may extend into the
-        margin. One fixed summation path for every window: sparse rows in unit order, then the
+        margin; ``axial_w`` (frames, 2) are the focus-drift weights of the footprints at -b and
+        +b (see :func:`minisim.motion.axial_weights`), None for none. One fixed summation path
+        for every window: sparse rows in unit order, the focus-drift corrections, then the
         bilinear halo, then the neuropil.
         """
         y0, y1, x0, x1 = rows
@@ -83,6 +89,11 @@ class Scene:
         idx = (ii[:, None] * Wp + jj[None, :]).ravel()
         Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
         out = np.asarray(self.sharp_e[idx] @ Cx)[:, :T].T.reshape(T, h, w)
+        if axial_w is not None and self.axial_e:
+            for k, mat in enumerate(self.axial_e):
+                if axial_w[:, k].any():
+                    corr = np.asarray(mat[idx] @ Cx)[:, :T].T.reshape(T, h, w)
+                    out = out + axial_w[:, k, None, None] * corr
         if self.halo_e.nnz:
             out = out + self._halo(Cx, y0, y1, x0, x1)[:T]
         out = out + self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m][None] * f_np[:, None, None]
@@ -186,6 +197,10 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
     r_lat = np.hypot(cells.y_um, cells.x_um)
     dz = cells.z_um - optics.focal_depth_um(spec, r_lat)
     sigma = optics.psf_sigma_um(spec, dz)
+    ab = axial_bound_um(spec)
+    # focus drift: the same cell drawn at dz - b and dz + b (tissue shallower / deeper)
+    sig_ax = [optics.psf_sigma_um(spec, dz - ab), optics.psf_sigma_um(spec, dz + ab)] if ab > 0 else []
+    sig_ext = np.maximum.reduce([sigma, *sig_ax])
     collected = optics.collected_fraction(spec, cells.z_um)
     q = optics.sharp_share(spec, cells.z_um)
     halo_sigma = np.hypot(optics.halo_sigma_um(spec, cells.z_um, sigma), cells.radius_um / 2)
@@ -196,11 +211,12 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
 
     s_rows, s_cols, s_vals = [], [], []
     h_rows, h_cols, h_vals = [], [], []
+    ax_vals: list[list] = [[] for _ in sig_ax]
     planted = []
     for u in range(len(cells)):
         cy, cx, r = cells.y_um[u], cells.x_um[u], cells.radius_um[u]
         ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
-        ext += _SHARP_TRUNCATE * sigma[u]
+        ext += _SHARP_TRUNCATE * sig_ext[u]
         i0 = int(np.floor(cy / d + (H - 1) / 2 - ext / d))
         j0 = int(np.floor(cx / d + (W - 1) / 2 - ext / d))
         n = int(np.ceil(2 * ext / d)) + 2
@@ -217,10 +233,20 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
             patch = sharp[ia - i0 : ib - i0, ja - j0 : jb - j0]
             if shadowed[u]:
                 patch = patch * t_vessel[ia + m : ib + m, ja + m : jb + m]
-            ii, jj = np.nonzero(sharp[ia - i0 : ib - i0, ja - j0 : jb - j0] > floor)
+            crop = (slice(ia - i0, ib - i0), slice(ja - j0, jb - j0))
+            keep = sharp[crop] > floor
+            planes = []
+            for s_ax in sig_ax:  # the drifted footprints share the union of the supports
+                alt = optics.blur_and_bin(img, s_ax[u], d, os) * (q[u] * flux_e[u])
+                keep |= alt[crop] > 1e-4 * alt.max()
+                planes.append(alt[crop])
+            ii, jj = np.nonzero(keep)
             s_rows.append((ii + ia + m) * Wp + (jj + ja + m))
             s_cols.append(np.full(len(ii), u))
             s_vals.append(patch[ii, jj])
+            shade = t_vessel[ia + m : ib + m, ja + m : jb + m] if shadowed[u] else 1.0
+            for k, alt in enumerate(planes):
+                ax_vals[k].append((alt * shade)[ii, jj] - patch[ii, jj])
         if q[u] < 1:
             hs = halo_sigma[u]
             ext_h = _HALO_TRUNCATE * hs
@@ -252,6 +278,7 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         return mat
 
     sharp_e = csr(s_rows, s_cols, s_vals, Hp * Wp)
+    axial_e = tuple(csr(s_rows, s_cols, v, Hp * Wp) for v in ax_vals)
     halo_e = csr(h_rows, h_cols, h_vals, na * nb)
 
     npl = spec.tissue.neuropil
@@ -274,4 +301,5 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         vignette=fields.vignette(spec, ys, xs).astype(np.float32),
         glow_e=fields.glow(spec, ys, xs, ref).astype(np.float32),
         dz_um=dz, sigma_um=sigma, planted=planted, window=window,
+        axial_bound_um=ab, axial_e=axial_e,
     )
