@@ -1,0 +1,151 @@
+"""The one property: a recording is a pure function of its Spec.
+
+Same bytes for any chunking and any scheduler, prefix-stable, independent of hash seeds, and
+the ground truth explains the movie exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import dask
+import numpy as np
+import pytest
+from conftest import dataset_digests, digest, small_spec
+
+import minisim
+from minisim import presets, simulate
+
+CHUNKINGS = [
+    None,                                        # the default
+    {"frame": 7, "height": 13, "width": 17},     # odd tiles across noise tiles
+    {"frame": 3, "height": 40, "width": 48},     # whole frames, short blocks
+    {"frame": -1, "height": -1, "width": -1},    # one block
+]
+
+
+def _everything_on(**updates):
+    """Every effect on, hot pixels frequent enough to land in a 40 x 48 frame."""
+    return small_spec(**{
+        "illumination.falloff.enabled": True, "illumination.vignette.enabled": True,
+        "optics.field_curvature.enabled": True, "optics.aberration_sigma_um": 1.0,
+        "sensor.hot_pixel_fraction": 0.01, "motion.rigid_sd_um": 2.0,
+        "motion.nonrigid_amplitude_um": 1.0, **updates,
+    })
+
+
+def test_simulate_is_lazy():
+    ran = []
+
+    class Count(dask.callbacks.Callback):
+        def _start(self, dsk):
+            ran.append(len(dsk))
+
+    with Count():
+        t0 = time.perf_counter()
+        rec = simulate(small_spec(**{"recording.duration_s": 600.0}))
+        dt = time.perf_counter() - t0
+    assert ran == [] and dt < 10
+    assert isinstance(rec.dataset.movie.data, dask.array.Array)
+    assert rec.dataset.movie.dims == ("frame", "height", "width")
+    assert rec.dataset.movie.dtype == np.uint16 and rec.dataset.sizes["frame"] == 6000
+
+
+def test_same_bytes_for_any_chunking():
+    spec = _everything_on()
+    digests = set()
+    for chunks in CHUNKINGS:
+        rec = simulate(spec, chunks=chunks)
+        digests.add(digest(rec.dataset.movie.data.compute(scheduler="threads")))
+    assert len(digests) == 1
+
+
+def test_same_bytes_for_any_chunking_of_the_saved_store(tmp_path):
+    spec = _everything_on()
+    stores = [simulate(spec).save(tmp_path / f"r{i}.zarr", chunks=c)
+              for i, c in enumerate(CHUNKINGS[1:])]
+    first = dataset_digests(stores[0].dataset)
+    assert all(dataset_digests(s.dataset) == first for s in stores[1:])
+
+
+def test_same_bytes_for_threads_processes_and_local_cluster(tmp_path):
+    from distributed import Client, LocalCluster
+
+    spec = _everything_on()
+    chunks = {"frame": 4, "height": 21, "width": 48}
+    ref = dataset_digests(simulate(spec).save(tmp_path / "threads.zarr", chunks=chunks,
+                                              scheduler="threads").dataset)
+    procs = simulate(spec).save(tmp_path / "processes.zarr", chunks=chunks, scheduler="processes")
+    assert dataset_digests(procs.dataset) == ref
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        dist = simulate(spec).save(tmp_path / "cluster.zarr", chunks=chunks, scheduler=client)
+        assert dataset_digests(dist.dataset) == ref
+
+
+def test_ground_truth_explains_the_movie_without_motion_and_noise():
+    spec = _everything_on(**{"motion.enabled": False, "sensor.noise": False,
+                             "cells.density_per_mm3": 200000.0})
+    ds = simulate(spec).dataset
+    movie = ds.movie.values.astype(np.float64)
+    model = (spec.sensor.offset_adu
+             + np.einsum("uhw,ut->thw", ds.A.values.astype(np.float64), ds.C.values)
+             + np.einsum("khw,kt->thw", ds.b.values.astype(np.float64), ds.f.values))
+    top = 2**spec.sensor.bit_depth - 1
+    assert model.max() < top  # the identity holds before saturation
+    assert np.abs(movie - np.rint(model)).max() <= 1
+    assert ds.sizes["unit_id"] > 0 and float(ds.A.sum()) > 0
+
+
+def test_prefix_stable_when_the_duration_grows():
+    short = simulate(_everything_on()).dataset
+    long = simulate(_everything_on(**{"recording.duration_s": 2.5})).dataset
+    n = short.sizes["frame"]
+    assert np.array_equal(short.movie.values, long.movie[:n].values)
+    for name in ("C", "S", "dff", "motion"):
+        assert np.array_equal(short[name].values, long[name].isel(frame=slice(0, n)).values), name
+    assert np.array_equal(short.unit_id.values, long.unit_id.values)
+
+
+_HASH_SCRIPT = """
+import hashlib, sys
+sys.path.insert(0, {tests!r})
+from conftest import small_spec
+import minisim
+rec = minisim.simulate(small_spec(**{{"sensor.hot_pixel_fraction": 0.01}}))
+print(hashlib.sha256(rec.dataset.movie.values.tobytes() + rec.dataset.C.values.tobytes()).hexdigest())
+"""
+
+
+def test_bytes_do_not_depend_on_pythonhashseed():
+    code = _HASH_SCRIPT.format(tests=os.path.dirname(__file__))
+    outs = []
+    for seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True)
+        outs.append(r.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1] and len(outs[0]) == 64
+
+
+def test_seed_changes_the_recording():
+    a = simulate(small_spec()).dataset.movie.values
+    b = simulate(small_spec(**{"recording.seed": 12})).dataset.movie.values
+    assert not np.array_equal(a, b)
+
+
+def test_presets_simulate_lazily_over_their_full_field():
+    rec = minisim.simulate(presets.scope("miniscope_v4_ca1").with_updates(
+        {"recording.duration_s": 0.1}))
+    assert rec.dataset.movie.shape == (2, 608, 608)
+    frame = rec.dataset.movie[0, 250:330, 250:330].values
+    assert frame.dtype == np.uint16 and frame.max() <= 255
+
+
+@pytest.mark.parametrize("bad", [{"frame": 0}, {"time": 4}, {"height": 2.5}])
+def test_bad_chunks_are_a_clear_error(bad):
+    with pytest.raises(ValueError, match="chunks"):
+        simulate(small_spec(), chunks=bad)

@@ -1,0 +1,148 @@
+"""Saving and loading: real zarr v3 stores on disk, never overwritten, never silently short."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import dataset_digests, small_spec
+
+import minisim
+from minisim import IncompleteRecordingError, Recording, Spec, simulate
+from minisim.recording import FORMAT_VERSION, RecordingFormatError
+
+
+def test_save_and_load_round_trip(tmp_path):
+    spec = small_spec()
+    rec = simulate(spec)
+    saved = rec.save(tmp_path / "r.zarr")
+    loaded = Recording.load(tmp_path / "r.zarr")
+    assert loaded.spec == spec
+    assert loaded.dataset.movie.chunks is not None  # lazy, dask-backed
+    assert dataset_digests(loaded.dataset) == dataset_digests(rec.dataset)
+    assert dataset_digests(saved.dataset) == dataset_digests(simulate(loaded.spec).dataset)
+    assert list(loaded.dataset.axis.values) == ["z", "y", "x"]
+    assert list(loaded.dataset.bg_component.values) == ["neuropil", "glow", "dark"]
+
+
+def test_store_records_versions_and_the_spec(tmp_path):
+    simulate(small_spec()).save(tmp_path / "r.zarr")
+    attrs = zarr.open_group(str(tmp_path / "r.zarr"), mode="r").attrs
+    assert attrs["minisim_version"] == minisim.__version__
+    assert attrs["format_version"] == FORMAT_VERSION
+    assert attrs["render_algorithm"] >= 1
+    assert attrs["numpy_version"] == np.__version__
+    assert attrs["complete"] is True and attrs["saturated_pixels"] >= 0
+    assert Spec.model_validate_json(attrs["spec"]) == small_spec()
+
+
+def test_save_refuses_an_existing_store_unless_overwrite(tmp_path):
+    path = tmp_path / "r.zarr"
+    simulate(small_spec()).save(path)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        simulate(small_spec(**{"recording.seed": 2})).save(path)
+    assert Recording.load(path).spec.recording.seed == 11  # untouched
+    simulate(small_spec(**{"recording.seed": 2})).save(path, overwrite=True)
+    assert Recording.load(path).spec.recording.seed == 2
+
+
+def test_load_refuses_a_newer_format(tmp_path):
+    path = tmp_path / "r.zarr"
+    simulate(small_spec()).save(path)
+    zarr.open_group(str(path), mode="r+").attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(RecordingFormatError, match="newer than this minisim"):
+        Recording.load(path)
+
+
+def test_load_of_a_missing_or_foreign_path_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Recording.load(tmp_path / "nope.zarr")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(RecordingFormatError, match="not a minisim recording"):
+        Recording.load(tmp_path / "other.zarr")
+
+
+_SLOW_SAVE = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import small_spec
+import minisim
+spec = small_spec(**{{"recording.duration_s": 400.0, "sensor.width_px": 64, "sensor.height_px": 64}})
+minisim.simulate(spec).save({path!r}, chunks={{"frame": 8}}, scheduler="synchronous")
+"""
+
+
+def test_interrupted_save_is_reported_incomplete(tmp_path):
+    path = tmp_path / "killed.zarr"
+    code = _SLOW_SAVE.format(tests=os.path.dirname(__file__), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 120
+        movie = path / "movie" / "c"
+        while time.time() < deadline:
+            if movie.exists() and sum(1 for _ in movie.rglob("*") if _.is_file()) >= 10:
+                break
+            if proc.poll() is not None:
+                pytest.fail("the save finished before it could be interrupted")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert path.exists()
+    with pytest.raises(IncompleteRecordingError, match="incomplete"):
+        Recording.load(path)
+    partial = Recording.load(path, allow_incomplete=True)
+    assert partial.dataset.attrs["complete"] is False
+    simulate(partial.spec).save(path, overwrite=True, chunks={"frame": 400})  # redo it
+    assert Recording.load(path).dataset.attrs["complete"] is True
+
+
+def test_saturation_is_counted_in_attrs(tmp_path):
+    spec = small_spec(**{"sensor.gain_adu_per_e": 100.0})
+    saved = simulate(spec).save(tmp_path / "bright.zarr")
+    n = int((saved.dataset.movie.values == 4095).sum())
+    assert n > 0 and saved.dataset.attrs["saturated_pixels"] == n
+
+
+def test_cli_simulate_spec_and_spec_from_store(tmp_path, capsys):
+    from minisim.cli import main
+
+    spec_file = tmp_path / "s.json"
+    small_spec().to_json(spec_file)
+    out = tmp_path / "cli.zarr"
+    assert main(["simulate", str(spec_file), "-o", str(out), "--seed", "5", "-q"]) == 0
+    assert Recording.load(out).spec.recording.seed == 5
+    assert main(["simulate", str(spec_file), "-o", str(out), "-q"]) == 2  # exists
+    assert "exists" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["spec", "--from", str(out)]) == 0
+    assert Spec.model_validate_json(capsys.readouterr().out) == Recording.load(out).spec
+    assert main(["spec", "--preset", "miniscope_v4_ca1"]) == 0
+    assert Spec.model_validate_json(capsys.readouterr().out).sensor.width_px == 608
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"optics": {"na": 3}}')
+    assert main(["spec", str(bad)]) == 2
+    assert "optics.na" in capsys.readouterr().err
+
+
+def test_flat_memory_small_case(tmp_path):
+    """Peak RSS of writing 10x more frames stays within 1.1x (the full case is a benchmark)."""
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_memory.py"
+    peaks = {}
+    for frames in (300, 3000):
+        r = subprocess.run(
+            [sys.executable, str(script), "--one", str(frames), "--px", "128",
+             "--out", str(tmp_path / f"m{frames}.zarr")],
+            capture_output=True, text=True, check=True,
+        )
+        peaks[frames] = float(r.stdout.strip().splitlines()[-1])
+    assert peaks[3000] <= 1.1 * peaks[300], peaks
