@@ -98,16 +98,18 @@ def cmd_video(args) -> int:
 
     spec = _spec_from_args(args)
     simulate_video(spec, args.output, codec=args.codec, scheduler=_scheduler(args.scheduler),
-                   progress=not args.quiet, overwrite=args.overwrite)
-    print(f"wrote {args.output} and {Path(args.output).with_suffix('.spec.json')}")
+                   progress=not args.quiet, overwrite=args.overwrite, mapping=args.mapping)
+    out = Path(args.output)
+    print(f"wrote {out}, {out.with_suffix('.spec.json')} and {out.with_suffix('.video.json')}")
     return 0
 
 
 def cmd_sweep(args) -> int:
     from .sweep import run
 
-    run(args.sweep, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet)
-    return 0
+    m = run(args.sweep, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet,
+            whole_below_mb=args.whole_below_mb)
+    return 1 if (m["status"] == "failed").any() else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("video", help="render a recording straight into an AVI")
     _add_spec_args(s)
     s.add_argument("-o", "--output", required=True, help="OUT.avi")
-    s.add_argument("--codec", default="ffv1", help="ffv1 (lossless, default) | rawvideo | mjpeg | h264")
+    s.add_argument("--codec", default="ffv1", choices=["ffv1", "rawvideo", "mjpeg", "h264"],
+                   help="ffv1 (lossless, default) | rawvideo (lossless) | mjpeg | h264")
+    s.add_argument("--mapping", default="full", choices=["full", "percentile"],
+                   help="bit depth -> 8 bit: the sensor's full range (default) or a 0.5-99.5 %% "
+                        "percentile window from a preview (see docs/video.md)")
     s.add_argument("--scheduler", default="threads")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("-q", "--quiet", action="store_true")
@@ -146,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="render a dataset of recordings on a dask cluster")
     s.add_argument("sweep", help="SWEEP.yaml or .json")
     s.add_argument("--scheduler", default="local", help="local (default) | ADDRESS | slurm | pbs")
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=int, default=None, help="workers (jobs on slurm/pbs); default 2")
+    s.add_argument("--whole-below-mb", type=float, default=256.0,
+                   help="recordings with a smaller movie run whole on one worker; larger ones are spread")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sweep)
     return p
@@ -156,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as e:
-        # pydantic's ValidationError is a ValueError: it names the field, value and range
+    except (ValueError, OSError, KeyError) as e:
+        # pydantic's ValidationError is a ValueError: it names the field, value and range;
+        # OSError covers an existing output, a missing folder, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,62 @@
+"""Sweep scaling: recordings per minute with 1 and 2 LocalCluster workers.
+
+A sweep of 8 small recordings (128 x 128 px, 10 s at 20 fps, 4 densities x 2 seeds) is rendered
+from scratch with ``minisim.sweep.run`` on a LocalCluster of 1 and then 2 single-threaded worker
+processes; the table gives the wall time, recordings per minute and the scaling efficiency
+rate2 / (2 x rate1). Run: ``python benchmarks/bench_sweep.py [--workers 1 2 4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+SWEEP = {
+    "base": {"sensor": {"width_px": 128, "height_px": 128}, "recording": {"duration_s": 10.0, "fps": 20}},
+    "grid": {"cells.density_per_mm3": [20000, 30000, 45000, 60000]},
+    "seeds": [0, 1],
+    "output": "out",
+}
+
+
+def bench(n_workers: int, root: Path, mode: str) -> tuple[int, float]:
+    from minisim import sweep
+
+    out = root / f"{mode}-w{n_workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    sw = sweep.load_sweep(SWEEP, root=out)
+    t0 = time.perf_counter()
+    m = sweep.run(sw, scheduler="local", workers=n_workers, progress=False,
+                  whole_below_mb=sweep.WHOLE_BELOW_MB if mode == "whole" else 0.0)
+    seconds = time.perf_counter() - t0
+    assert (m["status"] == "done").all(), m
+    return len(sw), seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--modes", nargs="+", choices=["whole", "spread"], default=["whole", "spread"],
+                   help="whole: each recording one task (the default for small ones); spread: chunks")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes:
+            for n in args.workers:
+                count, seconds = bench(n, Path(tmp), mode)
+                rows.append((mode, n, count, seconds, count / seconds * 60))
+    print(f"sweep of {rows[0][2]} recordings, 128 x 128 px, 10 s at 20 fps; {os.cpu_count()} CPU cores; "
+          "LocalCluster, 1 thread per worker, wall time includes cluster start")
+    print(f"{'mode':>6} | {'workers':>7} | {'recordings':>10} | {'wall s':>7} | {'rec/min':>7} | {'efficiency':>10}")
+    print("-" * 65)
+    for mode, n, count, seconds, rate in rows:
+        rate1 = next(r[4] / r[1] for r in rows if r[0] == mode)
+        print(f"{mode:>6} | {n:>7} | {count:>10} | {seconds:>7.1f} | {rate:>7.1f} | {rate / (n * rate1):>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

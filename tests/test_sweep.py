@@ -1,0 +1,262 @@
+"""Dataset sweeps: same bytes as single saves on a real cluster, resumable, failure-tolerant."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import minisim
+from minisim import sweep as msweep
+from minisim.recording import Recording, is_complete, simulate
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"sensor": {"width_px": 48, "height_px": 40}, "recording": {"duration_s": 1.0, "fps": 10}}
+#: 4 recordings that differ in frame count (fps) and unit count (seed).
+SWEEP = {"base": TINY, "grid": {"recording.fps": [10, 20]}, "seeds": [0, 1], "output": "out"}
+
+
+def assert_same_store(path: Path, ref: Path) -> None:
+    """Movie, every ground-truth array and the spec attr are identical."""
+    a, b = Recording.load(path).dataset, Recording.load(ref).dataset
+    assert sorted(a.variables) == sorted(b.variables)
+    for name in a.variables:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert zarr.open_group(str(path), mode="r").attrs["spec"] == zarr.open_group(str(ref), mode="r").attrs["spec"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def swept(client, tmp_path_factory):
+    """The 4-recording sweep rendered on the cluster, and each recording saved alone (threads)."""
+    root = tmp_path_factory.mktemp("sweep")
+    sw = msweep.load_sweep(SWEEP, root=root)
+    manifest = msweep.run(sw, client=client, progress=False)
+    refs = root / "refs"
+    for pt in sw.points:
+        simulate(pt.spec).save(refs / pt.store_name, scheduler="threads")
+    return sw, manifest, refs
+
+
+def test_sweep_gives_the_same_bytes_as_single_saves(swept):
+    sw, manifest, refs = swept
+    assert len(sw) == 4 and list(manifest["status"]) == ["done"] * 4
+    for pt in sw.points:
+        assert pt.store_name == f"rec-{msweep.spec_hash(pt.spec)}.zarr"
+        assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
+
+
+def test_manifest_has_one_row_per_recording(swept):
+    sw, _, _ = swept
+    m = msweep.read_manifest(sw.output)
+    assert list(m.columns) == ["hash", "store", "recording.fps", "seed", "status", "mode", "size_bytes",
+                               "seconds", "error"]
+    assert list(m["mode"]) == ["whole"] * 4  # tiny recordings run whole on one worker each
+    assert sorted(m["hash"]) == sorted(pt.hash for pt in sw.points)
+    assert sorted(m["recording.fps"]) == ["10", "10", "20", "20"] and sorted(m["seed"]) == ["0", "0", "1", "1"]
+    assert all(int(s) > 0 for s in m["size_bytes"]) and all(float(s) > 0 for s in m["seconds"])
+
+
+def test_spread_recordings_give_the_same_bytes(client, swept, tmp_path):
+    """whole_below_mb=0 spreads every recording's chunks over the workers: same stores."""
+    _, _, refs = swept
+    sw = msweep.load_sweep({**SWEEP, "chunks": {"frame": 3, "height": 17, "width": 48}}, root=tmp_path)
+    m = msweep.run(sw, client=client, progress=False, whole_below_mb=0)
+    assert list(m["mode"]) == ["spread"] * 4 and list(m["status"]) == ["done"] * 4
+    for pt in sw.points:
+        assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
+
+
+@pytest.mark.parametrize("whole_below_mb", [msweep.WHOLE_BELOW_MB, 0.0], ids=["whole", "spread"])
+def test_killed_worker_still_completes_every_store(client, swept, tmp_path, whole_below_mb):
+    _, _, refs = swept
+    sw = msweep.load_sweep(SWEEP, root=tmp_path)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        m=msweep.run(sw, client=client, progress=False, whole_below_mb=whole_below_mb)))
+    t.start()
+    killed = False
+    deadline = time.monotonic() + 60
+    while not killed and t.is_alive() and time.monotonic() < deadline:
+        busy = [addr for addr, keys in client.processing().items() if keys]
+        if busy:
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    assert killed, "no worker was busy while the sweep ran"
+    t.join(120)
+    assert not t.is_alive()
+    assert list(result["m"]["status"]) == ["done"] * 4
+    for pt in sw.points:
+        assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
+    client.wait_for_workers(2, timeout=60)
+
+
+def _mtimes(store: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+
+
+def test_rerun_skips_finished_stores_and_redoes_incomplete_ones(client, swept, tmp_path):
+    sw0, _, refs = swept
+    shutil.copytree(sw0.output, tmp_path / "out")
+    sw = msweep.load_sweep(SWEEP, root=tmp_path)
+    broken, *finished = [sw.output / pt.store_name for pt in sw.points]
+    zarr.open_group(str(broken), mode="r+").attrs["complete"] = False   # as if the save was killed
+    assert not is_complete(broken)
+    before = {p: _mtimes(p) for p in finished}
+    m = msweep.run(sw, client=client, progress=False)
+    status = dict(zip(m["store"], m["status"]))
+    assert status[broken.name] == "done" and all(status[p.name] == "skipped" for p in finished)
+    assert {p: _mtimes(p) for p in finished} == before
+    assert is_complete(broken)
+    assert_same_store(broken, refs / broken.name)
+    assert sorted(p.name for p in sw.output.glob("rec-*")) == sorted(pt.store_name for pt in sw.points)
+
+
+def test_failing_recording_is_recorded_and_the_rest_complete(client, tmp_path):
+    sw = msweep.load_sweep({"base": TINY, "seeds": [3, 4, 5], "output": "out"}, root=tmp_path)
+    sw.output.mkdir()
+    blocked = sw.output / sw.points[1].store_name
+    blocked.write_text("not a store")
+    m = msweep.run(sw, client=client, progress=False)
+    row = m.set_index("store").loc[blocked.name]
+    assert row["status"] == "failed" and "FileExistsError" in row["error"] and "not a zarr store" in row["error"]
+    assert blocked.read_text() == "not a store"
+    others = [pt for pt in sw.points if pt.store_name != blocked.name]
+    assert all(is_complete(sw.output / pt.store_name) for pt in others)
+    assert sorted(m["status"]) == ["done", "done", "failed"]
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"optics.na": [0.3, 1.5]}, ["optics.na=1.5", "<= 1.0"]),
+    ({"optics.numerical_aperture": [0.3]}, ["optics.numerical_aperture"]),
+    ({"recording.fps": [10, -1]}, ["recording.fps=-1", "> 0.0"]),
+])
+def test_invalid_grid_point_fails_before_any_work(tmp_path, grid, words):
+    with pytest.raises(msweep.SweepError) as e:
+        msweep.load_sweep({"base": TINY, "grid": grid, "output": "out"}, root=tmp_path)
+    for w in words:
+        assert w in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_file_rejects_unknown_keys_and_bases(tmp_path):
+    with pytest.raises(msweep.SweepError, match="grids"):
+        msweep.load_sweep({"base": TINY, "grids": {}}, root=tmp_path)
+    with pytest.raises(msweep.SweepError, match="neither a preset"):
+        msweep.load_sweep({"base": "no_such_preset"}, root=tmp_path)
+
+
+def test_base_from_spec_file_and_yaml(tmp_path):
+    minisim.Spec.model_validate(TINY).to_json(tmp_path / "spec.json")
+    (tmp_path / "s.yaml").write_text("base: spec.json\nset: {cells.density_per_mm3: 1000}\n"
+                                     "grid: {motion.enabled: [false, true]}\nseeds: [1, 2]\noutput: o\n")
+    sw = msweep.load_sweep(tmp_path / "s.yaml")
+    assert len(sw) == 4 and sw.output == tmp_path / "o"
+    assert {pt.spec.cells.density_per_mm3 for pt in sw.points} == {1000.0}
+    assert {(pt.params["motion.enabled"], pt.seed) for pt in sw.points} == {(False, 1), (False, 2), (True, 1),
+                                                                              (True, 2)}
+
+
+def test_example_sweep_in_cluster_folder_is_valid():
+    sw = msweep.load_sweep(REPO / "cluster" / "sweep-ca1.yaml")
+    assert len(sw) == 12 and sw.output == REPO / "cluster" / "ca1-sweep"
+    assert {pt.spec.sensor.width_px for pt in sw.points} == {608}
+
+
+def test_open_sweep_is_lazy_and_labels_recordings(swept):
+    import dask.array as da
+
+    sw, _, refs = swept
+    ds = minisim.open_sweep(sw.output)
+    assert ds.sizes["recording"] == 4
+    assert isinstance(ds["movie"].data, da.Array)
+    assert ds.sizes["frame"] == 20 and sorted(ds["n_frames"].values) == [10, 10, 20, 20]
+    for pt in sw.points:
+        one = ds.sel(recording=ds["hash"] == pt.hash).squeeze("recording")
+        ref = Recording.load(refs / pt.store_name).dataset
+        T, n = ref.sizes["frame"], ref.sizes["unit_id"]
+        assert float(one["recording.fps"]) == pt.spec.recording.fps and int(one["seed"]) == pt.seed
+        np.testing.assert_array_equal(one["movie"].values[:T], ref["movie"].values)
+        assert (one["movie"].values[T:] == 0).all()
+        np.testing.assert_array_equal(one["C"].values[:n, :T], ref["C"].values)
+        np.testing.assert_array_equal(one["unit_id"].values[:n], ref["unit_id"].values)
+        assert (one["unit_id"].values[n:] == -1).all()
+
+
+def test_job_scripts_from_cluster_configs():
+    cfg = REPO / "cluster" / "jobqueue.yaml"
+    with msweep.jobqueue_cluster("slurm", config=cfg) as cluster:
+        script = cluster.job_script()
+    for line in ["#SBATCH -J minisim-worker", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=6G",
+                 "#SBATCH -t 04:00:00", "export OMP_NUM_THREADS=1", "-m distributed.cli.dask_worker",
+                 "--nthreads 2", "--memory-limit 6.00GiB", "--death-timeout 120", "--local-directory /tmp"]:
+        assert line in script, (line, script)
+    with msweep.jobqueue_cluster("pbs", config=cfg, queue="workq") as cluster:
+        script = cluster.job_script()
+    for line in ["#PBS -N minisim-worker", "#PBS -q workq", "#PBS -l select=1:ncpus=2:mem=6144MB",
+                 "#PBS -l walltime=04:00:00", "-m distributed.cli.dask_worker", "--nthreads 2"]:
+        assert line in script, (line, script)
+
+
+def _slurm_ready() -> str | None:
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return "SLURM is not installed (no sbatch/sinfo)"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], check=False, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo failed: {e}"
+    if out.returncode != 0 or not {"idle", "mix", "alloc"} & set(out.stdout.split()):
+        return f"no SLURM node up (slurmctld/slurmd not running?): {out.stderr.strip() or out.stdout.strip()}"
+    return None
+
+
+def test_sweep_through_a_real_slurm(tmp_path, swept):
+    why = _slurm_ready()
+    if why:
+        pytest.skip(why)
+    _, _, refs = swept
+    (tmp_path / "jobqueue.yaml").write_text(
+        "jobqueue:\n  slurm:\n    name: minisim-test\n    cores: 1\n    processes: 1\n    memory: 2GiB\n"
+        f"    walltime: '00:10:00'\n    local-directory: {tmp_path}\n    log-directory: {tmp_path / 'logs'}\n")
+    import yaml
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**SWEEP, "grid": {"recording.fps": [10]}}))
+    m = msweep.run(tmp_path / "s.yaml", scheduler="slurm", workers=1, progress=False)
+    assert list(m["status"]) == ["done", "done"]
+    for store in m["store"]:
+        assert_same_store(tmp_path / "out" / store, refs / store)
+
+
+def test_cli_sweep_runs_and_resumes(tmp_path):
+    """`minisim sweep FILE` in a fresh process (its own LocalCluster), then again: all skipped."""
+    import sys
+
+    import yaml
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": TINY, "seeds": [7], "output": "out"}))
+    cmd = [sys.executable, "-m", "minisim.cli", "sweep", str(tmp_path / "s.yaml"), "--workers", "1"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "1 done, 0 skipped, 0 failed" in first.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 done, 1 skipped, 0 failed" in again.stderr
+    (store,) = (tmp_path / "out").glob("rec-*.zarr")
+    assert is_complete(store)
