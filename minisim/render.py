@@ -40,7 +40,7 @@ RENDER_ALGORITHM = 1
 class World:
     spec: Spec
     scene: Scene
-    activity: Activity
+    activity: Activity | None  # None in a render-only World (see build_world's ``truth``)
     motion: Motion
     C: np.ndarray           # (units, frames) float32, = activity.C
     f_np: np.ndarray        # (frames,) float32 neuropil course
@@ -53,24 +53,60 @@ class World:
 
 _WORLDS: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
+#: Units per batch when a render-only World computes its traces.
+TRACE_BATCH_UNITS = 256
 
 
-def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None) -> World:
-    """Scene, traces and motion of ``spec`` (cells that reach ``window`` only, if given)."""
+def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """C (units, frames) float32 and the neuropil course, computed a batch of units at a time.
+
+    Traces are keyed per unit, so batching gives the same bytes as one call; it keeps the
+    transient spikes/dF/F/bleaching arrays to one batch (4 bytes per unit-frame stay, not ~13).
+    """
+    T = spec.recording.n_frames if n_frames is None else int(n_frames)
+    C = np.empty((len(unit_ids), T), np.float32)
+    f_np = None
+    for i in range(0, max(len(unit_ids), 1), TRACE_BATCH_UNITS):
+        act = simulate_activity(spec, unit_ids[i : i + TRACE_BATCH_UNITS], T)
+        C[i : i + TRACE_BATCH_UNITS] = act.C
+        f_np = act.neuropil_f if f_np is None else f_np
+    return C, np.ascontiguousarray(f_np, np.float32)
+
+
+def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None, *,
+                n_frames: int | None = None, truth: bool = True) -> World:
+    """Scene, traces and motion of ``spec``.
+
+    ``window`` keeps only the cells that reach that sensor window; ``n_frames`` computes the
+    first frames only (traces and motion are prefix-stable, so a preview of frames [0, n) is
+    bit-identical to the full render's). ``truth=False`` builds a render-only World: C and the
+    neuropil course without the per-frame spikes, dF/F and bleaching arrays of ``activity``,
+    so what a worker or the video writer holds per frame is C alone.
+    """
     scene = build_scene(spec, window)
-    activity = simulate_activity(spec, scene.cells.unit_id)
-    motion = simulate_motion(spec)
-    return World(spec, scene, activity, motion, np.ascontiguousarray(activity.C, np.float32),
-                 np.ascontiguousarray(activity.neuropil_f, np.float32))
+    motion = simulate_motion(spec, n_frames)
+    if truth:
+        activity = simulate_activity(spec, scene.cells.unit_id, n_frames)
+        C = np.ascontiguousarray(activity.C, np.float32)
+        f_np = np.ascontiguousarray(activity.neuropil_f, np.float32)
+    else:
+        activity = None
+        C, f_np = _traces(spec, scene.cells.unit_id, n_frames)
+    return World(spec, scene, activity, motion, C, f_np)
 
 
-def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None) -> World:
-    """The cached World of a Spec's JSON text (built once per process)."""
-    key = (spec_json, window)
+def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None,
+              n_frames: int | None = None) -> World:
+    """The cached render-only World of a Spec's JSON text (built once per process).
+
+    A World that :func:`remember_world` put here (e.g. the one ``simulate`` built, with its
+    ground truth) is used as it is.
+    """
+    key = (spec_json, window, n_frames)
     with _LOCK:
         w = _WORLDS.get(key)
         if w is None:
-            w = build_world(Spec.model_validate_json(spec_json), window)
+            w = build_world(Spec.model_validate_json(spec_json), window, n_frames=n_frames, truth=False)
             _WORLDS[key] = w
             while len(_WORLDS) > 3:
                 _WORLDS.popitem(last=False)
@@ -82,7 +118,10 @@ def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None) -
 def remember_world(world: World) -> None:
     """Put an already built World into this process's cache."""
     with _LOCK:
-        _WORLDS[(world.spec.model_dump_json(), world.scene.window)] = world
+        n = None if world.n_frames == world.spec.recording.n_frames else world.n_frames
+        _WORLDS[(world.spec.model_dump_json(), world.scene.window, n)] = world
+        while len(_WORLDS) > 3:
+            _WORLDS.popitem(last=False)
 
 
 def render_electrons(world: World, frames: range, window: tuple[int, int, int, int]) -> np.ndarray:
@@ -131,14 +170,19 @@ def render_block(world: World, frames: range, window: tuple[int, int, int, int])
 
 # --------------------------------------------------------------------------- dask
 def default_chunks(spec: Spec) -> dict[str, int]:
-    """Blocks of 64 frames; whole frames up to 512 px a side, else tiles of 2 noise tiles."""
+    """Blocks of 32 frames x tiles of ~256 px (whole noise tiles): 4 MB zarr chunks.
+
+    Measured on 512 x 512 px, 2 threads (see docs/performance.md): 64 frames x whole 512 px
+    frames peaked at 2.6 GB RSS and 37 fps; 32 x 256 x 256 peaks at 0.66 GB and renders 70 fps
+    (a block's float32 working copies stay in cache). The bytes never depend on this.
+    """
     H, W = spec.sensor.height_px, spec.sensor.width_px
     tile = spec.sensor.noise_tile_px
     side = max(tile, (256 // tile) * tile)
     return {
-        "frame": 64,
-        "height": H if H <= 512 else side,
-        "width": W if W <= 512 else side,
+        "frame": 32,
+        "height": H if H <= side else side,
+        "width": W if W <= side else side,
     }
 
 

@@ -287,7 +287,7 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
     block = render.normalize_chunks(spec, {"frame": VIDEO_FRAME_BLOCK, **(chunks or {})})
     # The scene and the lazy movie only: the Recording's other ground truth is not needed
     # here, and its per-frame arrays would grow with the movie's length.
-    world = render.build_world(spec)
+    world = render.build_world(spec, truth=False)  # C only: nothing else grows with the length
     render.remember_world(world)
     movie = render.movie_array(spec, block)
     del world

@@ -189,3 +189,17 @@ def test_debouncer_runs_a_burst_once_and_never_twice_at_once():
     d.schedule()
     time.sleep(0.6)
     assert len(calls) == 3 and max(overlap) == 1
+
+
+def test_preview_of_a_long_recording_is_the_crop_of_its_full_render():
+    """The preview builds traces and motion for the first 30 s only; a 40 s recording's
+    preview is still bit-identical to the first frames of the full render."""
+    spec = V4_SMALL.with_updates({"recording.duration_s": 40.0})
+    panel = AnatomyPanel(SpecModel(spec), debounce_s=0)
+    panel.cell_budget = 20
+    panel.redraw_now()
+    y0, y1, x0, x1 = panel.preview_window
+    preview = panel.preview_frames_data
+    full = simulate(spec).movie[: len(preview), y0:y1, x0:x1].values
+    np.testing.assert_array_equal(preview, full)
+    panel.close()

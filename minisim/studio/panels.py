@@ -216,7 +216,10 @@ class AnatomyPanel(SpecPanel):
         window = readout.preview_window(spec, self.cell_budget)
         n = min(self.preview_frames, spec.recording.n_frames)
         t0 = time.perf_counter()
-        world = get_world(spec.model_dump_json(), window)
+        # traces of the first TRACE_MAX_S only (prefix-stable, so the preview frames are those of
+        # the full render); the readout's detectable count is judged on that stretch of activity
+        n_world = min(spec.recording.n_frames, max(n, round(TRACE_MAX_S * spec.recording.fps)))
+        world = get_world(spec.model_dump_json(), window, n_world)
         t1 = time.perf_counter()
         frames = render_block(world, range(n), window)
         t2 = time.perf_counter()
