@@ -8,9 +8,9 @@ The public API is this page and nothing else.
 
 __version__ = "2.0.0.dev0"
 
-from . import presets  # noqa: E402
-from .recording import IncompleteRecordingError, Recording, simulate  # noqa: E402
-from .spec import Spec  # noqa: E402
+from . import presets
+from .recording import IncompleteRecordingError, Recording, simulate
+from .spec import Spec
 
 
 def simulate_video(spec, path, **kwargs):
@@ -28,6 +28,12 @@ def open_sweep(folder, **kwargs):
 
 
 __all__ = [
-    "Spec", "simulate", "simulate_video", "Recording", "IncompleteRecordingError", "presets",
-    "open_sweep", "__version__",
+    "IncompleteRecordingError",
+    "Recording",
+    "Spec",
+    "__version__",
+    "open_sweep",
+    "presets",
+    "simulate",
+    "simulate_video",
 ]

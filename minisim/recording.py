@@ -238,11 +238,11 @@ class Recording:
         det = int(ds["detectable"].sum())
         lines = [
             repr(self),
-            f"  field of view {s.fov_um[0]:.0f} x {s.fov_um[1]:.0f} um, "
+            (f"  field of view {s.fov_um[0]:.0f} x {s.fov_um[1]:.0f} um, "
             f"{s.pixel_size_um:.3f} um/px, {s.recording.fps:g} fps, "
-            f"{s.recording.duration_s:g} s, seed {s.recording.seed}",
-            f"  units: {ds.sizes['unit_id']} ({det} detectable), "
-            f"spikes: {ds.sizes['spike']}",
+            f"{s.recording.duration_s:g} s, seed {s.recording.seed}"),
+            (f"  units: {ds.sizes['unit_id']} ({det} detectable), "
+            f"spikes: {ds.sizes['spike']}"),
         ]
         if self.path is not None:
             size = sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
@@ -295,7 +295,7 @@ class Recording:
             raise FileNotFoundError(f"no recording at {path}")
         try:
             attrs = dict(zarr.open_group(str(path), mode="r").attrs)
-        except Exception as e:  # noqa: BLE001 - any zarr failure means "not a store"
+        except Exception as e:
             raise RecordingFormatError(f"{path} is not a zarr store written by minisim: {e}") from e
         if "format_version" not in attrs or "spec" not in attrs:
             raise RecordingFormatError(f"{path} is not a minisim recording (no format_version/spec)")

@@ -181,8 +181,8 @@ def default_chunks(spec: Spec) -> dict[str, int]:
     side = max(tile, (256 // tile) * tile)
     return {
         "frame": 32,
-        "height": H if H <= side else side,
-        "width": W if W <= side else side,
+        "height": min(H, side),
+        "width": min(W, side),
     }
 
 

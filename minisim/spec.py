@@ -262,14 +262,14 @@ class MotionSpec(Section):
 # ----------------------------------------------------------------------------- activity
 INDICATORS: dict[str, dict[str, float]] = {
     # physics.md §4: tau (s) -> ms; 1-AP dF/F; Hill constants; dCa per AP calibrated there.
-    "GCaMP6f": dict(tau_rise_ms=30.0, tau_decay_ms=500.0, dff_per_spike=0.15, kd_nm=375.0,
-                    hill_n=2.27, dynamic_range=52.0, dca_per_spike_nm=8.8),
-    "GCaMP6s": dict(tau_rise_ms=100.0, tau_decay_ms=1500.0, dff_per_spike=0.25, kd_nm=144.0,
-                    hill_n=2.90, dynamic_range=63.0, dca_per_spike_nm=5.6),
-    "jGCaMP7f": dict(tau_rise_ms=30.0, tau_decay_ms=450.0, dff_per_spike=0.20, kd_nm=174.0,
-                     hill_n=2.3, dynamic_range=40.0, dca_per_spike_nm=6.4),
-    "jGCaMP8m": dict(tau_rise_ms=10.0, tau_decay_ms=250.0, dff_per_spike=0.30, kd_nm=108.0,
-                     hill_n=1.9, dynamic_range=40.0, dca_per_spike_nm=10.8),
+    "GCaMP6f": {"tau_rise_ms": 30.0, "tau_decay_ms": 500.0, "dff_per_spike": 0.15, "kd_nm": 375.0,
+                    "hill_n": 2.27, "dynamic_range": 52.0, "dca_per_spike_nm": 8.8},
+    "GCaMP6s": {"tau_rise_ms": 100.0, "tau_decay_ms": 1500.0, "dff_per_spike": 0.25, "kd_nm": 144.0,
+                    "hill_n": 2.90, "dynamic_range": 63.0, "dca_per_spike_nm": 5.6},
+    "jGCaMP7f": {"tau_rise_ms": 30.0, "tau_decay_ms": 450.0, "dff_per_spike": 0.20, "kd_nm": 174.0,
+                     "hill_n": 2.3, "dynamic_range": 40.0, "dca_per_spike_nm": 6.4},
+    "jGCaMP8m": {"tau_rise_ms": 10.0, "tau_decay_ms": 250.0, "dff_per_spike": 0.30, "kd_nm": 108.0,
+                     "hill_n": 1.9, "dynamic_range": 40.0, "dca_per_spike_nm": 10.8},
 }
 IndicatorName = Literal["GCaMP6f", "GCaMP6s", "jGCaMP7f", "jGCaMP8m"]
 
@@ -341,7 +341,7 @@ class RecordingSpec(Section):
     @property
     def n_frames(self) -> int:
         # round() not int(): 0.1 s at 30 fps is 3 frames, not 2.999... -> 2
-        return max(1, int(round(self.duration_s * self.fps)))
+        return max(1, round(self.duration_s * self.fps))
 
 
 # ----------------------------------------------------------------------------- Spec

@@ -253,10 +253,10 @@ def test_cli_sweep_runs_and_resumes(tmp_path):
 
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": TINY, "seeds": [7], "output": "out"}))
     cmd = [sys.executable, "-m", "minisim.cli", "sweep", str(tmp_path / "s.yaml"), "--workers", "1"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "1 done, 0 skipped, 0 failed" in first.stderr
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 done, 1 skipped, 0 failed" in again.stderr
     (store,) = (tmp_path / "out").glob("rec-*.zarr")
     assert is_complete(store)
