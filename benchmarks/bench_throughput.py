@@ -42,9 +42,12 @@ def main() -> None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows.append(("threads (2)", dt, rss))
 
+        import dask
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+        from minisim.sweep import WORKER_MALLOC_CONFIG
+
+        with dask.config.set(WORKER_MALLOC_CONFIG), LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             t0 = time.perf_counter()
             minisim.simulate(spec).save(tmp / "cluster.zarr", scheduler=client)
