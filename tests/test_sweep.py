@@ -260,3 +260,37 @@ def test_cli_sweep_runs_and_resumes(tmp_path):
     assert again.returncode == 0 and "0 done, 1 skipped, 0 failed" in again.stderr
     (store,) = (tmp_path / "out").glob("rec-*.zarr")
     assert is_complete(store)
+
+
+def test_killed_sweep_process_resumes_without_redoing_finished_stores(client, swept, tmp_path):
+    """SIGKILL the whole `minisim sweep` process group after its first store; a rerun skips the
+    finished stores untouched, redoes the rest, and every store is the single-save one."""
+    import sys
+
+    import yaml
+
+    _, _, refs = swept
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP))
+    cmd = [sys.executable, "-m", "minisim.cli", "sweep", str(tmp_path / "s.yaml"), "--workers", "1", "-q"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "manifest.csv").is_file() and "done" in set(msweep.read_manifest(out)["status"]):
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = msweep.read_manifest(out)
+    finished = [out / s for s, st in zip(first["store"], first["status"]) if st == "done"]
+    assert 1 <= len(finished) < 4, list(first["status"])
+    before = {p: _mtimes(p) for p in finished}
+    m = msweep.run(tmp_path / "s.yaml", client=client, progress=False)
+    status = dict(zip(m["store"], m["status"]))
+    assert all(status[p.name] == "skipped" for p in finished)
+    assert sorted(status.values()) == sorted(["skipped"] * len(finished) + ["done"] * (4 - len(finished)))
+    assert {p: _mtimes(p) for p in finished} == before
+    for store in m["store"]:
+        assert_same_store(out / store, refs / store)
