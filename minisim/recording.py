@@ -277,9 +277,13 @@ class Recording:
         t0 = time.perf_counter()
         write = _encode_labels(ds).to_zarr(path, mode="w-", compute=False, consolidated=False, zarr_format=3,
                            encoding=encoding)
+        compute(write, scheduler=scheduler, progress=progress)
+        # Counted from the written chunks, not alongside the write: computing both from the lazy
+        # movie rendered every block twice (400 frames at 608 px: 17.0 s vs 10.7 s).
+        import dask.array as da
+
         top = 2**self.spec.sensor.bit_depth - 1
-        saturated = (ds["movie"].data == top).sum()
-        _, n_sat = compute(write, saturated, scheduler=scheduler, progress=progress)
+        (n_sat,) = compute((da.from_zarr(str(path), component="movie") == top).sum(), scheduler=scheduler)
         _mark_complete(path, {"saturated_pixels": int(n_sat),
                               "saturated_fraction": float(n_sat) / max(ds["movie"].size, 1),
                               "write_seconds": round(time.perf_counter() - t0, 3)})

@@ -135,9 +135,17 @@ class Scene:
         Wp = self.padded_shape[1]
         idx = ((np.arange(H) + m)[:, None] * Wp + (np.arange(W) + m)[None, :]).ravel()
         out = self.sharp_e[idx][:, ids].T.toarray().astype(np.float32, copy=False).reshape(n, H, W)
-        if self.halo_e.nnz:
-            eye = np.eye(n, max(n, 2), dtype=np.float32)  # >= 2 columns: one scipy path
-            out = out + self._halo(eye, 0, H, 0, W, cols=ids)[:n]
+        nodes = self.halo_e[:, ids].tocoo().row if self.halo_e.nnz else np.empty(0, np.int64)
+        if nodes.size:
+            # only the pixels these units' halo nodes reach: node (k + a0) weighs on pixels
+            # [(k + a0 - 1) F, (k + a0 + 1) F); elsewhere the halo is exactly 0
+            F, (a0, b0), nb = self.coarse_px, self.node_origin, self.node_shape[1]
+            ka, kb = nodes // nb, nodes % nb
+            y0, y1 = max(0, (ka.min() + a0 - 1) * F), min(H, (ka.max() + a0 + 1) * F)
+            x0, x1 = max(0, (kb.min() + b0 - 1) * F), min(W, (kb.max() + b0 + 1) * F)
+            if y0 < y1 and x0 < x1:
+                eye = np.eye(n, max(n, 2), dtype=np.float32)  # >= 2 columns: one scipy path
+                out[:, y0:y1, x0:x1] = out[:, y0:y1, x0:x1] + self._halo(eye, y0, y1, x0, x1, cols=ids)[:n]
         return out
 
     def planted_dense(self, units: slice) -> np.ndarray:
