@@ -144,14 +144,16 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
         iy = np.floor(sy)
         ix = np.floor(sx)
         fy, fx = sy - iy, sx - ix
-        ly = iy.astype(np.int64) - (y0 - m)
-        lx = ix.astype(np.int64) - (x0 - m)
-        t = np.arange(len(f))[:, None, None]
+        # one flat index per output pixel, then four 1-D takes (3-index fancy indexing was ~2x slower)
+        Hh, Ww = tissue.shape[1], tissue.shape[2]
+        t = np.arange(len(f), dtype=np.int64)[:, None, None]
+        at = (t * Hh + (iy.astype(np.int64) - (y0 - m))) * Ww + (ix.astype(np.int64) - (x0 - m))
+        flat = tissue.reshape(-1)
         moved = (
-            ((1 - fy) * (1 - fx)) * tissue[t, ly, lx]
-            + ((1 - fy) * fx) * tissue[t, ly, lx + 1]
-            + (fy * (1 - fx)) * tissue[t, ly + 1, lx]
-            + (fy * fx) * tissue[t, ly + 1, lx + 1]
+            ((1 - fy) * (1 - fx)) * flat.take(at)
+            + ((1 - fy) * fx) * flat.take(at + 1)
+            + (fy * (1 - fx)) * flat.take(at + Ww)
+            + (fy * fx) * flat.take(at + (Ww + 1))
         )
     else:
         moved = sc.tissue_e(C, fn, window)

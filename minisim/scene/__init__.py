@@ -114,10 +114,9 @@ class Scene:
         ny, nx = ys // F - ia, xs // F - ja
         fy = ((ys - (ys // F) * F) / F).astype(np.float32)[:, None]
         fx = ((xs - (xs // F) * F) / F).astype(np.float32)[None, :]
-        n00 = nodes[:, ny][:, :, nx]
-        n01 = nodes[:, ny][:, :, nx + 1]
-        n10 = nodes[:, ny + 1][:, :, nx]
-        n11 = nodes[:, ny + 1][:, :, nx + 1]
+        r0, r1 = nodes[:, ny], nodes[:, ny + 1]  # each node row gathered once
+        n00, n01 = r0[:, :, nx], r0[:, :, nx + 1]
+        n10, n11 = r1[:, :, nx], r1[:, :, nx + 1]
         return ((1 - fy) * (1 - fx)) * n00 + ((1 - fy) * fx) * n01 + (fy * (1 - fx)) * n10 + (fy * fx) * n11
 
     # --------------------------------------------------------------- ground-truth footprints
