@@ -299,9 +299,8 @@ def connect(scheduler: str = "local", workers: int | None = None, client=None,
         yield client, max(1, len(client.scheduler_info()["workers"]))
         return
     if scheduler == "local":
-        from distributed import LocalCluster
-
         import dask
+        from distributed import LocalCluster
 
         n = workers or 2
         with dask.config.set(WORKER_MALLOC_CONFIG), \

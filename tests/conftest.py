@@ -9,6 +9,22 @@ import pytest
 
 from minisim import Spec
 
+#: Every optical confound, motion and sensor noise switched off (dotted Spec updates).
+ALL_EFFECTS_OFF = {
+    "optics.defocus_enabled": False,
+    "optics.field_curvature": {"enabled": False},
+    "tissue.scatter": {"enabled": False},
+    "tissue.attenuation": {"enabled": False},
+    "tissue.neuropil": {"enabled": False},
+    "vasculature.enabled": False,
+    "illumination.falloff": {"enabled": False},
+    "illumination.vignette": {"enabled": False},
+    "illumination.glow": {"enabled": False},
+    "illumination.bleaching": {"enabled": False},
+    "motion.enabled": False,
+    "sensor.noise": False,
+}
+
 
 def small_spec(**updates) -> Spec:
     """A 40 x 48 px, 1 s, 10 fps recording with every effect of the defaults on."""

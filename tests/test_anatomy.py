@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ALL_EFFECTS_OFF
 
 import minisim
 from minisim import Spec, presets
@@ -21,20 +22,7 @@ from minisim.render import (
 from minisim.scene import build_scene, optics
 from minisim.scene.cells import expected_count, place_cells
 
-ALL_OFF = {
-    "optics.defocus_enabled": False,
-    "optics.field_curvature": {"enabled": False},
-    "tissue.scatter": {"enabled": False},
-    "tissue.attenuation": {"enabled": False},
-    "tissue.neuropil": {"enabled": False},
-    "vasculature.enabled": False,
-    "illumination.falloff": {"enabled": False},
-    "illumination.vignette": {"enabled": False},
-    "illumination.glow": {"enabled": False},
-    "illumination.bleaching": {"enabled": False},
-    "motion.enabled": False,
-    "sensor.noise": False,
-}
+ALL_OFF = ALL_EFFECTS_OFF
 
 
 def bare(**updates) -> Spec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ALL_EFFECTS_OFF
 from scipy.stats import poisson
 
 import minisim
@@ -11,16 +12,10 @@ from minisim import Spec, presets
 from minisim.render import build_world, render_block
 from minisim.sensor import expose, poisson_from_normal
 
+#: a flat, static scene: the confounds off except the neuropil (the light source) and the noise
 QUIET_SCOPE = {
-    "optics.defocus_enabled": False,
-    "tissue.scatter": {"enabled": False},
-    "tissue.attenuation": {"enabled": False},
-    "vasculature.enabled": False,
-    "illumination.falloff": {"enabled": False},
-    "illumination.vignette": {"enabled": False},
-    "illumination.glow": {"enabled": False},
-    "illumination.bleaching": {"enabled": False},
-    "motion.enabled": False,
+    **{k: v for k, v in ALL_EFFECTS_OFF.items()
+       if k not in ("optics.field_curvature", "tissue.neuropil", "sensor.noise")},
     "cells.density_per_mm3": 0.0,
     "sensor.prnu_fraction": 0.0,
     "sensor.dsnu_adu": 0.0,
