@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from . import render
+from .scene import vessels
 from .spec import Spec
 
 #: Layout version of the zarr store; ``load`` refuses newer ones.
@@ -122,6 +123,9 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
             "spike_unit_id": (("spike",), spike_unit),
             "spike_time_s": (("spike",), spike_time, {"units": "s"}),
             "vessel_mask": (("height", "width"), sc.vessel_mask),
+            "vessel_dilation": (("frame",), vessels.dilation(spec, np.arange(T)).astype(np.float32),
+                                {"units": "1", "long_name": "fractional vessel dilation (vasomotion); "
+                                 "transmission under vessels is scaled by exp(-2 mu_a L dilation)"}),
             "motion": (("frame", "motion_axis"), (world.motion.rigid_um / d).astype(np.float32),
                        {"units": "px", "long_name": "rigid brain displacement (y, x)"}),
         },

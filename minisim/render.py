@@ -5,6 +5,7 @@
 
     tissue  = A_tissue(z_t) . C[:, t] + neuropil . f[t]       (sparse rows, fixed unit order;
                                                                z_t the focus drift, if any)
+    tissue *= exp(-2 mu_a L delta(t))                          (vasomotion, if on)
     moved   = tissue sampled at (p - d(p, t))                  (bilinear, from a halo of rows)
     signal  = V I moved + V glow                               (scope-fixed fields)
     movie   = sensor(signal)                                   (keyed shot/read noise, ADU)
@@ -30,6 +31,7 @@ from .activity import Activity, simulate_activity
 from .motion import Motion, axial_weights, displacement_px, simulate_motion
 from .scene import Scene, build_scene
 from .scene.optics import pixel_center_um
+from .scene.vessels import dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
@@ -124,6 +126,10 @@ def remember_world(world: World) -> None:
             _WORLDS.popitem(last=False)
 
 
+def _hemodynamics_on(spec: Spec) -> bool:
+    return spec.vasculature.enabled and spec.vasculature.vasomotion.enabled
+
+
 def render_electrons(world: World, frames: range, window: tuple[int, int, int, int]) -> np.ndarray:
     """Expected signal electrons (frames, h, w) float32 reaching the sensor window."""
     spec, sc = world.spec, world.scene
@@ -135,6 +141,8 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
         m = sc.margin_px
         aw = axial_weights(world.motion, sc.axial_bound_um, frames) if sc.axial_e else None
         tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m), aw)
+        if _hemodynamics_on(spec):
+            tissue = tissue * dilation_factor(spec, sc.vessel_chord_um[y0 : y1 + 2 * m, x0 : x1 + 2 * m], f)
         H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
         dy, dx = displacement_px(world.motion, d, frames, pixel_center_um(ys, H, d),
@@ -157,6 +165,9 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
         )
     else:
         moved = sc.tissue_e(C, fn, window)
+        if _hemodynamics_on(spec):
+            m = sc.margin_px
+            moved = moved * dilation_factor(spec, sc.vessel_chord_um[y0 + m : y1 + m, x0 + m : x1 + m], f)
     vi = sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]
     vg = sc.vignette[y0:y1, x0:x1] * sc.glow_e[y0:y1, x0:x1]
     return (vi * moved + vg).astype(np.float32, copy=False)

@@ -182,6 +182,20 @@ class CellsSpec(CellBand):
 
 
 # ----------------------------------------------------------------------------- vessels
+class Vasomotion(Section):
+    """Hemodynamics: slow vessel dilation d(t) = d0 (1 + a sin(2 pi f t + phi)) (physics.md §7.4).
+
+    Every chord through a vessel scales with its diameter, so the transmission under the
+    vessels becomes T_v(x, t) = T_v(x) exp(-2 mu_a L(x) a sin(2 pi f t + phi)). The phase is
+    keyed by the seed. Off by default: with it on, ``A·C + b·f`` no longer explains the movie
+    under the vessels (the ground truth's ``vessel_dilation`` gives the factor).
+    """
+
+    enabled: bool = False
+    amplitude_fraction: float = Field(0.03, ge=0.0, le=0.5, description="a: 2-5 % (physics.md §7.4)")
+    frequency_hz: float = Field(0.1, gt=0.0, le=5.0, description="f: 0.05-0.2 Hz vasomotion")
+
+
 class VasculatureSpec(Section):
     """Branching vessels that absorb light: T_v = exp(-2 mu_a L) (physics.md §2.5, §3)."""
 
@@ -191,6 +205,7 @@ class VasculatureSpec(Section):
     depth_um: float = Field(120.0, ge=0.0, le=3000.0)
     branch_levels: int = Field(2, ge=0, le=5)
     absorption_per_um: float = Field(0.02, ge=0.0, le=1.0, description="blood mu_a")
+    vasomotion: Vasomotion = Field(default_factory=Vasomotion)
 
 
 # ----------------------------------------------------------------------------- scope fields

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ALL_EFFECTS_OFF
+from conftest import ALL_EFFECTS_OFF, digest
 
 import minisim
 from minisim import Spec, presets
@@ -449,3 +449,34 @@ def test_v4_ca1_moderate_detectable_fraction_is_30_to_70_percent(v4_world):
     inside = (np.abs(c.y_um) < h / 2) & (np.abs(c.x_um) < w / 2)
     frac = met["detectable"][inside].mean()
     assert 0.30 <= frac <= 0.70, frac
+
+
+def test_vasomotion_modulates_only_under_the_vessels_and_keeps_the_bytes_per_chunking():
+    """Hemodynamics (physics.md §7.4): with vessels and vasomotion on (everything else off,
+    noise off), frames differ only under the vessel mask, by exp(-2 mu_a L delta(t)); the
+    ground truth's vessel_dilation is delta(t); any chunking gives the same bytes."""
+    spec = bare(**{"vasculature.enabled": True, "vasculature.depth_um": 40.0,
+                   "vasculature.trunk_radius_um": 12.0,
+                   "vasculature.vasomotion": {"enabled": True, "amplitude_fraction": 0.3,
+                                              "frequency_hz": 1.0},
+                   "tissue.neuropil": {"enabled": True}, "recording.duration_s": 2.0})
+    still = spec.with_updates({"vasculature.vasomotion.enabled": False})
+    rec, ref = minisim.simulate(spec), minisim.simulate(still)
+    ds = rec.dataset
+    delta = ds.vessel_dilation.values
+    t = np.arange(ds.sizes["frame"]) / spec.recording.fps
+    phase = np.angle(np.sum(delta * np.exp(-2j * np.pi * t)))  # a sin(2 pi f t + phi)
+    np.testing.assert_allclose(delta, 0.3 * np.sin(2 * np.pi * t + phase + np.pi / 2), atol=1e-5)
+    np.testing.assert_array_equal(ref.dataset.vessel_dilation.values, 0)
+    mask = ds.vessel_mask.values
+    assert mask.any() and (~mask).any()
+    movie = ds.movie.values.astype(float)
+    base = ref.dataset.movie.values.astype(float)
+    np.testing.assert_array_equal(movie[:, ~mask], base[:, ~mask])  # nothing moves outside the vessels
+    k = int(np.argmax(delta))
+    assert (movie[k][mask] <= base[k][mask]).all() and (movie[k][mask] < base[k][mask]).any()  # dilated: darker
+    assert digest(minisim.simulate(spec, chunks={"frame": 3, "height": 17, "width": 41}).dataset.movie) == \
+        digest(ds.movie)
+    moving = spec.with_updates({"motion.enabled": True})
+    assert digest(minisim.simulate(moving, chunks={"frame": 7, "height": 23, "width": 29}).dataset.movie) == \
+        digest(minisim.simulate(moving).dataset.movie)

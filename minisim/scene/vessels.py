@@ -96,3 +96,25 @@ def chord_length_um(vessels: list[Vessel], y_um: np.ndarray, x_um: np.ndarray) -
 def transmission(spec: Spec, chord_um: np.ndarray) -> np.ndarray:
     """T_v = exp(-2 mu_a L): both the excitation and the emission leg cross the vessel."""
     return np.exp(-2.0 * spec.vasculature.absorption_per_um * chord_um)
+
+
+def dilation(spec: Spec, frames: np.ndarray) -> np.ndarray:
+    """Fractional vessel dilation a sin(2 pi f t + phi) at the given frames, float64 (physics.md §7.4).
+
+    Zero when vessels or vasomotion are off. The phase phi is keyed by the seed only, so any
+    frame's value is the same in any block.
+    """
+    v = spec.vasculature
+    frames = np.asarray(frames)
+    if not (v.enabled and v.vasomotion.enabled):
+        return np.zeros(frames.shape)
+    phi = rng(spec.recording.seed, "hemodynamics", 0).uniform(0.0, 2.0 * np.pi)
+    t_s = frames / spec.recording.fps
+    return v.vasomotion.amplitude_fraction * np.sin(2.0 * np.pi * v.vasomotion.frequency_hz * t_s + phi)
+
+
+def dilation_factor(spec: Spec, chord_um: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """T_v(x, t) / T_v(x) = exp(-2 mu_a L(x) delta(t)): (frames, *chord.shape) float32."""
+    delta = dilation(spec, frames).astype(np.float32)
+    k = np.float32(-2.0 * spec.vasculature.absorption_per_um) * chord_um.astype(np.float32)
+    return np.exp(delta[:, None, None] * k[None])
