@@ -47,6 +47,7 @@ ALONE = {
     "attenuation": {"tissue.attenuation.enabled": True},
     "neuropil": {"tissue.neuropil.enabled": True},
     "vessels": {"vasculature.enabled": True},
+    "vessels + vasomotion": {"vasculature.enabled": True, "vasculature.vasomotion.enabled": True},
     "falloff+vignette": {"illumination.falloff.enabled": True, "illumination.vignette.enabled": True},
     "glow": {"illumination.glow.enabled": True},
     "bleaching": {"illumination.bleaching.enabled": True},
