@@ -240,13 +240,15 @@ class Recording:
         """A few lines on what this recording holds."""
         ds, s = self.dataset, self.spec
         det = int(ds["detectable"].sum())
+        yx = np.abs(ds["position"].values[:, 1:])
+        inside = int(((yx[:, 0] <= s.fov_um[0] / 2) & (yx[:, 1] <= s.fov_um[1] / 2)).sum())
         lines = [
             repr(self),
             (f"  field of view {s.fov_um[0]:.0f} x {s.fov_um[1]:.0f} um, "
             f"{s.pixel_size_um:.3f} um/px, {s.recording.fps:g} fps, "
             f"{s.recording.duration_s:g} s, seed {s.recording.seed}"),
-            (f"  units: {ds.sizes['unit_id']} ({det} detectable), "
-            f"spikes: {ds.sizes['spike']}"),
+            (f"  units: {ds.sizes['unit_id']} ({inside} centred in the field, {det} detectable; "
+             f"the rest lie outside and shed light into it), spikes: {ds.sizes['spike']}"),
         ]
         if self.path is not None:
             size = sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
