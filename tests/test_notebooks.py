@@ -51,3 +51,18 @@ def test_copy_to_a_chosen_folder_and_unknown_names(tmp_path, capsys):
     assert (tmp_path / "here" / "build_recording.ipynb").exists()
     assert notebooks_main(["copy", "nope"]) == 2
     assert "unknown notebook" in capsys.readouterr().err
+
+
+def test_repository_quickstart_notebook_executes(tmp_path, monkeypatch):
+    """notebooks/quickstart.ipynb (in the repository, not the package) runs top to bottom."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    nb_path = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    assert (tmp_path / "quickstart.zarr").is_dir()
