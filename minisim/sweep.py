@@ -377,7 +377,9 @@ def run(sweep: str | Path | dict[str, Any] | Sweep, *, scheduler: str = "local",
         Number of workers (jobs on SLURM/PBS); default 2.
     max_in_flight
         Recordings rendered at once (default: the cluster's worker threads). Bounds memory:
-        a recording in flight holds one scene (and, when spread, its graph) at a time.
+        a whole recording holds one scene on the worker thread that renders it; of these, at
+        most one spread recording per worker is in flight, since each holds its scene and
+        ground truth in this process.
     whole_below_mb
         A recording whose movie is at most this many MB is one task: a worker renders it whole,
         chunk by chunk, into its store (no scene built in this process, no chunks shipped). A
@@ -429,7 +431,8 @@ def run(sweep: str | Path | dict[str, Any] | Sweep, *, scheduler: str = "local",
             if progress and client is None and getattr(c, "dashboard_link", None):
                 say(f"  dask dashboard: {c.dashboard_link}")
             threads = sum(w.get("nthreads", 1) for w in c.scheduler_info()["workers"].values())
-            _render_all(todo, out, c, sw.chunks, max_in_flight or max(n_workers, threads), whole_below_mb,
+            in_flight = max_in_flight or max(n_workers, threads)
+            _render_all(todo, out, c, sw.chunks, in_flight, min(in_flight, n_workers), whole_below_mb,
                         lambda: write_manifest(out, rows, sw.grid_paths), say)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     say(f"minisim sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
@@ -437,9 +440,11 @@ def run(sweep: str | Path | dict[str, Any] | Sweep, *, scheduler: str = "local",
     return read_manifest(out)
 
 
-def _render_all(todo, out: Path, client, chunks, in_flight: int, whole_below_mb: float,
-                save_manifest, say) -> None:
+def _render_all(todo, out: Path, client, chunks, in_flight: int, spread_in_flight: int,
+                whole_below_mb: float, save_manifest, say) -> None:
     lock = threading.Lock()
+    # a spread recording's scene and ground truth live in this process: at most one per worker
+    spread_slots = threading.Semaphore(max(1, spread_in_flight))
 
     def job(pt: Point, row: dict) -> None:
         store = out / pt.store_name
@@ -452,7 +457,8 @@ def _render_all(todo, out: Path, client, chunks, in_flight: int, whole_below_mb:
                 fut.result()
             else:
                 row["mode"] = "spread"
-                _make_one(pt, store, client, chunks)
+                with spread_slots:
+                    _make_one(pt, store, client, chunks)
             status, error = "done", ""
         except Exception as e:  # noqa: BLE001 - one failing recording must not stop the rest
             status, error = "failed", f"{type(e).__name__}: {e}"
