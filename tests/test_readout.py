@@ -83,4 +83,6 @@ def test_side_view_cells_lie_in_their_band_and_slab():
     assert np.all(np.abs(sv["cell_x_um"]) <= spec.fov_um[1] / 2)
     top, bottom = sv["vessel_depth_extent_um"]
     assert top < spec.vasculature.depth_um < bottom
+    # cortex: the thick pial/penetrating vessels sit on top of the L2/3 band and shade it
+    assert spec.vasculature.depth_um < sv["band_top_um"][0] < bottom
     assert sv["front_face_um"] == -spec.optics.tissue_gap_um

@@ -1,0 +1,184 @@
+"""Cell placement, morphology, per-cell spreads and the per-cell ground truth, each as specified.
+
+These are the build points of the anatomy and activity issues that the effect-by-effect tests
+(test_anatomy.py, test_activity.py) do not measure: hard-core spacing, several bands, the
+brightness and kinetics spreads, bursts, dendrites, the planted-vs-observed footprints and the
+per-cell flags (in_focus, pnr, vessel_overlap_fraction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import ALL_EFFECTS_OFF
+from scipy.spatial import cKDTree
+
+import minisim
+from minisim import Spec
+from minisim.activity import simulate_activity
+from minisim.scene.cells import expected_count, place_cells
+
+
+def _cells(**updates):
+    spec = Spec().with_updates(updates) if updates else Spec()
+    return spec, place_cells(spec, (-200.0, 200.0), (-200.0, 200.0))
+
+
+# ------------------------------------------------------------------------- placement
+def test_no_two_somata_closer_than_min_spacing():
+    spec, c = _cells(**{"cells.density_per_mm3": 60000.0, "cells.min_spacing_um": 11.0})
+    pos = np.column_stack([c.z_um, c.y_um, c.x_um])
+    assert len(c) > 120
+    assert len(cKDTree(pos).query_pairs(11.0)) == 0
+    # the spacing is a hard core, not a thinning to nothing: the density is still met
+    n_exp = expected_count(spec, area_mm2=0.4 * 0.4)
+    assert abs(len(c) - n_exp) < 4 * np.sqrt(n_exp)
+
+
+def test_two_bands_each_at_its_depth_and_density():
+    extra = {"density_per_mm3": 20000.0, "depth_um": 300.0, "band_thickness_um": 40.0,
+             "soma_radius_um": 7.0, "soma_radius_sd_um": 0.0, "min_spacing_um": 14.0}
+    spec, c = _cells(**{"cells.depth_um": 150.0, "cells.band_thickness_um": 20.0,
+                        "cells.extra_bands": [extra]})
+    for b, band in enumerate(spec.cells.bands):
+        sel = c.band == b
+        z = c.z_um[sel]
+        assert sel.sum() > 50
+        assert np.all(np.abs(z - band.depth_um) <= band.band_thickness_um / 2)
+        expect = band.density_per_mm3 * 1e-9 * 400.0 * 400.0 * band.band_thickness_um
+        assert abs(sel.sum() - expect) < 4 * np.sqrt(expect)
+    assert np.allclose(c.radius_um[c.band == 1], 7.0)
+    # the second band's cells have their own identities
+    assert len(np.unique(c.unit_id)) == len(c)
+
+
+def test_expression_gain_is_log_normal_with_the_spec_spread():
+    _, c = _cells(**{"cells.brightness_sd_ln": 0.6, "cells.density_per_mm3": 60000.0})
+    ln = np.log(c.gain)
+    assert abs(ln.std() - 0.6) < 4 * 0.6 / np.sqrt(2 * len(c))
+    assert abs(ln.mean()) < 4 * 0.6 / np.sqrt(len(c))
+
+
+# ------------------------------------------------------------------------- activity spreads
+def test_kinetics_and_amplitude_spreads_match_the_spec():
+    spec = Spec().with_updates({"activity.tau_jitter_cv": 0.2, "activity.amplitude_sd_ln": 0.5})
+    act = simulate_activity(spec, np.arange(3000), n_frames=10)
+    n = 3000
+    decay = act.tau_decay_ms
+    assert abs(np.median(decay) / 500.0 - 1) < 0.03          # median is the Spec value
+    assert abs(decay.std() / decay.mean() - 0.2) < 0.02      # CV is tau_jitter_cv
+    assert abs(np.log(act.amplitude).std() - 0.5) < 4 * 0.5 / np.sqrt(2 * n)
+    assert np.all(act.tau_rise_ms < act.tau_decay_ms)
+
+
+def test_bursts_have_the_specified_isi_and_size():
+    a = {"burst_probability": 1.0, "burst_extra_spikes_mean": 2.0, "burst_isi_min_ms": 5.0,
+         "burst_isi_max_ms": 9.0, "refractory_ms": 2.0, "rate_median_hz": 0.1, "rate_sd_ln": 0.0,
+         "active_fraction": 1.0, "up_dwell_s": 1e5, "down_dwell_s": 1e-3, "modulation_sd_ln": 0.0}
+    spec = Spec().with_updates({f"activity.{k}": v for k, v in a.items()})
+    act = simulate_activity(spec, np.arange(200), n_frames=int(600 * spec.recording.fps))
+    sizes, inner = [], []
+    for t in act.spike_times:
+        gaps = np.diff(t)
+        inner.append(gaps[gaps < 0.05])
+        sizes.append(np.diff(np.flatnonzero(np.r_[True, gaps >= 0.05, True])))
+    inner, sizes = np.concatenate(inner) * 1e3, np.concatenate(sizes)
+    # ISIs uniform in [5, 9] ms (two events within 50 ms are rare at 0.1 Hz)
+    assert np.mean((inner >= 5.0) & (inner <= 9.0)) > 0.99
+    assert abs(np.median(inner) - 7.0) < 0.3
+    # a burst is the event's spike + 1 + Poisson(2) extra ones: 4 on average
+    assert abs(sizes.mean() - 4.0) < 0.15
+
+
+# ------------------------------------------------------------------------- footprints and flags
+def _small(**updates) -> Spec:
+    base = Spec(
+        optics={"na": 0.3, "magnification": 2.9},
+        sensor={"width_px": 96, "height_px": 80, "pixel_pitch_um": 4.8, "noise_tile_px": 32},
+        recording={"duration_s": 4.0, "fps": 10.0, "seed": 5},
+    )
+    return base.with_updates({**updates}) if updates else base
+
+
+def _support_radius_um(ds, unit) -> float:
+    """Largest distance (um) from a unit's centre to a pixel of its planted footprint."""
+    cell = ds.sel(unit_id=unit)
+    a = cell["A_planted"].values
+    yy, xx = np.nonzero(a > 1e-3 * a.max())
+    y = ds["y_um"].values[yy] - float(cell["position"][1])
+    x = ds["x_um"].values[xx] - float(cell["position"][2])
+    return float(np.hypot(y, x).max())
+
+
+def test_dendrites_extend_the_planted_footprint_beyond_the_soma():
+    base = {**ALL_EFFECTS_OFF, "cells.density_per_mm3": 4000.0, "cells.soma_radius_sd_um": 0.0,
+            "cells.dendrite_length_um": 25.0, "cells.ellipticity_sd": 0.0}
+    with_d = minisim.simulate(_small(**base, **{"cells.dendrites_enabled": True})).dataset
+    without = minisim.simulate(_small(**base, **{"cells.dendrites_enabled": False})).dataset
+    # the unit nearest the axis (more outside units reach the field with dendrites on)
+    centre = int(without["unit_id"][np.argmin(np.hypot(*without["position"].values[:, 1:].T))])
+    assert _support_radius_um(without, centre) < 5.0 + 2.0      # soma radius + a pixel or so
+    assert _support_radius_um(with_d, centre) > 5.0 + 10.0      # dendrites reach out
+
+
+def test_observed_footprint_is_the_planted_one_blurred_and_out_of_focus_cells_are_broad():
+    spec = _small(**{**ALL_EFFECTS_OFF, "optics.defocus_enabled": True,
+                     "cells.density_per_mm3": 20000.0, "cells.band_thickness_um": 120.0})
+    ds = minisim.simulate(spec).dataset
+    planted = ds["A_planted"].values
+    observed = ds["A"].values
+    inside = (np.abs(ds["position"].values[:, 1:]) < 20).all(axis=1)
+    spread = []
+    for i in np.flatnonzero(inside):
+        # the planted footprint is the sharp in-tissue shape, normalised to sum 1
+        assert abs(planted[i].sum() - 1) < 0.02
+        p, o = planted[i] / planted[i].max(), observed[i] / observed[i].max()
+        spread.append(((o > 0.5).sum() / max((p > 0.5).sum(), 1), abs(float(ds["defocus_um"][i]))))
+    ratio, dz = np.array(spread).T
+    assert np.all(ratio >= 0.9)
+    # the blur grows with defocus: far-from-focus cells have much wider half-maximum areas
+    assert np.median(ratio[dz > 30]) > 2 * np.median(ratio[dz < 5])
+    # in_focus is the documented rule |dz| <= 3 soma radii
+    assert np.array_equal(ds["in_focus"].values, np.abs(ds["defocus_um"].values) <= 3 * ds["radius_um"].values)
+
+
+def test_pnr_falls_with_defocus_and_detectable_follows_the_rule():
+    # the same cells and spikes, in focus and then 40 um out of it (focus knob), over a background
+    # (attenuation on, so a cell is as bright against it as in tissue)
+    spec = _small(**{**ALL_EFFECTS_OFF, "optics.defocus_enabled": True, "sensor.noise": True,
+                     "tissue.neuropil": {"enabled": True}, "tissue.attenuation": {"enabled": True},
+                     "cells.density_per_mm3": 80000.0,
+                     "recording.duration_s": 10.0, "activity.rate_median_hz": 1.0})
+    ds = minisim.simulate(spec).dataset
+    moved = minisim.simulate(spec.with_updates({"optics.focus_offset_um": 40.0})).dataset
+    inside = (np.abs(ds["position"].values[:, 1]) < spec.fov_um[0] / 2) & (
+        np.abs(ds["position"].values[:, 2]) < spec.fov_um[1] / 2)
+    fired = ds["S"].values.sum(axis=1) > 0
+    pnr = ds["pnr"].values
+    pnr_moved = moved["pnr"].sel(unit_id=ds["unit_id"]).values
+    assert np.all(pnr >= 0) and np.all(pnr[~fired] == 0)
+    sel = inside & fired
+    assert sel.sum() >= 10
+    assert np.all(pnr_moved[sel] < pnr[sel])
+    assert np.median(pnr_moved[sel] / pnr[sel]) < 0.8   # 0.65 here: the light spreads over more pixels
+    # detectable is the documented rule: SNR >= 3, |dz| <= 3 soma radii, centre inside the field
+    for d in (ds, moved):
+        inside = (np.abs(d["position"].values[:, 1]) < spec.fov_um[0] / 2) & (
+            np.abs(d["position"].values[:, 2]) < spec.fov_um[1] / 2)
+        rule = (d["pnr"].values >= 3) & d["in_focus"].values & inside
+        assert np.array_equal(d["detectable"].values, rule)
+    assert ds["detectable"].sum() > moved["detectable"].sum()
+
+
+def test_vessel_overlap_fraction_is_the_share_of_the_planted_footprint_under_vessels():
+    spec = _small(**{**ALL_EFFECTS_OFF, "vasculature.enabled": True, "cells.density_per_mm3": 20000.0})
+    ds = minisim.simulate(spec).dataset
+    frac = ds["vessel_overlap_fraction"].values
+    mask = ds["vessel_mask"].values
+    assert mask.any() and not mask.all()
+    assert np.all((frac >= 0) & (frac <= 1))
+    planted = ds["A_planted"].values
+    centred = (np.abs(ds["position"].values[:, 1:]) < 10).all(axis=1)   # wholly inside the field
+    for i in np.flatnonzero(centred):
+        a = planted[i]
+        assert abs(frac[i] - a[mask].sum() / a.sum()) < 0.05
+    assert (frac > 0.5).any() and (frac == 0).any()
