@@ -4,6 +4,9 @@ Threads scheduler (2 threads) and a 2-worker distributed.LocalCluster; frames/s,
 peak RSS (this process for threads; this process + the workers' peak for the cluster).
 
     python benchmarks/bench_throughput.py [--frames 2000] [--px 608] [--preset NAME]
+                                          [--set DOTTED.KEY=JSON ...]
+
+``--set motion.enabled=false`` matches the incumbent's published figure (no motion).
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ import time
 from pathlib import Path
 
 
-def _spec(frames: int, px: int, preset: str | None):
+def _spec(frames: int, px: int, preset: str | None, sets: list[str]):
+    import json
+
     import minisim
 
     base = minisim.presets.scope(preset) if preset else minisim.Spec()
-    return base.with_updates({"sensor.width_px": px, "sensor.height_px": px,
-                              "recording.duration_s": frames / base.recording.fps})
+    updates = {"sensor.width_px": px, "sensor.height_px": px,
+               "recording.duration_s": frames / base.recording.fps}
+    for item in sets:
+        key, _, value = item.partition("=")
+        updates[key] = json.loads(value)
+    return base.with_updates(updates)
 
 
 def main() -> None:
@@ -31,8 +40,10 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=2000)
     p.add_argument("--px", type=int, default=608)
     p.add_argument("--preset", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="a dotted Spec update, e.g. motion.enabled=false (repeatable)")
     a = p.parse_args()
-    spec = _spec(a.frames, a.px, a.preset)
+    spec = _spec(a.frames, a.px, a.preset, a.set)
     tmp = Path(tempfile.mkdtemp())
     rows = []
     try:
@@ -58,7 +69,7 @@ def main() -> None:
             rows.append(("LocalCluster 2x1", dt, max(worker_rss.values())))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    name = a.preset or "default Spec (generic 1p)"
+    name = (a.preset or "default Spec (generic 1p)") + "".join(f", {x}" for x in a.set)
     print(f"save throughput: {name}, {a.px}x{a.px} px, {a.frames} frames, zarr v3")
     print(f"{'scheduler':<18} {'wall s':>8} {'frames/s':>9} {'Mpx/s':>7} {'peak RSS MB':>12}")
     for label, dt, rss in rows:

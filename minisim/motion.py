@@ -147,15 +147,16 @@ def displacement_px(
     """
     f = np.asarray(frames)
     Y, X = np.meshgrid(y_um, x_um, indexing="ij")
-    dy = np.repeat((motion.rigid_um[f, 0] / pixel_um)[:, None, None], Y.size, axis=1).reshape(
-        len(f), *Y.shape
-    )
-    dx = np.repeat((motion.rigid_um[f, 1] / pixel_um)[:, None, None], Y.size, axis=1).reshape(
-        len(f), *Y.shape
-    )
-    for k in range(N_MODES):
-        pattern = np.sin(motion.mode_k[k, 0] * Y + motion.mode_k[k, 1] * X + motion.mode_phase[k])
-        a = motion.mode_amp_um[f, k][:, None, None] / pixel_um
-        dy = dy + a * motion.mode_dir[k, 0] * pattern
-        dx = dx + a * motion.mode_dir[k, 1] * pattern
-    return dy.astype(np.float32), dx.astype(np.float32)
+    patterns = [np.sin(motion.mode_k[k, 0] * Y + motion.mode_k[k, 1] * X + motion.mode_phase[k])
+                for k in range(N_MODES)]
+    dy = np.empty((len(f), *Y.shape), np.float32)
+    dx = np.empty((len(f), *Y.shape), np.float32)
+    for i, t in enumerate(f):  # frame by frame (float64 sums, cache-sized), then to float32
+        ry = np.full(Y.shape, motion.rigid_um[t, 0] / pixel_um)
+        rx = np.full(Y.shape, motion.rigid_um[t, 1] / pixel_um)
+        for k, pattern in enumerate(patterns):
+            a = motion.mode_amp_um[t, k] / pixel_um
+            ry = ry + a * motion.mode_dir[k, 0] * pattern
+            rx = rx + a * motion.mode_dir[k, 1] * pattern
+        dy[i], dx[i] = ry, rx
+    return dy, dx

@@ -182,3 +182,16 @@ def test_vessel_overlap_fraction_is_the_share_of_the_planted_footprint_under_ves
         a = planted[i]
         assert abs(frac[i] - a[mask].sum() / a.sum()) < 0.05
     assert (frac > 0.5).any() and (frac == 0).any()
+
+
+def test_footprints_of_any_window_are_crops_of_the_whole_field():
+    # the stored A and A_planted are computed tile by tile (blocks of 32 units x movie tiles)
+    spec = _small(**{"cells.density_per_mm3": 20000.0})
+    sc = minisim.render.build_world(spec, truth=False).scene
+    c = int(np.argmin(np.hypot(sc.cells.y_um, sc.cells.x_um)))   # units near the axis
+    units = slice(max(c - 20, 0), c + 20)
+    whole, planted = sc.footprints_e(units), sc.planted_dense(units)
+    assert whole.any() and planted.any()
+    for y0, y1, x0, x1 in ((0, 80, 0, 96), (7, 33, 50, 96), (40, 80, 0, 17), (79, 80, 95, 96)):
+        assert np.array_equal(sc.footprints_e(units, (y0, y1, x0, x1)), whole[:, y0:y1, x0:x1])
+        assert np.array_equal(sc.planted_dense(units, (y0, y1, x0, x1)), planted[:, y0:y1, x0:x1])

@@ -32,6 +32,23 @@ def test_save_and_load_round_trip(tmp_path):
     assert list(loaded.dataset.bg_component.values) == ["neuropil", "glow", "dark"]
 
 
+def test_footprints_are_stored_sparsely_and_a_loaded_recording_saves_the_same(tmp_path):
+    # a field wider than one footprint tile: most (32 units x tile) chunks of A are all zero
+    spec = small_spec(**{"sensor.width_px": 160, "sensor.height_px": 144, "sensor.noise_tile_px": 32,
+                         "cells.density_per_mm3": 80000.0})
+    rec = simulate(spec)
+    rec.save(tmp_path / "r.zarr", chunks={"height": 64, "width": 64})
+    for name in ("A", "A_planted"):
+        arr = zarr.open_array(str(tmp_path / "r.zarr"), path=name, mode="r")
+        assert arr.fill_value == 0
+        files = [f for f in (tmp_path / "r.zarr" / name / "c").rglob("*") if f.is_file()]
+        assert 0 < len(files) < arr.nchunks    # the all-zero chunks are not written
+    loaded = Recording.load(tmp_path / "r.zarr")
+    assert dataset_digests(loaded.dataset) == dataset_digests(rec.dataset)
+    loaded.save(tmp_path / "again.zarr")
+    assert dataset_digests(Recording.load(tmp_path / "again.zarr").dataset) == dataset_digests(rec.dataset)
+
+
 def test_store_records_versions_and_the_spec(tmp_path):
     simulate(small_spec()).save(tmp_path / "r.zarr")
     attrs = zarr.open_group(str(tmp_path / "r.zarr"), mode="r").attrs

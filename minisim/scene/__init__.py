@@ -89,17 +89,27 @@ class Scene:
         idx = (ii[:, None] * Wp + jj[None, :]).ravel()
         Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
         out = np.asarray(self.sharp_e[idx] @ Cx)[:, :T].T.reshape(T, h, w)
+        corrs = []
         if axial_w is not None and self.axial_e:
             for k, mat in enumerate(self.axial_e):
                 if axial_w[:, k].any():
-                    corr = np.asarray(mat[idx] @ Cx)[:, :T].T.reshape(T, h, w)
-                    out = out + axial_w[:, k, None, None] * corr
-        if self.halo_e.nnz:
-            out = out + self._halo(Cx, y0, y1, x0, x1)[:T]
-        out = out + self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m][None] * f_np[:, None, None]
+                    corrs.append((k, np.asarray(mat[idx] @ Cx)[:, :T].T.reshape(T, h, w)))
+        halo = self._halo(Cx, y0, y1, x0, x1)[:T] if self.halo_e.nnz else None
+        neuropil = self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m]
+        # the sums frame by frame (each frame's working set stays in cache): the same float32
+        # operations in the same order as whole-block broadcasting, so the same bytes
+        for t in range(T):
+            o = out[t]
+            for k, corr in corrs:
+                o = o + axial_w[t, k] * corr[t]
+            if halo is not None:
+                o = o + halo[t]
+            out[t] = o + neuropil * f_np[t]
         return out.astype(np.float32, copy=False)
 
-    def _halo(self, Cx, y0, y1, x0, x1, cols: np.ndarray | None = None) -> np.ndarray:
+    def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
+        """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
+        Cx's rows, default every unit) over pixel rows [y0, y1) x [x0, x1)."""
         F = self.coarse_px
         a0, b0 = self.node_origin
         nb = self.node_shape[1]
@@ -108,55 +118,87 @@ class Scene:
         ra = np.arange(ia, ib + 1) - a0
         rb = np.arange(ja, jb + 1) - b0
         idx = (ra[:, None] * nb + rb[None, :]).ravel()
-        mat = self.halo_e[idx] if cols is None else self.halo_e[idx][:, cols]
+        mat = (self.halo_e if mat is None else mat)[idx]
         nodes = np.asarray(mat @ Cx).T.reshape(Cx.shape[1], len(ra), len(rb))
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
         ny, nx = ys // F - ia, xs // F - ja
         fy = ((ys - (ys // F) * F) / F).astype(np.float32)[:, None]
         fx = ((xs - (xs // F) * F) / F).astype(np.float32)[None, :]
-        r0, r1 = nodes[:, ny], nodes[:, ny + 1]  # each node row gathered once
-        n00, n01 = r0[:, :, nx], r0[:, :, nx + 1]
-        n10, n11 = r1[:, :, nx], r1[:, :, nx + 1]
-        return ((1 - fy) * (1 - fx)) * n00 + ((1 - fy) * fx) * n01 + (fy * (1 - fx)) * n10 + (fy * fx) * n11
+        w00, w01, w10, w11 = (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
+        out = np.empty((nodes.shape[0], len(ys), len(xs)), nodes.dtype)
+        for t in range(nodes.shape[0]):  # frame by frame: cache-sized gathers, same bytes
+            r0, r1 = nodes[t, ny], nodes[t, ny + 1]  # each node row gathered once
+            out[t] = w00 * r0[:, nx] + w01 * r0[:, nx + 1] + w10 * r1[:, nx] + w11 * r1[:, nx + 1]
+        return out
 
     # --------------------------------------------------------------- ground-truth footprints
-    def footprints_e(self, units: slice) -> np.ndarray:
-        """Dense tissue footprints (n, H, W) float32 of a slice of units, over the sensor.
+    def _sensor_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, sp.csc_matrix]:
+        """Per unit column: indptr, sensor row i, column j and value of its sharp image, and
+        the halo by unit column; built once per Scene (a benign race: two threads would
+        build the same arrays)."""
+        cols = self.__dict__.get("_unit_columns")
+        if cols is None:
+            H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
+            m, Wp = self.margin_px, self.padded_shape[1]
+            idx = ((np.arange(H) + m)[:, None] * Wp + (np.arange(W) + m)[None, :]).ravel()
+            csc = self.sharp_e[idx].tocsc()
+            csc.sort_indices()
+            cols = (csc.indptr, (csc.indices // W).astype(np.int32), (csc.indices % W).astype(np.int32),
+                    csc.data, self.halo_e.tocsc())
+            self.__dict__["_unit_columns"] = cols
+        return cols
+
+    def footprints_e(self, units: slice, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Dense tissue footprints (n, h, w) float32 of a slice of units over a sensor window.
 
         Each footprint is its own columns of the sparse images (sharp + halo): the same values
-        ``tissue_e`` gives with a one-hot C, at a cost that does not grow with the total number
-        of units (slicing the columns first, instead of multiplying every unit by zero).
+        ``tissue_e`` gives with a one-hot C, at a cost that grows with neither the total number
+        of units nor the field (a unit's pixels outside ``window`` are skipped, and the halo
+        is interpolated only where its nodes reach). ``window`` = (y0, y1, x0, x1), default
+        the whole sensor; any window is the same crop of the whole.
         """
         H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
-        ids = np.arange(len(self.cells))[units]
-        n = len(ids)
-        m = self.margin_px
-        Wp = self.padded_shape[1]
-        idx = ((np.arange(H) + m)[:, None] * Wp + (np.arange(W) + m)[None, :]).ravel()
-        out = self.sharp_e[idx][:, ids].T.toarray().astype(np.float32, copy=False).reshape(n, H, W)
-        nodes = self.halo_e[:, ids].tocoo().row if self.halo_e.nnz else np.empty(0, np.int64)
-        if nodes.size:
+        y0, y1, x0, x1 = (0, H, 0, W) if window is None else window
+        u0, u1, step = units.indices(len(self.cells))
+        if step != 1:
+            raise ValueError(f"units must be a contiguous slice, got {units}")
+        n = max(u1 - u0, 0)
+        out = np.zeros((n, y1 - y0, x1 - x0), np.float32)
+        if n == 0:
+            return out
+        indptr, ii, jj, data, halo_csc = self._sensor_columns()
+        a, b = indptr[u0], indptr[u1]
+        i, j = ii[a:b], jj[a:b]
+        keep = (i >= y0) & (i < y1) & (j >= x0) & (j < x1)
+        if keep.any():
+            k = np.repeat(np.arange(n), np.diff(indptr[u0 : u1 + 1]))
+            out[k[keep], i[keep] - y0, j[keep] - x0] = data[a:b][keep]
+        halo = halo_csc[:, u0:u1]
+        if halo.nnz:
             # only the pixels these units' halo nodes reach: node (k + a0) weighs on pixels
             # [(k + a0 - 1) F, (k + a0 + 1) F); elsewhere the halo is exactly 0
             F, (a0, b0), nb = self.coarse_px, self.node_origin, self.node_shape[1]
-            ka, kb = nodes // nb, nodes % nb
-            y0, y1 = max(0, (ka.min() + a0 - 1) * F), min(H, (ka.max() + a0 + 1) * F)
-            x0, x1 = max(0, (kb.min() + b0 - 1) * F), min(W, (kb.max() + b0 + 1) * F)
-            if y0 < y1 and x0 < x1:
+            ka, kb = halo.indices // nb, halo.indices % nb
+            ya, yb = max(y0, (ka.min() + a0 - 1) * F), min(y1, (ka.max() + a0 + 1) * F)
+            xa, xb = max(x0, (kb.min() + b0 - 1) * F), min(x1, (kb.max() + b0 + 1) * F)
+            if ya < yb and xa < xb:
                 eye = np.eye(n, max(n, 2), dtype=np.float32)  # >= 2 columns: one scipy path
-                out[:, y0:y1, x0:x1] = out[:, y0:y1, x0:x1] + self._halo(eye, y0, y1, x0, x1, cols=ids)[:n]
+                box = out[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
+                box[:] = box + self._halo(eye, ya, yb, xa, xb, mat=halo.tocsr())[:n]
         return out
 
-    def planted_dense(self, units: slice) -> np.ndarray:
+    def planted_dense(self, units: slice, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Planted footprints (n, h, w) float32 of a slice of units over a sensor window."""
         H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
+        y0, y1, x0, x1 = (0, H, 0, W) if window is None else window
         ids = np.arange(len(self.cells))[units]
-        out = np.zeros((len(ids), H, W), np.float32)
+        out = np.zeros((len(ids), y1 - y0, x1 - x0), np.float32)
         for n, u in enumerate(ids):
             i0, j0, p = self.planted[u]
-            ia, ja = max(i0, 0), max(j0, 0)
-            ib, jb = min(i0 + p.shape[0], H), min(j0 + p.shape[1], W)
+            ia, ja = max(i0, y0), max(j0, x0)
+            ib, jb = min(i0 + p.shape[0], y1), min(j0 + p.shape[1], x1)
             if ia < ib and ja < jb:
-                out[n, ia:ib, ja:jb] = p[ia - i0 : ib - i0, ja - j0 : jb - j0]
+                out[n, ia - y0 : ib - y0, ja - x0 : jb - x0] = p[ia - i0 : ib - i0, ja - j0 : jb - j0]
         return out
 
 
