@@ -77,7 +77,8 @@ class Activity:
     ----------
     spikes : (n_units, n_frames) uint8, spike counts per frame (ground truth S), clipped at 255.
     dff : (n_units, n_frames) float32, ΔF/F before bleaching (0 at rest), exposure-averaged.
-    bleach : (n_units, n_frames) float32, multiplicative bleaching factor, 1 at t = 0.
+    bleach : (n_units, n_frames) float32, multiplicative bleaching factor, 1 at t = 0 (None in
+        a World's Activity, whose C already holds it).
     spike_times : per unit, float64 exact spike times in s (those falling in the recording).
     neuropil_f : (n_frames,) float32, neuropil time course, mean ~1, bleaching included.
     active : (n_units,) bool, False for a silent cell.
@@ -88,7 +89,7 @@ class Activity:
 
     spikes: np.ndarray
     dff: np.ndarray
-    bleach: np.ndarray
+    bleach: np.ndarray | None
     spike_times: list[np.ndarray]
     neuropil_f: np.ndarray
     active: np.ndarray
@@ -100,6 +101,8 @@ class Activity:
     @property
     def C(self) -> np.ndarray:
         """float32 ``bleach * (1 + dff)``: the trace that multiplies a cell's resting footprint."""
+        if self.bleach is None:
+            raise ValueError("this Activity does not keep its bleaching (a World's: use World.C)")
         return (self.bleach * (np.float32(1.0) + self.dff)).astype(np.float32, copy=False)
 
 

@@ -112,9 +112,9 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
                           {"units": "fraction of the cell's light", "long_name": "sharp footprint in tissue"}),
             "C": (("unit_id", "frame"), world.C, {"units": "1 (1 = resting, t=0)",
                                                   "long_name": "fluorescence trace incl. bleaching"}),
-            "dff": (("unit_id", "frame"), act.dff.astype(np.float32),
+            "dff": (("unit_id", "frame"), np.asarray(act.dff, np.float32),
                     {"units": "dF/F", "long_name": "calcium dF/F before bleaching"}),
-            "S": (("unit_id", "frame"), act.spikes.astype(np.uint8), {"units": "spikes per frame"}),
+            "S": (("unit_id", "frame"), np.asarray(act.spikes, np.uint8), {"units": "spikes per frame"}),
             "b": (("bg_component", "height", "width"), b, {"units": "ADU per unit of f"}),
             "f": (("bg_component", "frame"), f.astype(np.float32), {"units": "1"}),
             "position": (("unit_id", "axis"),
@@ -292,9 +292,12 @@ class Recording:
         }
         t0 = time.perf_counter()
         footprints = [n for n in _FOOTPRINTS if n in encoding]
-        write = _encode_labels(ds.drop_vars(footprints)).to_zarr(
+        traces = [n for n in _TRACES if n in ds.data_vars and ds[n].chunks is None]
+        write = _encode_labels(ds.drop_vars(footprints + traces)).to_zarr(
             path, mode="w-", compute=False, consolidated=False, zarr_format=3,
             encoding={n: e for n, e in encoding.items() if n not in footprints})
+        for n in traces:
+            _write_traces(ds[n], path, ds.attrs)
         writes = [_nonzero_chunk_writes(ds[n], path, encoding[n]["chunks"], ds.attrs) for n in footprints]
         compute(write, *writes, scheduler=scheduler, progress=progress)
         # Counted from the written chunks, not alongside the write: computing both from the lazy
@@ -356,6 +359,21 @@ def _store_if_nonzero(block: np.ndarray, target, block_info=None) -> np.ndarray:
     return np.zeros((1,) * block.ndim, np.int8)
 
 
+def _new_array_like(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict,
+                    fill_value=None):
+    """A zarr array for ``var`` in the store, with the metadata xarray gives it, no data yet."""
+    import zarr
+
+    # a dask-backed template, so xarray writes metadata only (its delayed writes are dropped);
+    # an append rewrites the root attrs, so they go along unchanged
+    meta = xr.Dataset({var.name: var.drop_vars(list(var.coords)).chunk(dict(zip(var.dims, chunks)))},
+                      attrs=attrs)
+    enc = {"chunks": chunks} if fill_value is None else {"chunks": chunks, "fill_value": fill_value}
+    meta.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
+                 encoding={var.name: enc})
+    return zarr.open_array(store=str(path), path=var.name, mode="r+")
+
+
 def _nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict):
     """Lazy writes of ``var``'s non-zero chunks into a new zarr array whose fill value is 0.
 
@@ -364,19 +382,30 @@ def _nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...]
     it (8 MB); here an all-zero block is neither compressed nor written, and reads as 0.
     The values are those of ``var``, whatever computes its blocks (rendered or loaded).
     """
-    import zarr
-
-    name = var.name
-    # the array's metadata the way xarray writes it (dims, attrs); its data goes below. An
-    # append rewrites the root attrs, so they go along unchanged.
-    meta = xr.Dataset({name: var.drop_vars(list(var.coords))}, attrs=attrs)
-    meta.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
-                 encoding={name: {"chunks": chunks, "fill_value": 0.0}})
-    target = zarr.open_array(store=str(path), path=name, mode="r+")
+    target = _new_array_like(var, path, chunks, attrs, fill_value=0.0)
     data = var.data.rechunk(chunks)
     return data.map_blocks(_store_if_nonzero, target, dtype=np.int8,
                            chunks=tuple((1,) * len(c) for c in data.chunks),
                            meta=np.empty((0,) * data.ndim, np.int8))
+
+
+#: Per-unit traces held in memory (unit_id, frame): written here a block of frames at a time.
+_TRACES = ("C", "dff", "S")
+_TRACE_CHUNK_FRAMES = 1024
+
+
+def _write_traces(var: xr.DataArray, path: Path, attrs: dict) -> None:
+    """Write an in-memory (unit_id, frame) array in blocks of frames.
+
+    Handing the whole array to zarr at once made a transient copy of it, which grew with
+    the recording's length; a block at a time keeps the save's memory flat.
+    """
+    n, T = var.shape
+    step = min(_TRACE_CHUNK_FRAMES, max(T, 1))
+    target = _new_array_like(var, path, (max(n, 1), step), attrs)
+    values = var.values
+    for t0 in range(0, T, step):
+        target[:, t0 : t0 + step] = values[:, t0 : t0 + step]
 
 
 def _encode_labels(ds: xr.Dataset) -> xr.Dataset:

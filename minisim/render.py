@@ -42,7 +42,8 @@ RENDER_ALGORITHM = 1
 class World:
     spec: Spec
     scene: Scene
-    activity: Activity | None  # None in a render-only World (see build_world's ``truth``)
+    activity: Activity | None  # None in a render-only World (see build_world's ``truth``);
+    #                            its ``bleach`` is None (bleaching is in C)
     motion: Motion
     C: np.ndarray           # (units, frames) float32, = activity.C
     f_np: np.ndarray        # (frames,) float32 neuropil course
@@ -55,24 +56,44 @@ class World:
 
 _WORLDS: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
-#: Units per batch when a render-only World computes its traces.
-TRACE_BATCH_UNITS = 256
+#: Units per batch when a World computes its traces (64: the temporaries of a 6,000-frame
+#: batch stay ~10 MB; measured no slower than 256).
+TRACE_BATCH_UNITS = 64
 
 
-def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """C (units, frames) float32 and the neuropil course, computed a batch of units at a time.
+def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None,
+            truth: bool = False) -> tuple[Activity | None, np.ndarray, np.ndarray]:
+    """(Activity or None, C (units, frames) float32, neuropil course), a batch of units at a time.
 
-    Traces are keyed per unit, so batching gives the same bytes as one call; it keeps the
-    transient spikes/dF/F/bleaching arrays to one batch (4 bytes per unit-frame stay, not ~13).
+    Traces are keyed per unit, so batching gives the same bytes as one call, and the
+    simulation's temporaries are those of one batch. ``truth=False`` keeps C alone (4 bytes
+    per unit-frame); ``truth=True`` also fills the Activity's spikes and dF/F (5 more bytes;
+    its ``bleach`` is None, as bleaching is in C), never a second copy of them.
     """
     T = spec.recording.n_frames if n_frames is None else int(n_frames)
-    C = np.empty((len(unit_ids), T), np.float32)
+    n = len(unit_ids)
+    C = np.empty((n, T), np.float32)
+    full = {"spikes": np.empty((n, T), np.uint8), "dff": np.empty((n, T), np.float32)} if truth else {}
+    per_unit: dict[str, list] = {k: [] for k in
+                                 ("spike_times", "active", "rate_hz", "tau_rise_ms", "tau_decay_ms", "amplitude")}
     f_np = None
-    for i in range(0, max(len(unit_ids), 1), TRACE_BATCH_UNITS):
+    for i in range(0, max(n, 1), TRACE_BATCH_UNITS):
         act = simulate_activity(spec, unit_ids[i : i + TRACE_BATCH_UNITS], T)
         C[i : i + TRACE_BATCH_UNITS] = act.C
+        for k, arr in full.items():
+            arr[i : i + TRACE_BATCH_UNITS] = getattr(act, k)
+        if truth:
+            per_unit["spike_times"].extend(act.spike_times)
+            for k in per_unit.keys() - {"spike_times"}:
+                per_unit[k].append(np.asarray(getattr(act, k)))
         f_np = act.neuropil_f if f_np is None else f_np
-    return C, np.ascontiguousarray(f_np, np.float32)
+    f_np = np.ascontiguousarray(f_np, np.float32)
+    if not truth:
+        return None, C, f_np
+    # bleaching is in C already: the World's Activity does not keep it a second time
+    activity = Activity(spike_times=per_unit.pop("spike_times"), neuropil_f=f_np, bleach=None, **full,
+                        **{k: np.concatenate(v) for k, v in per_unit.items()})
+    return activity, C, f_np
 
 
 def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None, *,
@@ -87,13 +108,7 @@ def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None, *,
     """
     scene = build_scene(spec, window)
     motion = simulate_motion(spec, n_frames)
-    if truth:
-        activity = simulate_activity(spec, scene.cells.unit_id, n_frames)
-        C = np.ascontiguousarray(activity.C, np.float32)
-        f_np = np.ascontiguousarray(activity.neuropil_f, np.float32)
-    else:
-        activity = None
-        C, f_np = _traces(spec, scene.cells.unit_id, n_frames)
+    activity, C, f_np = _traces(spec, scene.cells.unit_id, n_frames, truth)
     return World(spec, scene, activity, motion, C, f_np)
 
 
