@@ -265,6 +265,22 @@ def test_motion_moves_the_frames_by_the_true_displacement():
     assert max(errors) <= 1.0
 
 
+def test_scope_fields_stay_put_while_the_tissue_moves():
+    """Falloff, vignette and glow belong to the scope: over a uniform tissue, strong motion changes
+    nothing, so their pattern is not dragged along with the brain."""
+    fields = {"illumination.falloff": {"enabled": True, "edge_ratio": 0.6},
+              "illumination.vignette": {"enabled": True, "corner_ratio": 0.5},
+              "illumination.glow.enabled": True, "recording.duration_s": 2.0}
+    move = {"enabled": True, "rigid_sd_um": 10.0, "rigid_tau_s": 0.2, "drift_um": 5.0,
+            "nonrigid_amplitude_um": 3.0, "max_displacement_um": 25.0}
+    still = minisim.simulate(flat(**fields)).dataset["movie"].values
+    moving = minisim.simulate(flat(**fields, motion=move)).dataset
+    assert np.abs(moving["motion"].values).max() > 5  # the tissue really moved
+    assert np.ptp(still[0].astype(float)) > 50  # and the fields make a strong pattern
+    # equal up to the warp's float rounding (1 ADU); a field dragged 3+ px would differ by tens of ADU
+    assert np.abs(moving["movie"].values.astype(int) - still.astype(int)).max() <= 1
+
+
 def test_without_motion_a_static_scene_changes_only_by_sensor_noise():
     spec = flat(**{"sensor.noise": True, "sensor.dsnu_adu": 0.0, "sensor.prnu_fraction": 0.0})
     quiet = minisim.simulate(spec.with_updates({"sensor.noise": False})).dataset["movie"].values
