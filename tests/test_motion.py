@@ -1,0 +1,81 @@
+"""Each component of brain motion (minisim/motion.py), alone, has the statistics its Spec asks for."""
+
+import numpy as np
+import pytest
+
+from minisim import Spec
+from minisim.motion import N_MODES, displacement_px, simulate_motion
+
+STILL = {"enabled": True, "rigid_sd_um": 0.0, "drift_um": 0.0, "jerk_rate_hz": 0.0,
+         "oscillation_amplitude_um": 0.0, "nonrigid_amplitude_um": 0.0, "axial_sd_um": 0.0,
+         "max_displacement_um": 50.0}
+
+
+def motion_of(minutes: float = 20.0, fps: float = 20.0, **motion):
+    spec = Spec(recording={"duration_s": minutes * 60, "fps": fps, "seed": 3}, motion={**STILL, **motion})
+    return spec, simulate_motion(spec)
+
+
+def test_jitter_has_its_sd_and_correlation_time():
+    _, mot = motion_of(rigid_sd_um=2.0, rigid_tau_s=0.5)
+    r = mot.rigid_um
+    assert r.std(axis=0) == pytest.approx([2.0, 2.0], rel=0.1)  # tanh bound at 50 um is negligible
+    lag = 10  # 0.5 s at 20 fps: the autocorrelation is e^-1 there
+    rho = np.mean([np.corrcoef(r[:-lag, a], r[lag:, a])[0, 1] for a in (0, 1)])
+    assert rho == pytest.approx(np.exp(-1), abs=0.08)
+    assert (mot.mode_amp_um == 0).all() and (mot.axial_um == 0).all()
+
+
+def test_jerks_come_at_their_rate_with_their_size_and_recover():
+    spec, mot = motion_of(jerk_rate_hz=0.1, jerk_amplitude_um=4.0, jerk_recovery_s=0.5)
+    step = np.hypot(*np.diff(mot.rigid_um, axis=0).T)
+    jumps = np.flatnonzero(step > 1.0)  # between jumps the path only decays (< 0.2 um per frame)
+    want = 0.1 * spec.recording.duration_s
+    assert abs(len(jumps) - want) <= 3 * np.sqrt(want)
+    lone = [j for j in jumps if np.all(np.abs(jumps - j)[jumps != j] > 40)]
+    sizes = step[lone]
+    assert sizes.min() >= 0.5 * 4.0 * 0.9 and sizes.max() <= 1.5 * 4.0 * 1.05
+    j = lone[0] + 1  # 0.5 s (10 frames) after an isolated jump, e^-1 of it is left
+    ratio = np.hypot(*mot.rigid_um[j + 10]) / np.hypot(*mot.rigid_um[j])
+    assert ratio == pytest.approx(np.exp(-1), rel=0.05)
+
+
+def test_oscillation_is_at_its_frequency_and_only_in_bouts():
+    _, mot = motion_of(oscillation_amplitude_um=1.0, oscillation_hz=5.0)
+    y = mot.rigid_um[:, 0]
+    spectrum = np.abs(np.fft.rfft(y))
+    freqs = np.fft.rfftfreq(len(y), 1 / 20.0)
+    assert freqs[np.argmax(spectrum[1:]) + 1] == pytest.approx(5.0, abs=0.05)
+    # bouts: mean 5 s on / 20 s off, so the tissue shakes about a fifth of the time
+    env = np.abs(y).reshape(-1, 20).max(axis=1)  # per second
+    moving = (env > 0.3).mean()
+    assert 0.08 < moving < 0.4
+    assert np.abs(y).max() <= 1.0 + 1e-9
+
+
+def test_drift_is_a_30_minute_ou_and_max_displacement_bounds_the_path():
+    _, mot = motion_of(minutes=30.0, fps=5.0, drift_um=5.0)  # well inside the 50-um soft bound
+    step = np.diff(mot.rigid_um, axis=0)
+    a = np.exp(-0.2 / 1800.0)  # per-frame decay of a 30-min OU at 5 fps
+    assert step.std() == pytest.approx(5.0 * np.sqrt(1 - a**2), rel=0.05)  # sd 5 um at equilibrium
+    lag = 1800  # after 6 min the path has wandered far more than a 1-frame step
+    assert np.abs(mot.rigid_um[lag:] - mot.rigid_um[:-lag]).std() > 20 * step.std()
+    _, bounded = motion_of(minutes=30.0, fps=5.0, drift_um=30.0, max_displacement_um=10.0)
+    assert np.abs(bounded.rigid_um).max() <= 10.0
+    # the bound is soft (tanh): small displacements pass unchanged
+    _, loose = motion_of(minutes=30.0, fps=5.0, drift_um=30.0)
+    small = np.abs(loose.rigid_um) < 1.0
+    np.testing.assert_allclose(bounded.rigid_um[small], loose.rigid_um[small], atol=0.05)
+
+
+def test_nonrigid_deformation_differs_across_the_field_and_not_rigidly():
+    _, mot = motion_of(minutes=10.0, nonrigid_amplitude_um=3.0, nonrigid_length_um=300.0)
+    assert (mot.rigid_um == 0).all()
+    assert mot.mode_amp_um.std() == pytest.approx(3.0 / np.sqrt(N_MODES), rel=0.15)  # 2-s OU over 10 min
+    y_um = x_um = np.linspace(-150, 150, 31)
+    t = int(np.argmax(np.abs(mot.mode_amp_um).sum(axis=1)))
+    dy, dx = displacement_px(mot, 1.0, range(t, t + 1), y_um, x_um)
+    shift = np.hypot(dy[0], dx[0])
+    assert shift.max() > 1.0  # the tissue moves by microns ...
+    assert np.ptp(dy[0]) > 1.0 or np.ptp(dx[0]) > 1.0  # ... by different amounts across the field
+    assert shift.max() <= 3 * 3.0 / np.sqrt(N_MODES) * N_MODES + 1e-6  # each mode bounded at 3 sd
