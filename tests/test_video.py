@@ -127,6 +127,39 @@ def test_every_codec_keeps_an_odd_frame_size(codec, tmp_path):
         assert error.mean() < 20  # a saw-tooth test card: hard for lossy codecs, still close
 
 
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_opencv_reads_every_codec(codec, tmp_path):
+    """OpenCV (its FFmpeg backend), the reader most pipelines use, gets every frame back."""
+    cv2 = pytest.importorskip("cv2")
+    rec, top = synthetic_recording(9, 37, 51)
+    out = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False)
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened()
+    assert (cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)) == (9, 10)
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    bgr = np.array(frames)
+    assert bgr.shape == (9, 37, 51, 3)
+    assert (bgr[..., 0] == bgr[..., 1]).all() and (bgr[..., 1] == bgr[..., 2]).all()  # gray in BGR
+    error = np.abs(bgr[..., 0].astype(int) - to_uint8(rec.dataset["movie"].values, 0, top))
+    assert error.max() == 0 if CODECS[codec].lossless else error.mean() < 20
+
+
+@pytest.mark.parametrize(("codec", "fourcc", "bits"), [("rawvideo", b"Y800", 8), ("mjpeg", b"MJPG", 24)])
+def test_imagej_codecs_carry_the_fourcc_its_avi_reader_knows(codec, fourcc, bits, tmp_path):
+    """ImageJ's built-in AVI reader takes uncompressed 8-bit (Y800) and MJPG; check the RIFF header."""
+    rec, _ = synthetic_recording(5, 37, 51)
+    head = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False).read_bytes()[:4096]
+    assert head[:4] == b"RIFF" and head[8:12] == b"AVI "
+    strh = head.index(b"strh") + 8
+    assert head[strh:strh + 8] == b"vids" + fourcc
+    bih = head.index(b"strf") + 8  # BITMAPINFOHEADER: biBitCount at 14, biCompression at 16
+    assert int.from_bytes(head[bih + 14:bih + 16], "little") == bits
+    assert head[bih + 16:bih + 20] == fourcc
+
+
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
 def test_lossy_codecs_stay_close_on_a_real_movie(codec, exported, tmp_path):
     avi, store = exported
