@@ -98,14 +98,16 @@ class Scene:
         neuropil = self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m]
         # the sums frame by frame (each frame's working set stays in cache): the same float32
         # operations in the same order as whole-block broadcasting, so the same bytes
+        # (``out`` is a strided view of the unit-sum; the result is written contiguously)
+        res = np.empty((T, h, w), out.dtype)  # the dtype out[t] = ... assigned into before
         for t in range(T):
             o = out[t]
             for k, corr in corrs:
                 o = o + axial_w[t, k] * corr[t]
             if halo is not None:
                 o = o + halo[t]
-            out[t] = o + neuropil * f_np[t]
-        return out.astype(np.float32, copy=False)
+            res[t] = o + neuropil * f_np[t]
+        return res.astype(np.float32, copy=False)
 
     def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
         """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
