@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -74,8 +74,9 @@ def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None,
     n = len(unit_ids)
     C = np.empty((n, T), np.float32)
     full = {"spikes": np.empty((n, T), np.uint8), "dff": np.empty((n, T), np.float32)} if truth else {}
-    per_unit: dict[str, list] = {k: [] for k in
-                                 ("spike_times", "active", "rate_hz", "tau_rise_ms", "tau_decay_ms", "amplitude")}
+    # every other per-unit field of Activity, gathered batch by batch
+    per_unit: dict[str, list] = {f.name: [] for f in fields(Activity)
+                                 if f.name not in {"spikes", "dff", "bleach", "neuropil_f"}}
     f_np = None
     for i in range(0, max(n, 1), TRACE_BATCH_UNITS):
         act = simulate_activity(spec, unit_ids[i : i + TRACE_BATCH_UNITS], T)
@@ -83,15 +84,15 @@ def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None,
         for k, arr in full.items():
             arr[i : i + TRACE_BATCH_UNITS] = getattr(act, k)
         if truth:
-            per_unit["spike_times"].extend(act.spike_times)
-            for k in per_unit.keys() - {"spike_times"}:
-                per_unit[k].append(np.asarray(getattr(act, k)))
+            for k, parts in per_unit.items():
+                parts.append(getattr(act, k))
         f_np = act.neuropil_f if f_np is None else f_np
     f_np = np.ascontiguousarray(f_np, np.float32)
     if not truth:
         return None, C, f_np
+    spike_times = [t for part in per_unit.pop("spike_times") for t in part]  # a list per unit
     # bleaching is in C already: the World's Activity does not keep it a second time
-    activity = Activity(spike_times=per_unit.pop("spike_times"), neuropil_f=f_np, bleach=None, **full,
+    activity = Activity(spike_times=spike_times, neuropil_f=f_np, bleach=None, **full,
                         **{k: np.concatenate(v) for k, v in per_unit.items()})
     return activity, C, f_np
 

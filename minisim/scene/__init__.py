@@ -98,8 +98,9 @@ class Scene:
         neuropil = self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m]
         # the sums frame by frame (each frame's working set stays in cache): the same float32
         # operations in the same order as whole-block broadcasting, so the same bytes
-        # (``out`` is a strided view of the unit-sum; the result is written contiguously)
-        res = np.empty((T, h, w), out.dtype)  # the dtype out[t] = ... assigned into before
+        # (``out`` is a strided view of the unit sum, so each frame goes to a contiguous result
+        # of out's dtype, cast on assignment)
+        res = np.empty((T, h, w), out.dtype)
         for t in range(T):
             o = out[t]
             for k, corr in corrs:
