@@ -77,8 +77,9 @@ class Activity:
     ----------
     spikes : (n_units, n_frames) uint8, spike counts per frame (ground truth S), clipped at 255.
     dff : (n_units, n_frames) float32, ΔF/F before bleaching (0 at rest), exposure-averaged.
-    bleach : (n_units, n_frames) float32, multiplicative bleaching factor, 1 at t = 0 (None in
-        a World's Activity, whose C already holds it).
+    bleach : (n_units, n_frames) float32, multiplicative bleaching factor, 1 at t = 0.
+        These three are None in a World's Activity, which keeps the per-unit fields only
+        (the World holds C; a Recording computes dF/F and S lazily).
     spike_times : per unit, float64 exact spike times in s (those falling in the recording).
     neuropil_f : (n_frames,) float32, neuropil time course, mean ~1, bleaching included.
     active : (n_units,) bool, False for a silent cell.
@@ -87,8 +88,8 @@ class Activity:
     amplitude : (n_units,) float32, per-cell multiplier of ΔF/F per spike (or of ΔCa with Hill).
     """
 
-    spikes: np.ndarray
-    dff: np.ndarray
+    spikes: np.ndarray | None
+    dff: np.ndarray | None
     bleach: np.ndarray | None
     spike_times: list[np.ndarray]
     neuropil_f: np.ndarray

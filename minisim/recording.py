@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import render
+from . import activity, render
 from .scene import vessels
 from .spec import Spec
 
@@ -78,8 +78,36 @@ def _unit_array(spec: Spec, n_units: int, kind: str):
                          dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
 
 
+def _activity_block(spec_json: str, unit_ids: np.ndarray, n_frames: int, block_info=None):
+    """(2, units, frames) float32: dF/F and spike counts of one batch of units.
+
+    Traces are keyed per unit, so a batch gives the values the whole population would; counts
+    (at most 255) are exact in float32.
+    """
+    (_, _), (u0, u1), (_, _) = block_info[None]["array-location"]
+    act = activity.simulate_activity(Spec.model_validate_json(spec_json), unit_ids[u0:u1], n_frames)
+    return np.stack([act.dff.astype(np.float32, copy=False), act.spikes.astype(np.float32)])
+
+
+def _lazy_dff_and_spikes(spec: Spec, unit_ids: np.ndarray, n_frames: int):
+    """dF/F (float32) and S (uint8), (unit_id, frame), as dask arrays in batches of units.
+
+    Both come from one task per batch, so saving them together simulates each batch once; the
+    saving process never holds them for every unit (5 bytes per unit and frame).
+    """
+    import dask.array as da
+
+    n = len(unit_ids)
+    units = da.core.normalize_chunks((render.TRACE_BATCH_UNITS,), (n,))[0]
+    both = da.map_blocks(_activity_block, spec.model_dump_json(), np.asarray(unit_ids), n_frames,
+                         chunks=((2,), units, (n_frames,)), dtype=np.float32,
+                         meta=np.empty((0, 0, 0), np.float32))
+    frames = min(_TRACE_CHUNK_FRAMES, max(n_frames, 1))
+    return (both[0].rechunk({1: frames}), both[1].astype(np.uint8).rechunk({1: frames}))
+
+
 def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
-    """The Recording's Dataset: lazy movie and footprints, eager small ground truth."""
+    """The Recording's Dataset: lazy movie, footprints, dF/F and S; C and the small ground truth eager."""
     spec, sc, act = world.spec, world.scene, world.activity
     H, W, T = spec.sensor.height_px, spec.sensor.width_px, world.n_frames
     d, K, fps = spec.pixel_size_um, spec.sensor.gain_adu_per_e, spec.recording.fps
@@ -99,6 +127,7 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
         or [np.empty(0, np.int64)]
     )
     spike_time = np.concatenate(list(act.spike_times) or [np.empty(0)]).astype(np.float64)
+    dff, spikes = _lazy_dff_and_spikes(spec, cells.unit_id, T)
     ys = ((np.arange(H) - (H - 1) / 2) * d).astype(np.float32)
     xs = ((np.arange(W) - (W - 1) / 2) * d).astype(np.float32)
     unit = ("unit_id",)
@@ -112,9 +141,8 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
                           {"units": "fraction of the cell's light", "long_name": "sharp footprint in tissue"}),
             "C": (("unit_id", "frame"), world.C, {"units": "1 (1 = resting, t=0)",
                                                   "long_name": "fluorescence trace incl. bleaching"}),
-            "dff": (("unit_id", "frame"), np.asarray(act.dff, np.float32),
-                    {"units": "dF/F", "long_name": "calcium dF/F before bleaching"}),
-            "S": (("unit_id", "frame"), np.asarray(act.spikes, np.uint8), {"units": "spikes per frame"}),
+            "dff": (("unit_id", "frame"), dff, {"units": "dF/F", "long_name": "calcium dF/F before bleaching"}),
+            "S": (("unit_id", "frame"), spikes, {"units": "spikes per frame"}),
             "b": (("bg_component", "height", "width"), b, {"units": "ADU per unit of f"}),
             "f": (("bg_component", "frame"), f.astype(np.float32), {"units": "1"}),
             "position": (("unit_id", "axis"),
@@ -389,7 +417,8 @@ def _nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...]
                            meta=np.empty((0,) * data.ndim, np.int8))
 
 
-#: Per-unit traces held in memory (unit_id, frame): written here a block of frames at a time.
+#: Per-unit traces that may be held in memory (unit_id, frame), e.g. C of a simulated
+#: Recording: written here a block of frames at a time.
 _TRACES = ("C", "dff", "S")
 _TRACE_CHUNK_FRAMES = 1024
 

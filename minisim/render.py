@@ -43,7 +43,7 @@ class World:
     spec: Spec
     scene: Scene
     activity: Activity | None  # None in a render-only World (see build_world's ``truth``);
-    #                            its ``bleach`` is None (bleaching is in C)
+    #                            per-unit fields only: spikes, dff, bleach are None
     motion: Motion
     C: np.ndarray           # (units, frames) float32, = activity.C
     f_np: np.ndarray        # (frames,) float32 neuropil course
@@ -66,23 +66,21 @@ def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None,
     """(Activity or None, C (units, frames) float32, neuropil course), a batch of units at a time.
 
     Traces are keyed per unit, so batching gives the same bytes as one call, and the
-    simulation's temporaries are those of one batch. ``truth=False`` keeps C alone (4 bytes
-    per unit-frame); ``truth=True`` also fills the Activity's spikes and dF/F (5 more bytes;
-    its ``bleach`` is None, as bleaching is in C), never a second copy of them.
+    simulation's temporaries are those of one batch. Of the (units, frames) arrays only C
+    (4 bytes per unit-frame) is kept; ``truth=True`` adds an Activity with the per-unit
+    parameters and spike times, whose ``spikes``, ``dff`` and ``bleach`` are None (bleaching
+    is in C; a Recording computes dF/F and S lazily, a batch of units at a time).
     """
     T = spec.recording.n_frames if n_frames is None else int(n_frames)
     n = len(unit_ids)
     C = np.empty((n, T), np.float32)
-    full = {"spikes": np.empty((n, T), np.uint8), "dff": np.empty((n, T), np.float32)} if truth else {}
-    # every other per-unit field of Activity, gathered batch by batch
+    # every per-unit (not per-frame) field of Activity, gathered batch by batch
     per_unit: dict[str, list] = {f.name: [] for f in fields(Activity)
                                  if f.name not in {"spikes", "dff", "bleach", "neuropil_f"}}
     f_np = None
     for i in range(0, max(n, 1), TRACE_BATCH_UNITS):
         act = simulate_activity(spec, unit_ids[i : i + TRACE_BATCH_UNITS], T)
         C[i : i + TRACE_BATCH_UNITS] = act.C
-        for k, arr in full.items():
-            arr[i : i + TRACE_BATCH_UNITS] = getattr(act, k)
         if truth:
             for k, parts in per_unit.items():
                 parts.append(getattr(act, k))
@@ -91,8 +89,7 @@ def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None,
     if not truth:
         return None, C, f_np
     spike_times = [t for part in per_unit.pop("spike_times") for t in part]  # a list per unit
-    # bleaching is in C already: the World's Activity does not keep it a second time
-    activity = Activity(spike_times=spike_times, neuropil_f=f_np, bleach=None, **full,
+    activity = Activity(spikes=None, dff=None, bleach=None, spike_times=spike_times, neuropil_f=f_np,
                         **{k: np.concatenate(v) for k, v in per_unit.items()})
     return activity, C, f_np
 
@@ -103,9 +100,9 @@ def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None, *,
 
     ``window`` keeps only the cells that reach that sensor window; ``n_frames`` computes the
     first frames only (traces and motion are prefix-stable, so a preview of frames [0, n) is
-    bit-identical to the full render's). ``truth=False`` builds a render-only World: C and the
-    neuropil course without the per-frame spikes, dF/F and bleaching arrays of ``activity``,
-    so what a worker or the video writer holds per frame is C alone.
+    bit-identical to the full render's). Of the per-frame traces a World keeps C alone (4 bytes
+    per unit and frame); ``truth=False`` also skips ``activity`` (the per-unit parameters and
+    spike times the ground truth needs), for workers and the video writer.
     """
     scene = build_scene(spec, window)
     motion = simulate_motion(spec, n_frames)
