@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 import minisim
 from minisim import sweep as msweep
@@ -294,3 +295,37 @@ def test_killed_sweep_process_resumes_without_redoing_finished_stores(client, sw
     assert {p: _mtimes(p) for p in finished} == before
     for store in m["store"]:
         assert_same_store(out / store, refs / store)
+
+
+class _InFlight(SchedulerPlugin):
+    """A scheduler plugin that counts the sweep's whole-recording tasks processing at once."""
+
+    name = "minisim-in-flight"
+
+    def __init__(self):
+        self.now = self.most = 0
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if not str(key).startswith("minisim-sweep-"):
+            return
+        if finish == "processing":
+            self.now += 1
+            self.most = max(self.most, self.now)
+        elif start == "processing":
+            self.now -= 1
+
+
+@pytest.mark.parametrize("bound", [1, 2])
+def test_recordings_in_flight_are_bounded(client, bound, tmp_path):
+    """max_in_flight caps how many recordings the cluster holds at once (seen by the scheduler)."""
+    plugin = _InFlight()
+    scheduler = client.cluster.scheduler
+    scheduler.add_plugin(plugin)
+    try:
+        sw = msweep.load_sweep(SWEEP, root=tmp_path)
+        m = msweep.run(sw, client=client, progress=False, max_in_flight=bound)
+    finally:
+        scheduler.remove_plugin(name=plugin.name)
+    assert list(m["status"]) == ["done"] * 4
+    assert plugin.most == bound  # 4 recordings, 2 workers: the bound is reached and never passed
+    assert plugin.now == 0
