@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ALL_EFFECTS_OFF, digest
+from helpers import ALL_EFFECTS_OFF, digest
 
 import minisim
 from minisim import Spec, presets

@@ -14,7 +14,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from conftest import dataset_digests, digest, small_spec
+from helpers import dataset_digests, digest, small_spec
 
 import minisim
 from minisim import presets, simulate
@@ -113,7 +113,7 @@ def test_prefix_stable_when_the_duration_grows():
 _HASH_SCRIPT = """
 import hashlib, sys
 sys.path.insert(0, {tests!r})
-from conftest import small_spec
+from helpers import small_spec
 import minisim
 rec = minisim.simulate(small_spec(**{{"sensor.hot_pixel_fraction": 0.01}}))
 print(hashlib.sha256(rec.dataset.movie.values.tobytes() + rec.dataset.C.values.tobytes()).hexdigest())

@@ -9,7 +9,7 @@ per-cell flags (in_focus, pnr, vessel_overlap_fraction).
 from __future__ import annotations
 
 import numpy as np
-from conftest import ALL_EFFECTS_OFF
+from helpers import ALL_EFFECTS_OFF
 from scipy.spatial import cKDTree
 
 import minisim

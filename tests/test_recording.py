@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import dataset_digests, small_spec
+from helpers import dataset_digests, small_spec
 
 import minisim
 from minisim import IncompleteRecordingError, Recording, Spec, simulate
@@ -89,7 +89,7 @@ def test_load_of_a_missing_or_foreign_path_is_clear(tmp_path):
 _SLOW_SAVE = """
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import small_spec
+from helpers import small_spec
 import minisim
 spec = small_spec(**{{"recording.duration_s": 400.0, "sensor.width_px": 64, "sensor.height_px": 64}})
 minisim.simulate(spec).save({path!r}, chunks={{"frame": 8}}, scheduler="synchronous")

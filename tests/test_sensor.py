@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ALL_EFFECTS_OFF
+from helpers import ALL_EFFECTS_OFF
 from scipy.stats import poisson
 
 import minisim

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import small_spec
+from helpers import small_spec
 
 from minisim import Spec, presets
 from minisim.recording import Recording, simulate
