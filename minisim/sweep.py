@@ -43,7 +43,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .spec import Spec
+from .spec import Spec, field_bounds, field_info
 
 MANIFEST_NAME = "manifest.csv"
 #: Name of the dask-jobqueue configuration picked up beside a sweep file.
@@ -138,31 +138,16 @@ def _base_spec(base: str | dict[str, Any], root: Path) -> Spec:
     return Spec.from_json(path)
 
 
-def _field_info(dotted: str):
-    """The pydantic FieldInfo of a dotted Spec path (None when it is not a plain field)."""
-    model: Any = Spec
-    info = None
-    for name in dotted.split("."):
-        fields = getattr(model, "model_fields", None)
-        if not fields or name not in fields:
-            return None
-        info = fields[name]
-        model = info.annotation
-    return info
-
-
 def _allowed_range(dotted: str) -> str:
-    info = _field_info(dotted)
-    if info is None:
+    """What the field at ``dotted`` accepts, e.g. ``float > 0.0 and <= 1000.0``."""
+    try:
+        info, bounds = field_info(dotted), field_bounds(dotted)
+    except KeyError:  # an error's location inside a list or a section-wide check
         return "see minisim.Spec"
-    bounds = []
-    for m in info.metadata:
-        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            v = getattr(m, attr, None)
-            if v is not None:
-                bounds.append(f"{sym} {v}")
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    text = " and ".join(f"{symbols[k]} {v}" for k, v in bounds.items())
     kind = getattr(info.annotation, "__name__", str(info.annotation))
-    return f"{kind} {' and '.join(bounds)}".strip() if bounds else kind
+    return f"{kind} {text}" if text else kind
 
 
 def _spec_for(base: Spec, updates: dict[str, Any], where: str) -> Spec:

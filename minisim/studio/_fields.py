@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..spec import Spec
+from ..spec import Spec, field_info
+from ..spec import get_path as get_value  # noqa: F401  (the panels read values by path)
 
 
 def spec_paths(section: str, skip: tuple[str, ...] = ("extra_bands",)) -> list[str]:
@@ -26,21 +27,6 @@ def spec_paths(section: str, skip: tuple[str, ...] = ("extra_bands",)) -> list[s
 
     walk(Spec.model_fields[section].annotation, section)
     return out
-
-
-def field_info(path: str):
-    model: type[BaseModel] = Spec
-    *parents, leaf = path.split(".")
-    for name in parents:
-        model = model.model_fields[name].annotation
-    return model.model_fields[leaf]
-
-
-def get_value(spec: Spec, path: str) -> Any:
-    node: Any = spec
-    for name in path.split("."):
-        node = getattr(node, name)
-    return node
 
 
 def _bounds(info) -> tuple[float | None, float | None]:
