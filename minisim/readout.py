@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .scene.cells import expected_count, place_cells
-from .scene.optics import focal_depth_um
+from .scene.optics import focal_depth_um, pixel_index
 from .scene.vessels import vessel_network
 from .spec import Spec
 
@@ -51,7 +51,7 @@ def readout(spec: Spec, window: tuple[int, int, int, int] | None = None,
     window : (y0, y1, x0, x1) sensor pixels of a preview window (its cell count is given).
     world : a :class:`minisim.render.World` built for ``window``; when given, the cells
         centred in the window and the detectable ones among them
-        (:func:`minisim.render.cell_metrics`) are counted.
+        (:func:`minisim.truth.cell_metrics`) are counted.
 
     Returns
     -------
@@ -83,7 +83,7 @@ def readout(spec: Spec, window: tuple[int, int, int, int] | None = None,
         out["window"] = tuple(int(v) for v in window)
         out["expected_cells_window"] = expected_count(spec, (y1 - y0) * (x1 - x0) * d * d * 1e-6)
     if world is not None:
-        from .render import cell_metrics
+        from .truth import cell_metrics
 
         y0, y1, x0, x1 = window if window is not None else (
             0, spec.sensor.height_px, 0, spec.sensor.width_px)
@@ -98,8 +98,8 @@ def _centres_in_window(spec: Spec, cells, window) -> np.ndarray:
     """Which cells have their centre over the sensor pixels of ``window``."""
     y0, y1, x0, x1 = window
     d = spec.pixel_size_um
-    i = cells.y_um / d + (spec.sensor.height_px - 1) / 2
-    j = cells.x_um / d + (spec.sensor.width_px - 1) / 2
+    i = pixel_index(cells.y_um, spec.sensor.height_px, d)
+    j = pixel_index(cells.x_um, spec.sensor.width_px, d)
     return (i >= y0 - 0.5) & (i < y1 - 0.5) & (j >= x0 - 0.5) & (j < x1 - 0.5)
 
 
@@ -143,8 +143,10 @@ def side_view(spec: Spec, n_max: int = 2000) -> dict[str, np.ndarray]:
     ``focal_z_um`` (the focal surface across the field, shallower at the edges with field
     curvature), ``vessel_x_um``, ``vessel_z_um``, ``vessel_radius_um`` (where vessel centre
     lines cross the slab), ``vessel_depth_extent_um`` ((top, bottom) of the vessel layer),
-    ``band_top_um``, ``band_bottom_um`` (one per cell band), ``tissue_surface_um`` (0) and
-    ``front_face_um`` (-tissue_gap).
+    ``band_top_um``, ``band_bottom_um`` (one per cell band), ``tissue_surface_um`` (0),
+    ``front_face_um`` (-tissue_gap) and ``depth_limits_um`` ((shallow, deep) ends of a depth
+    axis that fits what is drawn: from just above the surface, or the top vessel, to below
+    the deepest cell).
 
     Examples
     --------
@@ -180,21 +182,42 @@ def side_view(spec: Spec, n_max: int = 2000) -> dict[str, np.ndarray]:
                 vr.append(v.radius_um)
     va = spec.vasculature
     r_top = max(vr) if vr else va.trunk_radius_um
+    cz, cr = cells.z_um[idx], cells.radius_um[idx]
+    band_top = np.array([b.depth_um - b.band_thickness_um / 2 for b in bands])
+    band_bottom = np.array([b.depth_um + b.band_thickness_um / 2 for b in bands])
+    focal = focal_depth_um(spec, np.abs(x))
+    shallowest = [*band_top, float(focal.min())] + ([va.depth_um - r_top] if vr else [])
+    deepest = [*band_bottom, float(focal.max())] + ([float((cz + cr).max())] if len(cz) else [])
     return {
         "cell_x_um": cells.x_um[idx],
         "cell_z_um": cells.z_um[idx],
         "cell_radius_um": cells.radius_um[idx],
         "slab_um": np.float64(slab),
         "x_um": x,
-        "focal_z_um": focal_depth_um(spec, np.abs(x)),
+        "focal_z_um": focal,
         "vessel_x_um": np.asarray(vx, float),
         "vessel_z_um": np.asarray(vz, float),
         "vessel_radius_um": np.asarray(vr, float),
         "vessel_depth_extent_um": np.array(
             [va.depth_um - r_top, va.depth_um + r_top] if va.enabled else [np.nan, np.nan]),
-        "band_top_um": np.array([b.depth_um - b.band_thickness_um / 2 for b in bands]),
-        "band_bottom_um": np.array([b.depth_um + b.band_thickness_um / 2 for b in bands]),
+        "band_top_um": band_top,
+        "band_bottom_um": band_bottom,
         "tissue_surface_um": np.float64(0.0),
         "front_face_um": np.float64(-spec.optics.tissue_gap_um),
         "fov_width_um": np.float64(w),
+        "depth_limits_um": _depth_limits(min(shallowest), max(deepest)),
     }
+
+
+def _depth_limits(top: float, bottom: float) -> np.ndarray:
+    """(shallow, deep) ends of a side view's depth axis around what it shows.
+
+    The axis runs from just above the surface to just below the deepest cell, unless the
+    surface lies more than one content-height above the shallowest thing drawn (a vessel, a
+    band, the focal surface): then it starts just above that thing, so the cells are not
+    squeezed into the bottom of the plot.
+    """
+    span = max(bottom - top, 1.0)
+    pad = 0.08 * span + 3.0
+    shallow = -pad if top <= span else top - pad
+    return np.array([shallow, bottom + pad])

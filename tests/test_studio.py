@@ -18,9 +18,9 @@ from minisim.studio import (
     GeneratePanel,
     SpecModel,
     Studio,
-    size_estimate,
 )
-from minisim.studio._fields import get_value
+from minisim.studio._fields import get_value, make_widget, slider_range, spec_paths
+from minisim.studio.panels import side_view_figure, written_bytes
 
 # a scaled-down V4 over CA1: dense enough that a small cell budget gives a real window
 V4_SMALL = presets.scope("miniscope_v4_ca1").with_updates({
@@ -47,9 +47,12 @@ def test_widget_change_reaches_spec_readout_and_preview():
 def test_a_refused_value_names_the_field_and_changes_nothing():
     model = SpecModel(small_spec())
     panel = AnatomyPanel(model, debounce_s=1000)
-    panel.widgets["optics.na"].value = 5.0
-    assert model.spec.optics.na == 0.45 and panel.widgets["optics.na"].value == 0.45
-    assert "optics.na" in panel.status.value and "refused" in panel.status.value
+    panel.widgets["optics.na"].value = 5.0  # a slider stops at the field's own bound
+    assert model.spec.optics.na == 1.0 == panel.widgets["optics.na"].value
+    panel.widgets["sensor.offset_adu"].value = 5000.0  # in range, but over 12 bits' 4095
+    assert model.spec.sensor.offset_adu == 100.0 and panel.widgets["sensor.offset_adu"].value == 100.0
+    assert "sensor.offset_adu" in panel.status.value and "refused" in panel.status.value
+    assert "4095" in panel.status.value
     panel.close()
 
 
@@ -109,30 +112,50 @@ def test_generate_runs_in_the_background(tmp_path):
     assert "wrote" in panel.status.value
 
 
-def test_generate_writes_avi_when_video_exists(tmp_path):
-    pytest.importorskip("minisim.video")
+def test_generate_writes_an_avi_of_every_frame(tmp_path):
+    import imageio.v3 as iio
+
     model = SpecModel(small_spec())
     panel = GeneratePanel(model, debounce_s=0, path=str(tmp_path / "rec.avi"))
     panel.format.value = "avi"
-    assert panel.generate(wait=True).exists()
+    path = panel.generate(wait=True)
+    frames = iio.imread(path, plugin="pyav")
+    assert frames.shape[:3] == (10, 40, 48)
+    assert Spec.from_json(tmp_path / "rec.spec.json") == model.spec
+    assert panel.last_size_bytes == written_bytes(path) > path.stat().st_size
 
 
-def test_size_estimate_follows_duration_and_format():
+@pytest.mark.parametrize("fmt", ["zarr", "avi"])
+def test_estimate_is_within_30_percent_of_the_written_size(tmp_path, fmt):
+    """The estimate (a 40-frame probe save scaled) against a 300-frame Generate."""
+    spec = V4_SMALL.with_updates({"recording.duration_s": 30.0})
+    model = SpecModel(spec)
+    panel = GeneratePanel(model, debounce_s=0, path=str(tmp_path / f"rec.{fmt}"))
+    panel.format.value = fmt
+    est = panel.measured
+    assert est is not None and est["probe_frames"] == 40 and spec.recording.n_frames == 300
+    assert "on disk (movie and ground truth)" in panel.estimate_html.value
+    panel.generate(wait=True)
+    assert est["bytes"] == pytest.approx(panel.last_size_bytes, rel=0.30)
+    assert est["fixed_bytes"] > 0 and est["rss_bytes"] > 0
+
+
+def test_estimate_follows_the_duration_without_a_new_probe():
     model = SpecModel(small_spec())
     panel = GeneratePanel(model, debounce_s=0)
+    first = panel.measured
     panel.widgets["recording.duration_s"].value = 2.0
     assert model.spec.recording.n_frames == 20
     assert "20 frames of 40 × 48 px" in panel.estimate_html.value
-    z = size_estimate(model.spec, "zarr")
-    assert z["bytes"] == pytest.approx(20 * 40 * 48 * 2 / 2.5)
-    assert size_estimate(model.spec, "avi")["bytes"] == 20 * 40 * 48
-    assert size_estimate(model.spec, "zarr", px_per_s=38400)["seconds"] == pytest.approx(1.0)
+    assert panel.measured["bytes"] == pytest.approx(
+        first["fixed_bytes"] + 20 * first["bytes_per_frame"])
+    assert panel.measured["probe_seconds"] == first["probe_seconds"]  # the cached probe
 
 
 def test_activity_panel_presets_indicator_and_traces():
     model = SpecModel(small_spec(**{"recording.duration_s": 5.0}))
     panel = ActivityPanel(model, debounce_s=0)
-    assert panel.traces.C.shape == (10, 50)
+    assert panel.traces.C.shape == (10, 600)  # 60 s at 10 fps, whatever the duration
     panel.widgets["activity.indicator"].value = "GCaMP6s"
     assert model.spec.activity.tau_decay_ms == 1500.0
     assert panel.widgets["activity.tau_decay_ms"].value == 1500.0
@@ -203,3 +226,131 @@ def test_preview_of_a_long_recording_is_the_crop_of_its_full_render():
     full = simulate(spec).movie[: len(preview), y0:y1, x0:x1].values
     np.testing.assert_array_equal(preview, full)
     panel.close()
+
+
+def test_every_numeric_knob_is_a_slider_over_its_field_range():
+    import ipywidgets as W
+
+    spec = Spec()
+    sliders = (W.IntSlider, W.FloatSlider, W.FloatLogSlider)
+    for section in ("optics", "sensor", "tissue", "cells", "vasculature", "illumination", "motion",
+                    "activity", "recording"):
+        for path in spec_paths(section):
+            w = make_widget(path, get_value(spec, path))
+            if isinstance(w, (W.Checkbox, W.Dropdown)) or path == "recording.seed":
+                continue
+            assert isinstance(w, sliders), path
+            assert w.continuous_update is False and w.readout, path
+            lo, hi, log = slider_range(path)
+            assert isinstance(w, W.FloatLogSlider) == log, path
+            if log:
+                assert (10 ** w.min, 10 ** w.max) == pytest.approx((lo, hi)), path
+            else:
+                assert (w.min, w.max) == pytest.approx((lo, hi)), path
+    for path in ("cells.density_per_mm3", "activity.rate_median_hz", "optics.magnification"):
+        assert slider_range(path)[2], path  # spans decades: log scale
+    assert not slider_range("optics.na")[2]
+
+
+def test_a_burst_of_five_slider_changes_renders_at_most_twice_and_the_last_wins():
+    model = SpecModel(V4_SMALL)
+    panel = AnatomyPanel(model, debounce_s=0, cell_budget=20, preview_frames=2)
+    panel._debouncer.delay_s = 0.15  # from now on, redraws run in the background
+    starts = panel.redraw_starts
+    slider = panel.widgets["cells.density_per_mm3"]
+    values = [50000.0, 55000.0, 60000.0, 65000.0, 70000.0]
+    slider.value = values[0]
+    time.sleep(0.3)  # the first redraw is (likely) under way when the rest arrive
+    for v in values[1:]:
+        slider.value = v
+        time.sleep(0.02)
+    t_end = time.monotonic() + 120
+    while panel._debouncer.busy and time.monotonic() < t_end:
+        time.sleep(0.05)
+    assert not panel._debouncer.busy
+    assert 1 <= panel.redraw_starts - starts <= 2
+    assert panel.preview_spec.cells.density_per_mm3 == values[-1] == model.spec.cells.density_per_mm3
+    assert panel.spinner.value == ""
+    panel.close()
+
+
+def test_generate_holds_previews_and_its_knobs_never_rebuild_panel_1(tmp_path):
+    studio = Studio(small_spec(), debounce_s=0, path=str(tmp_path / "rec.zarr"))
+    anatomy, gen = studio.anatomy, studio.generate
+    starts = anatomy.redraw_starts
+    gen.widgets["recording.duration_s"].value = 2.0
+    gen.widgets["recording.seed"].value = 5
+    gen.widgets["recording.fps"].value = 12.0
+    assert anatomy.redraw_starts == starts and anatomy.out_of_date
+    studio.tabs.selected_index = 2
+    studio.tabs.selected_index = 0  # back on Panel 1: now it redraws, once
+    assert anatomy.redraw_starts == starts + 1 and anatomy.preview_spec == studio.spec
+    studio.model.begin_generate()  # what Generate does first
+    anatomy.widgets["cells.density_per_mm3"].value = 60000.0
+    studio.activity.widgets["activity.rate_median_hz"].value = 1.0
+    assert anatomy.redraw_starts == starts + 1 and studio.activity.traces.C.shape[1] == 720
+    studio.model.end_generate()
+    assert anatomy.redraw_starts == starts + 2
+    assert anatomy.preview_spec.cells.density_per_mm3 == 60000.0
+    studio.close()
+
+
+def test_activity_preview_spans_60_s_and_quiet_moderate_active_differ():
+    model = SpecModel(small_spec())  # a 1 s recording
+    panel = ActivityPanel(model, debounce_s=0)
+    ticks = {}
+    for name in ("quiet", "moderate", "active"):
+        panel.preset_buttons[name].click()
+        assert panel.traces.C.shape == (10, 600)
+        ticks[name] = panel.spike_ticks
+        assert f"{ticks[name]} spike ticks in 60 s" in panel.spike_html.value
+    assert 0 < ticks["quiet"] < ticks["moderate"] < ticks["active"]
+    import io
+
+    from PIL import Image
+    w, h = Image.open(io.BytesIO(panel.traces_image.value)).size
+    assert (panel.traces_image.layout.width, panel.traces_image.layout.height) == (f"{w}px", f"{h}px")
+    panel.close()
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_side_view_axis_fits_the_cells_with_the_legend_outside(name):
+    from minisim import readout
+
+    spec = presets.scope(name)
+    sv = readout.side_view(spec)
+    fig = side_view_figure(spec, sv)
+    ax = fig.axes[0]
+    deep, shallow = ax.get_ylim()
+    cz = sv["cell_z_um"]
+    assert shallow < min(cz.min(), np.min(sv["vessel_z_um"], initial=np.inf)) and deep > cz.max()
+    band = float(np.max(sv["band_bottom_um"]) - np.min(sv["band_top_um"]))
+    assert band / (deep - shallow) > 0.2  # the cells are not squeezed into a corner
+    fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    r = fig.canvas.get_renderer()
+    leg, box = ax.get_legend().get_window_extent(r), ax.get_window_extent(r)
+    assert leg.x0 >= box.x1  # right of the data, never over it
+
+
+def test_file_actions_fail_with_clear_errors(tmp_path):
+    studio = Studio(small_spec(), debounce_s=1000, path=str(tmp_path / "nope" / "rec.zarr"))
+    studio.spec_path.value = str(tmp_path / "missing.json")
+    studio.load_button.click()
+    assert "FileNotFoundError" in studio.io_status.value and "missing.json" in studio.io_status.value
+    studio.spec_path.value = str(tmp_path / "no-folder" / "spec.json")
+    studio.save_button.click()
+    assert "no-folder" in studio.io_status.value and "does not exist" in studio.io_status.value
+    (tmp_path / "bad.json").write_text('{"optics": {"na": 7}}')
+    studio.spec_path.value = str(tmp_path / "bad.json")
+    studio.load_button.click()
+    assert "not a valid Spec" in studio.io_status.value and "na" in studio.io_status.value
+    with pytest.raises(FileNotFoundError, match="nope"):
+        studio.generate.generate(wait=True)
+    studio.generate.path.value = str(tmp_path / "rec.avi")
+    with pytest.raises(ValueError, match="must end in .zarr"):
+        studio.generate.generate(wait=True)
+    assert "must end in .zarr" in studio.generate.status.value
+    studio.close()

@@ -9,8 +9,9 @@ browser; the packaged notebook ``build_recording`` only shows a :class:`Studio`.
 """
 
 from .app import Studio
+from .estimate import measure_estimate
 from .model import Debouncer, SpecModel
-from .panels import ActivityPanel, AnatomyPanel, GeneratePanel, size_estimate
+from .panels import ActivityPanel, AnatomyPanel, GeneratePanel
 
 __all__ = [
            "ActivityPanel",
@@ -19,5 +20,5 @@ __all__ = [
            "GeneratePanel",
            "SpecModel",
            "Studio",
-           "size_estimate",
+           "measure_estimate",
 ]

@@ -41,8 +41,43 @@ def _bounds(info) -> tuple[float | None, float | None]:
     return lo, hi
 
 
+#: Quantities that span decades from (almost) zero: log sliders from ``hi * LOG_FLOOR``.
+LOG_FROM_ZERO = frozenset({
+    "cells.density_per_mm3", "cells.brightness_photons_per_s",
+    "tissue.neuropil.photons_per_um2_s", "activity.rate_median_hz",
+    "sensor.dark_current_e_per_s", "sensor.hot_pixel_dark_e_per_s",
+    "recording.duration_s", "recording.fps",
+})
+LOG_FLOOR = 1e-6
+#: Identifiers rather than quantities: typed, not slid.
+TYPED = frozenset({"recording.seed"})
+
+
+def slider_range(path: str) -> tuple[float, float, bool]:
+    """``(min, max, log)`` of the slider for the numeric field at ``path``, from its bounds.
+
+    A field whose range spans three decades or more (``max / min >= 1000``, or one of
+    :data:`LOG_FROM_ZERO`, whose slider starts at ``max * LOG_FLOOR``) gets a log scale.
+    """
+    lo, hi = _bounds(field_info(path))
+    if lo is None or hi is None:
+        raise ValueError(f"{path} has no finite range for a slider (bounds {lo}, {hi})")
+    if path in LOG_FROM_ZERO:
+        return max(float(lo), float(hi) * LOG_FLOOR), float(hi), True
+    if field_info(path).annotation is float and lo > 0 and hi / lo >= 1000:
+        return float(lo), float(hi), True
+    return float(lo), float(hi), False
+
+
 def make_widget(path: str, value: Any):
-    """A widget for the field at ``path``: Checkbox, Dropdown, IntText or FloatText."""
+    """A widget for the field at ``path``: Checkbox, Dropdown, or a slider with its number.
+
+    Numbers get an IntSlider, FloatSlider or FloatLogSlider over the field's own range
+    (:func:`slider_range`), ``continuous_update=False`` (the Spec changes on release) and an
+    editable readout beside it; :data:`TYPED` fields (the seed) get a number box.
+    """
+    import math
+
     import ipywidgets as W
 
     info = field_info(path)
@@ -52,16 +87,26 @@ def make_widget(path: str, value: Any):
     tip = info.description or ""
     if lo is not None or hi is not None:
         tip = f"{tip} [{lo} .. {hi}]".strip()
-    style = {"description_width": "190px"}
-    layout = W.Layout(width="330px")
+    style = {"description_width": "170px"}
+    layout = W.Layout(width="400px")
+    common = {"description": label, "style": style, "layout": layout}
     if ann is bool:
         w = W.Checkbox(value=value, description=label, indent=False, layout=layout)
     elif typing.get_origin(ann) is typing.Literal:
-        w = W.Dropdown(options=list(typing.get_args(ann)), value=value, description=label,
-                       style=style, layout=layout)
-    elif ann is int:
-        w = W.IntText(value=value, description=label, style=style, layout=layout)
+        w = W.Dropdown(options=list(typing.get_args(ann)), value=value, **common)
+    elif path in TYPED:
+        w = W.IntText(value=value, **common) if ann is int else W.FloatText(value=value, **common)
     else:
-        w = W.FloatText(value=value, description=label, style=style, layout=layout)
+        smin, smax, log = slider_range(path)
+        slider = {"continuous_update": False, "readout": True, **common}
+        if ann is int:
+            w = W.IntSlider(value=value, min=int(smin), max=int(smax), step=1, **slider)
+        elif log:
+            w = W.FloatLogSlider(value=value, base=10, min=math.log10(smin), max=math.log10(smax),
+                                 step=0.01, readout_format=".4g", **slider)
+        else:
+            w = W.FloatSlider(value=value, min=smin, max=smax, step=(smax - smin) / 1000,
+                              readout_format=".4g", **slider)
     w.tooltip = tip or path
+    w.add_class("minisim-knob")
     return w

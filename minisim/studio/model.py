@@ -25,7 +25,25 @@ class SpecModel:
     def __init__(self, spec: Spec | None = None):
         self._spec = spec if spec is not None else Spec()
         self._observers: list[Callable[[Spec, Spec], None]] = []
+        self._generate_hooks: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self.render_speed_px_per_s: float | None = None
+        #: True while Generate writes: previews wait (and one in flight stops at its next step)
+        self.generating = False
+
+    def on_generate(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """Call ``pause()`` when a Generate starts and ``resume()`` when it ends."""
+        self._generate_hooks.append((pause, resume))
+
+    def begin_generate(self) -> None:
+        """Generate starts: every preview's pending redraw is held until :meth:`end_generate`."""
+        self.generating = True
+        for pause, _ in list(self._generate_hooks):
+            pause()
+
+    def end_generate(self) -> None:
+        self.generating = False
+        for _, resume in list(self._generate_hooks):
+            resume()
 
     @property
     def spec(self) -> Spec:
@@ -68,25 +86,43 @@ class SpecModel:
         return self._spec
 
 
+class Cancelled(Exception):
+    """Raised inside a redraw that a newer request (or a Generate) made stale."""
+
+
 class Debouncer:
     """Call ``fn`` once, ``delay_s`` after the last of a burst of :meth:`schedule` calls.
 
-    A schedule while ``fn`` runs does not start a second run beside it: it marks the result
-    stale and ``fn`` runs again (once) when the current run ends. ``delay_s = 0`` runs
-    synchronously, which is what tests use; :meth:`run_now` always does.
+    Never two runs at once, and a newer request wins: a schedule while ``fn`` runs makes the
+    run stale (:attr:`stale`; ``fn`` may poll it through :meth:`checkpoint` and stop early)
+    and ``fn`` runs again, once, when the current run ends. While ``hold()`` is true (a
+    Generate is writing) runs wait; :meth:`resume` starts the one that waited.
+    ``delay_s = 0`` runs synchronously, which is what tests use; :meth:`run_now` always does.
     """
 
-    def __init__(self, fn: Callable[[], None], delay_s: float = 0.3):
+    def __init__(self, fn: Callable[[], None], delay_s: float = 0.3,
+                 hold: Callable[[], bool] | None = None,
+                 on_busy: Callable[[bool], None] | None = None):
         self.fn = fn
         self.delay_s = float(delay_s)
+        self.hold = hold or (lambda: False)
+        self.on_busy = on_busy or (lambda busy: None)
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._running = False
-        self._stale = False
-        self.runs = 0
+        self._pending = False
+        self._requested = 0  # requests so far
+        self._run_of = 0  # the request the current run answers
+        self.runs = 0  # runs that finished
+        self.starts = 0  # runs that began (a cancelled one included)
 
     def schedule(self) -> None:
+        with self._lock:
+            self._requested += 1
         if self.delay_s <= 0:
+            if self.hold():
+                self._pending = True
+                return
             self.run_now()
             return
         with self._lock:
@@ -95,23 +131,70 @@ class Debouncer:
             self._timer = threading.Timer(self.delay_s, self._fire)
             self._timer.daemon = True
             self._timer.start()
+        self.on_busy(True)
+
+    @property
+    def stale(self) -> bool:
+        """True inside a run once a newer request came (or a Generate started)."""
+        return self._requested != self._run_of or self.hold()
+
+    def checkpoint(self) -> None:
+        """Raise :class:`Cancelled` if the current run is stale; ``fn`` calls it between steps."""
+        if self.stale:
+            raise Cancelled
 
     def _fire(self) -> None:
         with self._lock:
             self._timer = None
-            if self._running:
-                self._stale = True
+            if self._running or self.hold():
+                self._pending = True
                 return
             self._running = True
+            self._pending = False
+            self._run_of = self._requested
+            self.starts += 1
+        self.on_busy(True)
+        finished = False
         try:
             self.fn()
-            self.runs += 1
+            finished = True
+        except Cancelled:
+            with self._lock:
+                self._pending = True
         finally:
             with self._lock:
                 self._running = False
-                again, self._stale = self._stale, False
+                self.runs += finished
+                again = self._pending and not self.hold() and self._timer is None
+                if again:
+                    self._pending = False
             if again:
-                self.schedule()
+                self._reschedule()
+            elif not self.busy:
+                self.on_busy(False)
+
+    def _reschedule(self) -> None:
+        with self._lock:
+            self._timer = threading.Timer(self.delay_s, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def pause(self) -> None:
+        """Drop a scheduled run but remember it (a Generate starts)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._pending = True
+        if not self._running:
+            self.on_busy(False)
+
+    def resume(self) -> None:
+        """Start the run that waited, if any (a Generate ended)."""
+        with self._lock:
+            again, self._pending = self._pending, False
+        if again:
+            self.schedule()
 
     def cancel(self) -> None:
         """Drop a scheduled run (one in flight finishes)."""
@@ -119,13 +202,22 @@ class Debouncer:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            self._pending = False
 
     def run_now(self) -> None:
         self.cancel()
-        self.fn()
+        with self._lock:
+            self._run_of = self._requested
+            self.starts += 1
+        try:
+            self.fn()
+        except Cancelled:  # a Generate started meanwhile: run again when it ends
+            with self._lock:
+                self._pending = True
+            return
         self.runs += 1
 
     @property
     def busy(self) -> bool:
-        """True while a run is scheduled or in flight."""
-        return self._timer is not None or self._running
+        """True while a run is scheduled, waiting or in flight."""
+        return self._timer is not None or self._running or self._pending

@@ -24,11 +24,19 @@ from .. import presets, readout
 from ..activity import simulate_activity
 from ..spec import INDICATORS, Spec
 from ._fields import get_value, make_widget, spec_paths
-from .model import Debouncer, SpecModel
+from .model import Cancelled, Debouncer, SpecModel
 
 PREVIEW_FRAMES = 20
 TRACE_UNITS = 10
 TRACE_MAX_S = 30.0
+#: Seconds of activity Panel 2 simulates, whatever the recording's duration: enough for
+#: events to show at quiet rates.
+ACTIVITY_PREVIEW_S = 60.0
+SPINNER = ("<style>@keyframes minisim-spin{to{transform:rotate(360deg)}}</style>"
+           "<span class='minisim-busy' style='display:inline-flex;align-items:center;gap:6px'>"
+           "<span style='width:12px;height:12px;border:2px solid #bbb;border-top-color:#1976d2;"
+           "border-radius:50%;display:inline-block;animation:minisim-spin .8s linear infinite'>"
+           "</span>drawing…</span>")
 ANATOMY_SECTIONS = ("optics", "sensor", "tissue", "cells", "vasculature", "illumination", "motion")
 SECTION_TITLES = {
     "optics": "Optics", "sensor": "Sensor", "tissue": "Tissue (scatter, attenuation, neuropil)",
@@ -42,7 +50,7 @@ def _png(fig) -> bytes:
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=TRACES_DPI)
     return buf.getvalue()
 
 
@@ -69,9 +77,12 @@ class SpecPanel:
         self.model = model if model is not None else SpecModel()
         self.widgets: dict[str, Any] = {}
         self.status = W.HTML("")
+        self.spinner = W.HTML("", layout=W.Layout(min_height="20px"))
         self._syncing = False
-        self._debouncer = Debouncer(self._redraw_safe, debounce_s)
+        self._debouncer = Debouncer(self._redraw_safe, debounce_s,
+                                    hold=lambda: self.model.generating, on_busy=self._show_busy)
         self.model.observe(self._on_model)
+        self.model.on_generate(self._debouncer.pause, self._debouncer.resume)
 
     # -- binding
     def _bind(self, path: str):
@@ -117,6 +128,18 @@ class SpecPanel:
     def schedule_redraw(self) -> None:
         self._debouncer.schedule()
 
+    def _show_busy(self, busy: bool) -> None:
+        self.spinner.value = SPINNER if busy else ""
+
+    @property
+    def redraw_starts(self) -> int:
+        """Redraws begun so far (one a newer request cancelled included)."""
+        return self._debouncer.starts
+
+    def checkpoint(self) -> None:
+        """Stop this redraw here if a newer request came (or a Generate started)."""
+        self._debouncer.checkpoint()
+
     def redraw_now(self) -> None:
         """Redraw synchronously (tests and notebooks use this)."""
         self._debouncer.run_now()
@@ -124,6 +147,8 @@ class SpecPanel:
     def _redraw_safe(self) -> None:
         try:
             self.redraw()
+        except Cancelled:
+            raise
         except Exception as e:  # shown in the panel; a bad Spec must not kill the kernel's thread
             self.status.value = f"<span style='color:#b00'>redraw failed: {type(e).__name__}: {e}</span>"
             if self._debouncer.delay_s <= 0:
@@ -195,13 +220,45 @@ class AnatomyPanel(SpecPanel):
         self.preview_window: tuple[int, int, int, int] | None = None
         self.readout: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        #: in a Studio, changes of fps or seed (Generate's knobs) only mark the preview out of
+        #: date; it redraws when its tab is shown again (:meth:`refresh`)
+        self.defer_recording_changes = False
+        self.out_of_date = False
+        self._drawn_key: str | None = None
         knobs = _accordion(groups, SECTION_TITLES)
         right = W.VBox([W.HTML("<b>Preview</b> (max projection, true pixel scale)"), self.preview,
                         self.readout_html, self.side_image])
-        self.widget = W.VBox([W.HBox(list(self.preset_buttons.values())), self.status,
-                              W.HBox([knobs, right])])
+        self.widget = W.VBox([W.HBox(list(self.preset_buttons.values())), self.spinner,
+                              self.status, W.HBox([knobs, right])])
         self.widget.add_class("minisim-anatomy")
         self.schedule_redraw()
+
+    def preview_key(self, spec: Spec) -> str:
+        """What the preview depends on: the Spec less its duration, and the frame counts."""
+        n = min(self.preview_frames, spec.recording.n_frames)
+        n_world = min(spec.recording.n_frames, max(n, round(TRACE_MAX_S * spec.recording.fps)))
+        rest = spec.model_dump(exclude={"recording": {"duration_s"}})
+        return f"{rest}|{n}|{n_world}|{self.cell_budget}"
+
+    def _on_model(self, old: Spec, new: Spec) -> None:
+        self.sync_widgets()
+        if self.preview_key(new) == self._drawn_key:
+            return  # e.g. a new duration: the preview's frames are the same (prefix-stable)
+        only_recording = old.model_dump(exclude={"recording"}) == new.model_dump(exclude={"recording"})
+        if only_recording and self.defer_recording_changes:
+            self.out_of_date = True
+            self.status.value = ("<span style='color:#666'>the preview is out of date (fps or seed "
+                                 "changed in Generate); it redraws when this tab is shown</span>")
+            return
+        self.schedule_redraw()
+
+    def refresh(self) -> None:
+        """Redraw if a deferred change left the preview out of date."""
+        if self.out_of_date or (self._drawn_key is not None
+                                and self._drawn_key != self.preview_key(self.model.spec)):
+            self.out_of_date = False
+            self.status.value = ""
+            self.schedule_redraw()
 
     def apply_preset(self, name: str) -> None:
         """Set every anatomy knob from a scope preset (activity and recording are kept)."""
@@ -219,12 +276,15 @@ class AnatomyPanel(SpecPanel):
         # traces of the first TRACE_MAX_S only (prefix-stable, so the preview frames are those of
         # the full render); the readout's detectable count is judged on that stretch of activity
         n_world = min(spec.recording.n_frames, max(n, round(TRACE_MAX_S * spec.recording.fps)))
+        self.checkpoint()
         world = get_world(spec.model_dump_json(), window, n_world)
+        self.checkpoint()
         t1 = time.perf_counter()
         frames = render_block(world, range(n), window)
         t2 = time.perf_counter()
         y0, y1, x0, x1 = window
         self.model.render_speed_px_per_s = n * (y1 - y0) * (x1 - x0) / max(t2 - t1, 1e-6)
+        self.checkpoint()
         r = readout.readout(spec, window, world)
         t3 = time.perf_counter()
         sv = readout.side_view(spec)
@@ -236,6 +296,8 @@ class AnatomyPanel(SpecPanel):
             return
         self.preview_frames_data = frames
         self.preview_window = window
+        self.preview_spec = spec
+        self._drawn_key = self.preview_key(spec)
         self.readout = r
         self.preview.value = image_png(frames.max(axis=0))
         self.side_image.value = side_png
@@ -266,32 +328,47 @@ def readout_html(r: dict[str, Any]) -> str:
 
 
 def side_view_figure(spec: Spec, sv: dict | None = None):
-    """A matplotlib Figure of :func:`minisim.readout.side_view` (depth grows downwards)."""
+    """A matplotlib Figure of :func:`minisim.readout.side_view` (depth grows downwards).
+
+    The depth axis fits what is drawn (``sv["depth_limits_um"]``); the legend sits outside
+    the data, to the right of the axes.
+    """
     from matplotlib.figure import Figure
-    from matplotlib.patches import Circle
+    from matplotlib.patches import Circle, Patch
 
     sv = readout.side_view(spec) if sv is None else sv
-    fig = Figure(figsize=(6, 3.2))
+    fig = Figure(figsize=(7.5, 3.2))
     ax = fig.add_subplot()
     half = float(sv["fov_width_um"]) / 2
     for top, bot in zip(sv["band_top_um"], sv["band_bottom_um"]):
-        ax.axhspan(top, bot, color="tab:green", alpha=0.12, lw=0)
+        ax.axhspan(top, bot, color="tab:green", alpha=0.15, lw=0)
     ax.scatter(sv["cell_x_um"], sv["cell_z_um"], s=6, color="tab:green", label="cells")
     for x, z, r in zip(sv["vessel_x_um"], sv["vessel_z_um"], sv["vessel_radius_um"]):
         ax.add_patch(Circle((x, z), r, color="tab:red", alpha=0.6))
     if len(sv["vessel_x_um"]):
         ax.plot([], [], "o", color="tab:red", alpha=0.6, label="vessels")
-    ax.plot(sv["x_um"], sv["focal_z_um"], color="tab:blue", lw=1.5, label="focal surface")
-    ax.axhline(0, color="0.3", lw=1)
+    dof = readout.depth_of_field_um(spec) / 2
+    ax.fill_between(sv["x_um"], sv["focal_z_um"] - dof, sv["focal_z_um"] + dof, color="tab:blue",
+                    alpha=0.15, lw=0, label=f"depth of field ({2 * dof:.0f} µm)")
+    ax.plot(sv["x_um"], sv["focal_z_um"], color="tab:blue", lw=2, label="focal surface")
+    shallow, deep = (float(v) for v in sv["depth_limits_um"])
+    if shallow < 0:
+        ax.axhline(0, color="0.3", lw=1, label="tissue surface")
+    else:
+        ax.annotate("tissue surface: 0 µm (above)", (0.01, 0.97), xycoords="axes fraction",
+                    va="top", fontsize=7, color="0.3")
     ax.set_xlim(-half, half)
-    bottom = max(float(np.max(sv["band_bottom_um"])), float(np.max(sv["focal_z_um"]))) * 1.15 + 10
-    ax.set_ylim(bottom, min(-5.0, float(sv["front_face_um"])))
+    ax.set_ylim(deep, shallow)
     ax.set_aspect("auto")
     ax.set_xlabel("lateral position x (µm)")
-    ax.set_ylabel("depth (µm)")
+    ax.set_ylabel("depth below the surface (µm)")
     ax.set_title(f"side view: slab of {float(sv['slab_um']):.0f} µm through the centre",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(color="tab:green", alpha=0.15))
+    labels.append("cell band")
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -314,10 +391,17 @@ class ActivityPanel(SpecPanel):
             b = W.Button(description=presets.ACTIVITY_LABELS[name])
             b.on_click(lambda _b, n=name: self.apply_preset(n))
             self.preset_buttons[name] = b
-        self.traces_image = W.Image(format="png", layout=W.Layout(width="560px"))
+        w_px, h_px = (round(v * TRACES_DPI) for v in TRACES_FIGSIZE)
+        # the image at its own pixel size, never stretched
+        self.traces_image = W.Image(format="png", layout=W.Layout(
+            width=f"{w_px}px", height=f"{h_px}px", object_fit="contain", flex="0 0 auto"))
+        self.spike_html = W.HTML("")
+        self.spike_html.add_class("minisim-spike-count")
         self.traces = None
-        self.widget = W.VBox([W.HBox(list(self.preset_buttons.values())), self.status,
-                              W.HBox([W.VBox(knobs), self.traces_image])])
+        self.spike_ticks = 0
+        self.widget = W.VBox([W.HBox(list(self.preset_buttons.values())), self.spinner,
+                              self.status,
+                              W.HBox([W.VBox(knobs), W.VBox([self.traces_image, self.spike_html])])])
         self.widget.add_class("minisim-activity")
         self.schedule_redraw()
 
@@ -334,12 +418,24 @@ class ActivityPanel(SpecPanel):
     def redraw(self) -> None:
         spec = self.model.spec
         fps = spec.recording.fps
-        n = min(spec.recording.n_frames, round(TRACE_MAX_S * fps))
+        # ACTIVITY_PREVIEW_S whatever the duration: traces are prefix-stable, so the first
+        # frames are the recording's own
+        n = max(1, round(ACTIVITY_PREVIEW_S * fps))
         act = simulate_activity(spec, np.arange(self.n_units), n)
+        self.checkpoint()
+        png = _png(traces_figure(act, fps))
         if self.model.spec != spec:
             return
         self.traces = act
-        self.traces_image.value = _png(traces_figure(act, fps))
+        self.spike_ticks = int(np.count_nonzero(act.spikes))
+        self.traces_image.value = png
+        self.spike_html.value = (f"<span class='minisim-spike-count' data-ticks='{self.spike_ticks}'>"
+                                 f"{self.spike_ticks} spike ticks in {n / fps:.0f} s of "
+                                 f"{act.C.shape[0]} cells</span>")
+
+
+TRACES_FIGSIZE = (7.0, 4.2)  # inches, at TRACES_DPI in the studio
+TRACES_DPI = 80
 
 
 def traces_figure(act, fps: float):
@@ -348,7 +444,7 @@ def traces_figure(act, fps: float):
 
     C, S = act.C, act.spikes
     t = np.arange(C.shape[1]) / fps
-    fig = Figure(figsize=(7, 4.2))
+    fig = Figure(figsize=TRACES_FIGSIZE)
     ax = fig.add_subplot()
     step = max(float(np.ptp(C, axis=1).max()) if C.size else 1.0, 0.5) * 1.1
     for u in range(C.shape[0]):
@@ -364,19 +460,22 @@ def traces_figure(act, fps: float):
 
 
 # ----------------------------------------------------------------------------- generate
-ZARR_COMPRESSION = 2.5  # typical zarr (zstd) ratio on noisy uint16 movies (estimate)
+def written_bytes(path: str | Path) -> int:
+    """Bytes on disk of what Generate wrote: a zarr store, or an AVI with its companions."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return sum(p.stat().st_size for p in path.parent.glob(f"{stem}.*") if p.is_file()
+               and (p == path or p.name in (f"{stem}.spec.json", f"{stem}.video.json")))
 
 
-def size_estimate(spec: Spec, fmt: str = "zarr", px_per_s: float | None = None) -> dict[str, float]:
-    """Bytes on disk and seconds to render the full field of ``spec``.
-
-    zarr: uint16 frames / ~2.5 compression; avi: 8 bits a pixel (an upper bound). Seconds
-    use ``px_per_s`` (pixels x frames per second measured on the preview), NaN without it.
-    """
-    n_px = spec.recording.n_frames * spec.sensor.height_px * spec.sensor.width_px
-    size = n_px * 2 / ZARR_COMPRESSION if fmt == "zarr" else float(n_px)
-    seconds = n_px / px_per_s if px_per_s else float("nan")
-    return {"bytes": float(size), "seconds": float(seconds), "pixels": float(n_px)}
+def _human_seconds(s: float) -> str:
+    if not np.isfinite(s):
+        return "? s"
+    if s < 90:
+        return f"{s:.0f} s"
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 def _human_bytes(n: float) -> str:
@@ -410,20 +509,50 @@ class GeneratePanel(SpecPanel):
         self._thread: threading.Thread | None = None
         self.last_path: Path | None = None
         self.last_error: BaseException | None = None
+        self.last_size_bytes: int | None = None
+        self.size_html = W.HTML("")
+        self.size_html.add_class("minisim-written")
+        #: measure the estimate with a short probe save (a Studio turns this on only while
+        #: the Generate tab is shown, so the probe never competes with Panel 1's preview)
+        self.auto_measure = True
+        self.measured: dict[str, Any] | None = None
+        self._measured: dict[str, dict[str, Any]] = {}
         self.widget = W.VBox(knobs + [self.path, self.format, self.overwrite, self.estimate_html,
-                                      self.button, self.progress, self.status])
+                                      self.spinner, self.button, self.progress, self.status,
+                                      self.size_html])
         self.widget.add_class("minisim-generate")
         self.schedule_redraw()
 
+    def _estimate_key(self, spec: Spec) -> str:
+        return f"{self.format.value}|{spec.model_dump_json(exclude={'recording': {'duration_s'}})}"
+
     def redraw(self) -> None:
-        spec = self.model.spec
-        e = size_estimate(spec, self.format.value, self.model.render_speed_px_per_s)
-        t = ("render a preview to measure the speed" if np.isnan(e["seconds"])
-             else f"~{e['seconds']:.0f} s at the preview's speed "
-                  f"({self.model.render_speed_px_per_s / 1e6:.1f} Mpx·frames/s)")
+        """Show the estimate: measured (a short probe save, cached per Spec less duration)."""
+        from .estimate import measure_estimate, scale_estimate
+
+        spec, fmt = self.model.spec, self.format.value
+        head = (f"{spec.recording.n_frames} frames of {spec.sensor.height_px} × "
+                f"{spec.sensor.width_px} px")
+        key = self._estimate_key(spec)
+        m = self._measured.get(key)
+        if m is None and self.auto_measure:
+            self.estimate_html.value = f"{head}: measuring a short save on this machine…"
+            self.checkpoint()
+            m = measure_estimate(spec, fmt)
+            self._measured[key] = m
+        if self.model.spec != spec or self.format.value != fmt:
+            return
+        if m is None:
+            self.measured = None
+            self.estimate_html.value = f"{head}: the estimate is measured when this tab is shown"
+            return
+        e = self.measured = scale_estimate(m, spec.recording.n_frames)
         self.estimate_html.value = (
-            f"{spec.recording.n_frames} frames of {spec.sensor.height_px} × "
-            f"{spec.sensor.width_px} px → ~{_human_bytes(e['bytes'])} on disk; {t}")
+            f"{head} → ~{_human_bytes(e['bytes'])} on disk (movie and ground truth), "
+            f"~{_human_seconds(e['seconds'])} on this machine; memory: this kernel "
+            f"{_human_bytes(e['rss_bytes'])}, {_human_bytes(e['available_bytes'])} free "
+            f"<span style='color:#666'>(measured: a {e['probe_frames']}-frame save of this Spec "
+            f"took {e['probe_seconds']:.1f} s)</span>")
 
     @property
     def running(self) -> bool:
@@ -438,9 +567,20 @@ class GeneratePanel(SpecPanel):
             self.status.value = "already generating"
             return None
         spec, path, fmt = self.model.spec, Path(self.path.value).expanduser(), self.format.value
+        try:
+            self._check_output(path, fmt)
+        except (OSError, ValueError) as e:
+            self.last_error = e
+            self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"
+            if wait:
+                raise
+            return None
         self.progress.value, self.progress.bar_style = 0, ""
         self.last_error = None
+        self.last_size_bytes = None
+        self.size_html.value = ""
         self.button.disabled = True
+        self.model.begin_generate()  # previews wait; one in flight stops at its next step
         self._thread = threading.Thread(target=self._run, args=(spec, path, fmt), daemon=True)
         self._thread.start()
         if wait:
@@ -449,6 +589,16 @@ class GeneratePanel(SpecPanel):
                 raise self.last_error
             return self.last_path
         return None
+
+    def _check_output(self, path: Path, fmt: str) -> None:
+        """Refuse, before anything runs, an output Generate could not write."""
+        want = ".zarr" if fmt == "zarr" else ".avi"
+        if path.suffix.lower() != want:
+            raise ValueError(f"output {str(path)!r}: a {fmt} output must end in {want}")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"output {path}: the folder {path.parent} does not exist")
+        if path.exists() and not self.overwrite.value:
+            raise FileExistsError(f"{path} exists; tick overwrite to replace it")
 
     def _run(self, spec: Spec, path: Path, fmt: str) -> None:
         t0 = time.perf_counter()
@@ -460,13 +610,18 @@ class GeneratePanel(SpecPanel):
                 self._write_avi(spec, path)
             self.last_path = path
             self.progress.value, self.progress.bar_style = self.progress.max, "success"
+            self.last_size_bytes = written_bytes(path)
             self.status.value = f"wrote {path} in {time.perf_counter() - t0:.1f} s"
+            self.size_html.value = (f"<span class='minisim-written' data-bytes='{self.last_size_bytes}'>"
+                                    f"{path.name}: {_human_bytes(self.last_size_bytes)} on disk"
+                                    "</span>")
         except BaseException as e:  # noqa: BLE001 -- reported in the panel, re-raised by generate(wait=True)
             self.last_error = e
             self.progress.bar_style = "danger"
             self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"
         finally:
             self.button.disabled = False
+            self.model.end_generate()
 
     def _write_zarr(self, spec: Spec, path: Path) -> None:
         from dask.callbacks import Callback
