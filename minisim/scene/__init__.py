@@ -198,10 +198,10 @@ class Scene:
         out = np.zeros((len(ids), y1 - y0, x1 - x0), np.float32)
         for n, u in enumerate(ids):
             i0, j0, p = self.planted[u]
-            ia, ja = max(i0, y0), max(j0, x0)
-            ib, jb = min(i0 + p.shape[0], y1), min(j0 + p.shape[1], x1)
-            if ia < ib and ja < jb:
-                out[n, ia - y0 : ib - y0, ja - x0 : jb - x0] = p[ia - i0 : ib - i0, ja - j0 : jb - j0]
+            overlap = optics.patch_overlap(i0, j0, p.shape, (y0, y1, x0, x1))
+            if overlap is not None:
+                in_patch, in_window = overlap
+                out[n][in_window] = p[in_patch]
         return out
 
 

@@ -87,8 +87,55 @@ def oversample(spec: Spec) -> int:
 
 
 def pixel_center_um(index: np.ndarray | int, n_px: int, pixel_um: float) -> np.ndarray:
-    """Tissue coordinate (optical axis at 0) of pixel ``index`` of an ``n_px`` axis."""
+    """Tissue coordinate (optical axis at 0) of pixel ``index`` of an ``n_px`` axis.
+
+    The one home of pixel -> tissue geometry (its inverse is :func:`pixel_index`): the axis
+    is centred on the optical axis, pixel ``i`` covers [i - 1/2, i + 1/2) in index units.
+
+    Examples
+    --------
+    >>> pixel_center_um(np.arange(4), 4, 2.0)
+    array([-3., -1.,  1.,  3.])
+    """
     return (np.asarray(index, dtype=float) - (n_px - 1) / 2.0) * pixel_um
+
+
+def pixel_index(coord_um: np.ndarray | float, n_px: int, pixel_um: float) -> np.ndarray:
+    """Fractional pixel index of tissue coordinate ``coord_um`` on an ``n_px`` axis.
+
+    The inverse of :func:`pixel_center_um`: a pixel's centre maps to its integer index, so
+    ``floor(pixel_index(c) + 1/2)`` is the pixel that contains ``c``.
+
+    Examples
+    --------
+    >>> pixel_index(np.array([-3.0, 0.0, 3.0]), 4, 2.0)
+    array([0. , 1.5, 3. ])
+    """
+    return np.asarray(coord_um, dtype=float) / pixel_um + (n_px - 1) / 2
+
+
+def patch_overlap(
+    i0: int, j0: int, shape: tuple[int, int], window: tuple[int, int, int, int]
+) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """Where a patch whose first pixel is (i0, j0) meets ``window`` = (y0, y1, x0, x1).
+
+    Returns (slices into the patch, slices into the window) of the overlap, both the same
+    shape, or None when they do not meet. The one home of clipping a footprint patch.
+
+    Examples
+    --------
+    >>> patch_overlap(-2, 5, (4, 4), (0, 10, 0, 7))
+    ((slice(2, 4, None), slice(0, 2, None)), (slice(0, 2, None), slice(5, 7, None)))
+    >>> patch_overlap(20, 0, (4, 4), (0, 10, 0, 7)) is None
+    True
+    """
+    y0, y1, x0, x1 = window
+    ia, ja = max(i0, y0), max(j0, x0)
+    ib, jb = min(i0 + shape[0], y1), min(j0 + shape[1], x1)
+    if not (ia < ib and ja < jb):
+        return None
+    return ((slice(ia - i0, ib - i0), slice(ja - j0, jb - j0)),
+            (slice(ia - y0, ib - y0), slice(ja - x0, jb - x0)))
 
 
 def planted_footprint(
