@@ -211,12 +211,18 @@ def test_existing_video_is_kept_unless_overwrite(exported, tmp_path):
 def test_a_different_spec_json_beside_it_is_kept(exported, tmp_path):
     _, store = exported
     other = tmp_path / "v.spec.json"
-    other.write_text(SPEC.with_updates({"recording.seed": 5}).to_json())
+    kept = SPEC.with_updates({"recording.seed": 5}).to_json()
+    other.write_text(kept)
     with pytest.raises(FileExistsError, match="another Spec"):
         Recording.load(store).to_video(tmp_path / "v.avi", progress=False)
+    assert other.read_text() == kept  # the other Spec survived, and nothing was written beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.spec.json"]
     # ...but the very Spec being exported may sit there already (`minisim video v.spec.json`)
     SPEC.to_json(other)
     Recording.load(store).to_video(tmp_path / "v.avi", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi", "v.spec.json", "v.video.json"]
+    assert read_gray(tmp_path / "v.avi").shape == (10, 38, 50)
+    assert Spec.model_validate_json(other.read_text()) == SPEC
 
 
 def test_a_failed_render_leaves_no_video_behind(tmp_path):
