@@ -52,10 +52,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from .rng import rng
+from .rng import ou_segment, reset_gate_state, rng
 from .spec import ActivitySpec, Spec
 
-__all__ = ["SEGMENT_FRAMES", "Activity", "dff_from_spikes", "hill_dff", "simulate_activity"]
+__all__ = ["SEGMENT_FRAMES", "Activity", "ActivityBatch", "dff_from_spikes", "expected_dff", "hill_dff",
+           "simulate_activity", "unit_params"]
 
 #: Frames per randomness segment. Part of the bytes of every recording: never change it
 #: without bumping the activity algorithm version.
@@ -139,9 +140,13 @@ def _kernel_peak(tau_rise_s: np.ndarray, tau_decay_s: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- per-unit draws
-def _unit_params(spec: Spec, unit_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-unit constants, each unit from its own key (the same draws whatever the Spec values)."""
-    a = spec.activity
+def unit_params(spec: Spec, unit_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-unit constants, each unit from its own key (the same draws whatever the Spec values).
+
+    Keys: ``active``, ``rate_hz``, ``tau_rise_ms``, ``tau_decay_ms``, ``amplitude`` (float64)
+    and ``ensemble`` (int64), one entry per unit id.
+    """
+    act_spec = spec.activity
     seed = spec.recording.seed
     n = len(unit_ids)
     u_active = np.empty(n)
@@ -151,121 +156,46 @@ def _unit_params(spec: Spec, unit_ids: np.ndarray) -> dict[str, np.ndarray]:
         g = rng(seed, "activity_params", int(uid))
         u_active[i] = g.random()
         z[i] = g.standard_normal(4)
-        ensemble[i] = rng(seed, "ensemble_membership", int(uid)).integers(a.ensemble_count)
-    jitter_ln = np.sqrt(np.log1p(a.tau_jitter_cv**2))  # log-normal with this CV, median = Spec value
-    tau_decay = a.tau_decay_ms * np.exp(jitter_ln * z[:, 2])
-    tau_rise = np.minimum(a.tau_rise_ms * np.exp(jitter_ln * z[:, 1]), MAX_RISE_OVER_DECAY * tau_decay)
+        ensemble[i] = rng(seed, "ensemble_membership", int(uid)).integers(act_spec.ensemble_count)
+    jitter_ln = np.sqrt(np.log1p(act_spec.tau_jitter_cv**2))  # log-normal with this CV, median = Spec value
+    tau_decay = act_spec.tau_decay_ms * np.exp(jitter_ln * z[:, 2])
+    tau_rise = np.minimum(act_spec.tau_rise_ms * np.exp(jitter_ln * z[:, 1]), MAX_RISE_OVER_DECAY * tau_decay)
     return {
-        "active": u_active < a.active_fraction,
-        "rate_hz": a.rate_median_hz * np.exp(a.rate_sd_ln * z[:, 0]),
+        "active": u_active < act_spec.active_fraction,
+        "rate_hz": act_spec.rate_median_hz * np.exp(act_spec.rate_sd_ln * z[:, 0]),
         "tau_rise_ms": tau_rise,
         "tau_decay_ms": tau_decay,
-        "amplitude": np.exp(a.amplitude_sd_ln * z[:, 3]),
+        "amplitude": np.exp(act_spec.amplitude_sd_ln * z[:, 3]),
         "ensemble": ensemble,
     }
 
 
-def _ou_segment(z: np.ndarray, a_coef: float, prev: np.ndarray | None) -> np.ndarray:
-    """Unit-variance OU per frame along the last axis: x_t = a x_{t-1} + √(1-a²) z_t.
+def expected_dff(spec: Spec, params: dict[str, np.ndarray]) -> np.ndarray:
+    """Each unit's expected ΔF/F over time: its mean rate times the area of one transient.
 
-    ``prev`` is the value at the frame before ``z[..., 0]``; None starts stationary (x_0 = z_0).
-    Rows are filtered independently, so a row's values do not depend on the other rows.
+    Linear indicator: ``amplitude · dff_per_spike · rate_hz · ∫h dt``, ∫h = (τ_d - τ_r) / h_max.
+    Hill: the indicator curve at the expected calcium (Jensen's gap ignored). 0 for silent units.
+    This sets the activity-dependent part of bleaching (see :class:`ActivityBatch`).
     """
-    c = np.sqrt(1.0 - a_coef * a_coef)
-    zi = (1.0 - c) * z[..., :1] if prev is None else a_coef * np.asarray(prev)[..., None]
-    return lfilter([c], [1.0, -a_coef], z, axis=-1, zi=zi)[0]
+    act_spec = spec.activity
+    tau_d, tau_r = params["tau_decay_ms"] / 1e3, params["tau_rise_ms"] / 1e3
+    area_s = (tau_d - tau_r) / _kernel_peak(tau_r, tau_d)
+    kernel_sum = np.where(params["active"], params["rate_hz"] * area_s, 0.0)
+    return hill_dff(kernel_sum, act_spec, params["amplitude"])
 
 
-def _refractory(t: np.ndarray, last: float, refractory_s: float) -> np.ndarray:
+def _refractory(t: np.ndarray, refractory_s: float) -> np.ndarray:
     """Drop spikes closer than ``refractory_s`` to the previous kept spike (t sorted)."""
-    if t.size == 0 or np.all(np.diff(t, prepend=last) >= refractory_s):
+    if t.size == 0 or np.all(np.diff(t) >= refractory_s):
         return t
     keep = np.ones(t.size, bool)
+    last = -np.inf
     for k, tk in enumerate(t):
         if tk - last < refractory_s:
             keep[k] = False
         else:
             last = tk
     return t[keep]
-
-
-class _UnitState:
-    """What one active unit carries from one segment to the next."""
-
-    __slots__ = ("last_spike", "next_switch", "pending", "up")
-
-    def __init__(self) -> None:
-        self.up = False                      # gate state
-        self.next_switch = 0.0               # absolute time of the next gate switch, s
-        self.pending = np.empty(0)           # burst spikes born earlier that fall later
-        self.last_spike = -np.inf
-
-
-def _unit_segment_spikes(
-    g: np.random.Generator, st: _UnitState, a: ActivitySpec, lam_frame: np.ndarray, seg: int,
-    edges: np.ndarray, fps: float, p_up: float,
-) -> np.ndarray:
-    """Spike times of one unit born in (or pending into) one segment; updates its state.
-
-    ``g`` has already given the private OU's normals (draw 1 of the key); ``lam_frame`` is the
-    event rate while up, per frame (rate_hz / p_up / E[spikes per event] · m).
-    """
-    L = SEGMENT_FRAMES
-    f0 = seg * L
-    t0, t1 = edges[0], edges[-1]
-    # up/down gate (continuous time, exponential dwells)
-    dwell = (a.down_dwell_s, a.up_dwell_s)
-    if seg == 0:
-        st.up = bool(g.random() < p_up)
-        st.next_switch = t0 + g.exponential(dwell[st.up])
-    up0 = st.up
-    switches = []
-    while st.next_switch < t1:
-        switches.append(st.next_switch)
-        st.up = not st.up
-        st.next_switch += g.exponential(dwell[st.up])
-    # up-clock U(t) = time spent up since t0, piecewise linear with knots at the switches
-    knots = np.array([t0, *switches, t1])
-    up_seg = (np.arange(knots.size - 1) % 2 == 0) == up0
-    u_knots = np.concatenate([[0.0], np.cumsum(np.diff(knots) * up_seg)])
-    u_edges = np.interp(edges, knots, u_knots)
-    # integrated intensity Λ at the frame edges; events are uniform in Λ (time rescaling)
-    lam = np.concatenate([[0.0], np.cumsum(lam_frame * np.diff(u_edges))])
-    n_events = g.poisson(lam[-1])
-    x = np.sort(g.random(n_events)) * lam[-1]
-    f = np.clip(np.searchsorted(lam, x, side="right") - 1, 0, L - 1)
-    onsets = np.interp(u_edges[f] + (x - lam[f]) / lam_frame[f], u_knots, knots)
-    # bursts
-    burst = g.random(n_events) < a.burst_probability
-    n_extra = np.where(burst, 1 + g.poisson(a.burst_extra_spikes_mean, n_events), 0)
-    isi = g.uniform(a.burst_isi_min_ms, a.burst_isi_max_ms, int(n_extra.sum())) / 1e3
-    if isi.size:
-        owner = np.repeat(np.arange(n_events), n_extra)
-        is_b = n_extra > 0
-        first = (np.cumsum(n_extra) - n_extra)[is_b]
-        csum = np.cumsum(isi)
-        # cumulative ISI within each burst
-        offset = csum - np.repeat(csum[first] - isi[first], n_extra[is_b])
-        extra = onsets[owner] + offset
-        spikes = np.sort(np.concatenate([st.pending, onsets, extra]))
-    else:
-        spikes = np.sort(np.concatenate([st.pending, onsets]))
-    # spikes whose frame is past this segment wait for the next one
-    later = np.floor(spikes * fps) >= f0 + L
-    st.pending = spikes[later]
-    now = _refractory(spikes[~later], st.last_spike, a.refractory_ms / 1e3)
-    if now.size:
-        st.last_spike = float(now[-1])
-    return now
-
-
-def _ensemble_drives(spec: Spec, seg: int, prev: np.ndarray | None) -> np.ndarray:
-    """(ensemble_count, SEGMENT_FRAMES) unit-variance OU drives X_e, keyed (ensemble, segment)."""
-    a = spec.activity
-    coef = np.exp(-1.0 / (spec.recording.fps * a.modulation_tau_s))
-    z = np.stack([rng(spec.recording.seed, "ensembles", e, seg).standard_normal(SEGMENT_FRAMES)
-                  for e in range(a.ensemble_count)])
-    return _ou_segment(z, coef, prev)
 
 
 # ----------------------------------------------------------------------------- calcium
@@ -278,7 +208,7 @@ def _frame_kernel_inputs(
     """
     L = SEGMENT_FRAMES
     n_units = len(times)
-    counts = np.array([t.size for t in times])
+    counts = np.array([t.size for t in times], np.int64)
     n = np.zeros((n_units, L))
     a = np.zeros((tau_s.shape[0], n_units, L))
     if counts.sum() == 0:
@@ -300,27 +230,275 @@ def _kernel_segment(
 ) -> np.ndarray:
     """Exposure-averaged Σ_k exp(-(t - t_k)/τ) per component, unit and frame; updates ``state``.
 
-    With E_f the sum at frame start and d = exp(-Δt/τ):
-    mean over frame f = (τ/Δt) [(1 - d) E_f + n_f - a_f], and E_{f+1} = d E_f + a_f.
+    With E_f the sum at frame start and decay = exp(-Δt/τ):
+    mean over frame f = (τ/Δt) [(1 - decay) E_f + n_f - a_f], and E_{f+1} = decay E_f + a_f.
     """
     dt = 1.0 / fps
-    d = np.exp(-dt / tau_s)                       # (components, units)
+    decay = np.exp(-dt / tau_s)                       # (components, units)
     L = n.shape[1]
     a_t = np.ascontiguousarray(np.moveaxis(a, 2, 0))   # (L, components, units)
     E = np.empty(a_t.shape)
     cur = state.copy()
     for f in range(L):
         E[f] = cur
-        cur *= d
+        cur *= decay
         cur += a_t[f]
     state[...] = cur
     E = np.moveaxis(E, 0, 2)
-    return (tau_s / dt)[:, :, None] * ((1.0 - d)[:, :, None] * E + n[None] - a)
+    return (tau_s / dt)[:, :, None] * ((1.0 - decay)[:, :, None] * E + n[None] - a)
+
+
+# ----------------------------------------------------------------------------- segments
+#: A unit's calcium forgets spikes older than this many of its decay times (e^-20 ~ 2e-9 of a
+#: transient: below float32), so a segment's calcium is rebuilt from that look-back window.
+CALCIUM_MEMORY_TAUS = 20.0
+#: The neuropil low-pass forgets its input after this many of its time constants.
+NEUROPIL_MEMORY_TAUS = 20.0
+
+
+class ActivityBatch:
+    """The activity of a set of units, one time segment at a time (the one state object).
+
+    Built once per set of units (per-unit constants only); :meth:`segment` then gives any
+    segment's traces from keyed draws alone, without the segments before it: the gate state at
+    a segment start from its keyed resets (:func:`minisim.rng.reset_gate_state`), the slow
+    modulations as keyed OU knots bridged per segment (:func:`minisim.rng.ou_segment`), the
+    calcium from the spikes of a bounded look-back window (:data:`CALCIUM_MEMORY_TAUS`), the
+    bleaching from each unit's expected ΔF/F (:func:`expected_dff`), the neuropil low-pass over
+    a bounded window of the ensemble drives. The steps, in order: ``_drives`` →
+    ``_births`` (gate, modulation, events, bursts) → ``_window_spikes`` (refractory) →
+    ``_calcium`` → ``_indicator`` → ``_bleaching``; ``_neuropil`` on its own.
+    """
+
+    def __init__(self, spec: Spec, unit_ids: np.ndarray) -> None:
+        act_spec = spec.activity
+        self.spec, self.act_spec = spec, act_spec
+        self.fps, self.seed = spec.recording.fps, spec.recording.seed
+        self.dt = 1.0 / self.fps
+        self.unit_ids = np.asarray(unit_ids, np.int64).reshape(-1)
+        self.params = unit_params(spec, self.unit_ids)
+        self.active_idx = np.flatnonzero(self.params["active"])
+        self.p_up = act_spec.up_dwell_s / (act_spec.up_dwell_s + act_spec.down_dwell_s)
+        self.reset_rate_hz = 1.0 / act_spec.up_dwell_s + 1.0 / act_spec.down_dwell_s
+        self.tau_s = np.stack([self.params["tau_decay_ms"], self.params["tau_rise_ms"]]) / 1e3
+        h_max = _kernel_peak(self.tau_s[1], self.tau_s[0])
+        per_spike = act_spec.dca_per_spike_nm if act_spec.hill_enabled else act_spec.dff_per_spike
+        self.gain = self.params["amplitude"] * per_spike / h_max
+        spikes_per_event = 1.0 + act_spec.burst_probability * (1.0 + act_spec.burst_extra_spikes_mean)
+        # event rate while up: rate_hz is the mean over the recording, the gate is up p_up of it
+        self.event_rate = self.params["rate_hz"] / self.p_up / spikes_per_event
+        seg_s = SEGMENT_FRAMES * self.dt
+        self.lookback_segments = np.maximum(
+            1, np.ceil(CALCIUM_MEMORY_TAUS * self.tau_s[0] / seg_s)).astype(np.int64)
+        bl = spec.illumination.bleaching
+        self.beta = bl.fraction if bl.enabled else 0.0
+        kappa = bl.activity_dependence if bl.enabled else 0.0
+        self.bleach_rate_hz = (1.0 + kappa * expected_dff(spec, self.params)) / bl.tau_s
+        self.np_bleach_rate_hz = 1.0 / bl.tau_s
+        self._drive_cache: dict[int, np.ndarray] = {}
+        self._birth_cache: dict[int, list[np.ndarray]] = {}
+
+    # -- keyed pieces, each a pure function of (unit or ensemble, segment) ------------------
+    def _drives(self, seg: int) -> np.ndarray:
+        """(ensemble_count, L) unit-variance OU drives X_e shared by each ensemble."""
+        if seg not in self._drive_cache:
+            act_spec, L = self.act_spec, SEGMENT_FRAMES
+            self._drive_cache[seg] = np.stack([
+                ou_segment(self.seed, "ensemble_knots", (e,), seg,
+                           rng(self.seed, "ensembles", e, seg).standard_normal(L),
+                           self.dt, act_spec.modulation_tau_s)
+                for e in range(act_spec.ensemble_count)])
+        return self._drive_cache[seg]
+
+    def _gate_resets(self, uid: int, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
+        """(initial state, reset times s, reset marks) of one unit's gate in one segment."""
+        g = rng(self.seed, "activity_gate", uid, seg)
+        initial = bool(g.random() < self.p_up)
+        seg_s = SEGMENT_FRAMES * self.dt
+        n = g.poisson(self.reset_rate_hz * seg_s)
+        times = seg * seg_s + np.sort(g.random(n)) * seg_s
+        return initial, times, g.random(n) < self.p_up
+
+    def _gate_switches(self, uid: int, seg: int) -> tuple[bool, np.ndarray]:
+        """(state at the segment start, times at which the gate flips inside the segment)."""
+        up0 = reset_gate_state(lambda j: self._gate_resets(uid, j)[1:], seg,
+                               self._gate_resets(uid, 0)[0])
+        _, times, marks = self._gate_resets(uid, seg)
+        before = np.concatenate([[up0], marks[:-1]]) if marks.size else marks
+        return up0, times[marks != before]
+
+    def _births(self, seg: int) -> list[np.ndarray]:
+        """Per active unit, the spike times of the events that start in segment ``seg``."""
+        if seg in self._birth_cache:
+            return self._birth_cache[seg]
+        act_spec, L, fps = self.act_spec, SEGMENT_FRAMES, self.fps
+        shared_sd = act_spec.modulation_sd_ln * np.sqrt(act_spec.correlation)
+        private_sd = act_spec.modulation_sd_ln * np.sqrt(1.0 - act_spec.correlation)
+        drives = self._drives(seg) if self.active_idx.size else None
+        edges = (seg * L + np.arange(L + 1)) / fps
+        out = []
+        for i in self.active_idx:
+            uid = int(self.unit_ids[i])
+            g = rng(self.seed, "activity_unit", uid, seg)
+            y_priv = ou_segment(self.seed, "modulation_knots", (uid,), seg, g.standard_normal(L),
+                                self.dt, act_spec.modulation_tau_s)
+            # slow modulation m = exp(σ_m(√ρ X_e + √(1-ρ) Y_i) - σ_m²/2), E[m] = 1
+            log_m = (shared_sd * drives[self.params["ensemble"][i]] + private_sd * y_priv
+                     - 0.5 * act_spec.modulation_sd_ln**2)
+            lam_frame = self.event_rate[i] * np.exp(log_m)
+            up0, switches = self._gate_switches(uid, seg)
+            out.append(_events(g, act_spec, lam_frame, edges, up0, switches))
+        self._birth_cache[seg] = out
+        return out
+
+    def _window_spikes(self, seg: int) -> list[np.ndarray]:
+        """Per unit, the kept spikes (refractory applied) of its look-back window up to ``seg``.
+
+        Bursts that start in one segment may end in the next, so a segment's spikes are those
+        born in its window; the refractory rule runs over the whole window, which starts many
+        decay times back, so a refractory chain reaching across it cannot occur in practice.
+        """
+        L, fps = SEGMENT_FRAMES, self.fps
+        first = max(0, seg - int(self.lookback_segments.max(initial=1)))
+        births = {j: self._births(j) for j in range(first, seg + 1)}
+        for j in list(self._birth_cache):   # keep the window only
+            if j < first:
+                del self._birth_cache[j]
+        refractory_s = self.act_spec.refractory_ms / 1e3
+        out = [np.empty(0)] * len(self.unit_ids)
+        for j, i in enumerate(self.active_idx):
+            lo = max(0, seg - int(self.lookback_segments[i]))
+            t = np.sort(np.concatenate([births[k][j] for k in range(lo, seg + 1)]))
+            t = _refractory(t, refractory_s)
+            out[i] = t[np.floor(t * fps) < (seg + 1) * L]
+        return out
+
+    def _calcium(self, seg: int, window: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(Σh per unit and frame, gain-scaled) and the spikes inside ``seg``, from the window."""
+        L, fps = SEGMENT_FRAMES, self.fps
+        t0 = seg * L / fps
+        state = np.zeros((2, len(self.unit_ids)))
+        inside = []
+        for i, t in enumerate(window):
+            before = np.floor(t * fps) < seg * L
+            state[:, i] = np.exp(-(t0 - t[before])[None, :] / self.tau_s[:, i : i + 1]).sum(axis=1)
+            inside.append(t[~before])
+        n, aw = _frame_kernel_inputs(inside, seg, fps, self.tau_s)
+        k = _kernel_segment(n, aw, state, self.tau_s, fps)
+        return self.gain[:, None] * (k[0] - k[1]), inside
+
+    def _indicator(self, kernel_sum: np.ndarray) -> np.ndarray:
+        """ΔF/F from the gain-scaled kernel sum (linear, or through the Hill curve)."""
+        act_spec = self.act_spec
+        if not act_spec.hill_enabled:
+            return kernel_sum
+        return _hill_f(act_spec.ca_rest_nm + kernel_sum, act_spec) / _hill_f(np.float64(act_spec.ca_rest_nm), act_spec) - 1.0
+
+    def _bleaching(self, seg: int) -> np.ndarray:
+        """(units, L) expected-course bleaching ``(1-β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b)``."""
+        n = len(self.unit_ids)
+        if self.beta <= 0.0:
+            return np.ones((n, SEGMENT_FRAMES))
+        t = (seg * SEGMENT_FRAMES + np.arange(SEGMENT_FRAMES)) * self.dt
+        return (1.0 - self.beta) + self.beta * np.exp(-self.bleach_rate_hz[:, None] * t[None, :])
+
+    def _neuropil(self, seg: int) -> np.ndarray:
+        """(L,) neuropil course: the ensemble drives averaged, low-passed, scaled to unit sd.
+
+        The low-pass runs over a window of :data:`NEUROPIL_MEMORY_TAUS` time constants before
+        the segment (from frame 0 when the recording is younger), started at the stationary sd.
+        """
+        act_spec, np_spec, L, dt = self.act_spec, self.spec.tissue.neuropil, SEGMENT_FRAMES, self.dt
+        neuropil_coef = np.exp(-dt / np_spec.tau_s)
+        ou_coef = np.exp(-dt / act_spec.modulation_tau_s)
+        # sd of an exponential smoother (1-b) Σ b^k x_{t-k} of a unit-variance AR(1) x (coef a)
+        neuropil_sd = (1.0 - neuropil_coef) * np.sqrt(
+            (1.0 + ou_coef * neuropil_coef) / ((1.0 - neuropil_coef**2) * (1.0 - ou_coef * neuropil_coef)))
+        back = int(np.ceil(NEUROPIL_MEMORY_TAUS * np_spec.tau_s / (L * dt)))
+        first = max(0, seg - back)
+        x = np.concatenate([self._drives(j).mean(axis=0) for j in range(first, seg + 1)])
+        x *= np.sqrt(act_spec.ensemble_count)
+        zi = [neuropil_sd * x[0] - (1.0 - neuropil_coef) * x[0]]
+        y = lfilter([1.0 - neuropil_coef], [1.0, -neuropil_coef], x, zi=zi)[0][-L:]
+        for j in list(self._drive_cache):
+            if j < first:
+                del self._drive_cache[j]
+        frac = np_spec.fluctuation_fraction if np_spec.enabled else 0.0
+        if self.beta > 0.0:
+            t = (seg * L + np.arange(L)) * dt
+            b = NEUROPIL_BLEACH_RATIO * self.beta
+            bleach = (1.0 - b) + b * np.exp(-t * self.np_bleach_rate_hz)
+        else:
+            bleach = 1.0
+        return (1.0 + frac * y / neuropil_sd) * bleach
+
+    # -- the segment ------------------------------------------------------------------------
+    def segment(self, seg: int) -> Activity:
+        """Activity of segment ``seg`` (frames [seg·L, (seg+1)·L)), whole (crop it yourself).
+
+        ``spike_times`` holds the spikes whose frame lies in the segment.
+        """
+        if seg < 0:
+            raise ValueError(f"segment={seg} must be >= 0")
+        window = self._window_spikes(seg)
+        kernel_sum, inside = self._calcium(seg, window)
+        dff = self._indicator(kernel_sum).astype(np.float32)
+        n, _ = _frame_kernel_inputs(inside, seg, self.fps, self.tau_s[:1])
+        f32 = np.float32
+        return Activity(
+            spikes=np.minimum(n, 255).astype(np.uint8),
+            dff=dff,
+            bleach=self._bleaching(seg).astype(f32),
+            spike_times=[t.astype(np.float64) for t in inside],
+            neuropil_f=self._neuropil(seg).astype(f32),
+            active=self.params["active"].astype(bool),
+            rate_hz=self.params["rate_hz"].astype(f32),
+            tau_rise_ms=self.params["tau_rise_ms"].astype(f32),
+            tau_decay_ms=self.params["tau_decay_ms"].astype(f32),
+            amplitude=self.params["amplitude"].astype(f32),
+        )
+
+
+def _events(g: np.random.Generator, act_spec: ActivitySpec, lam_frame: np.ndarray, edges: np.ndarray,
+            up0: bool, switches: np.ndarray) -> np.ndarray:
+    """Spike times of the events (and their bursts) that start in one segment, sorted.
+
+    ``lam_frame`` is the event rate while up, per frame; ``edges`` the frame edges in s;
+    the gate is ``up0`` at the start and flips at ``switches``.
+    """
+    L = lam_frame.size
+    t0, t1 = edges[0], edges[-1]
+    # up-clock U(t) = time spent up since t0, piecewise linear with knots at the switches
+    knots = np.concatenate([[t0], switches, [t1]])
+    up_seg = (np.arange(knots.size - 1) % 2 == 0) == up0
+    u_knots = np.concatenate([[0.0], np.cumsum(np.diff(knots) * up_seg)])
+    u_edges = np.interp(edges, knots, u_knots)
+    # integrated intensity Λ at the frame edges; events are uniform in Λ (time rescaling)
+    lam = np.concatenate([[0.0], np.cumsum(lam_frame * np.diff(u_edges))])
+    n_events = g.poisson(lam[-1])
+    x = np.sort(g.random(n_events)) * lam[-1]
+    f = np.clip(np.searchsorted(lam, x, side="right") - 1, 0, L - 1)
+    onsets = np.interp(u_edges[f] + (x - lam[f]) / lam_frame[f], u_knots, knots)
+    # bursts: 1 + Poisson extra spikes at uniform ISIs after the onset
+    burst = g.random(n_events) < act_spec.burst_probability
+    n_extra = np.where(burst, 1 + g.poisson(act_spec.burst_extra_spikes_mean, n_events), 0)
+    isi = g.uniform(act_spec.burst_isi_min_ms, act_spec.burst_isi_max_ms, int(n_extra.sum())) / 1e3
+    if not isi.size:
+        return onsets
+    owner = np.repeat(np.arange(n_events), n_extra)
+    is_b = n_extra > 0
+    first = (np.cumsum(n_extra) - n_extra)[is_b]
+    csum = np.cumsum(isi)
+    offset = csum - np.repeat(csum[first] - isi[first], n_extra[is_b])  # cumulative ISI within a burst
+    return np.sort(np.concatenate([onsets, onsets[owner] + offset]))
 
 
 # ----------------------------------------------------------------------------- main
 def simulate_activity(spec: Spec, unit_ids: np.ndarray, n_frames: int | None = None) -> Activity:
-    """Spikes, ΔF/F, bleaching and the neuropil time course of ``unit_ids``.
+    """Spikes, ΔF/F, bleaching and the neuropil time course of ``unit_ids``, all frames at once.
+
+    The segments of an :class:`ActivityBatch`, joined and cropped: handy for tests and short
+    recordings; the renderer and the recording ask a batch for one segment at a time instead.
 
     Parameters
     ----------
@@ -339,122 +517,34 @@ def simulate_activity(spec: Spec, unit_ids: np.ndarray, n_frames: int | None = N
     >>> act.C.shape, act.C.dtype.name
     ((3, 100), 'float32')
     """
-    a = spec.activity
-    fps = spec.recording.fps
-    seed = spec.recording.seed
     T = spec.recording.n_frames if n_frames is None else int(n_frames)
     if T < 0:
         raise ValueError(f"n_frames={T} must be >= 0")
-    unit_ids = np.asarray(unit_ids, np.int64).reshape(-1)
-    n_units = unit_ids.size
-    L = SEGMENT_FRAMES
-    n_seg = -(-T // L)
-    dt = 1.0 / fps
+    batch = ActivityBatch(spec, unit_ids)
+    segments = [batch.segment(seg) for seg in range(-(-T // SEGMENT_FRAMES))]
+    n = len(batch.unit_ids)
 
-    par = _unit_params(spec, unit_ids)
-    active_idx = np.flatnonzero(par["active"])
-    states = {i: _UnitState() for i in active_idx}
-    p_up = a.up_dwell_s / (a.up_dwell_s + a.down_dwell_s)
-    tau_s = np.stack([par["tau_decay_ms"], par["tau_rise_ms"]]) / 1e3  # (2, units)
-    h_max = _kernel_peak(tau_s[1], tau_s[0])
-    gain = par["amplitude"] * (a.dca_per_spike_nm if a.hill_enabled else a.dff_per_spike) / h_max
-    f_rest = _hill_f(np.float64(a.ca_rest_nm), a)
-    bl = spec.illumination.bleaching
-    beta = bl.fraction if bl.enabled else 0.0
-    kappa = bl.activity_dependence if bl.enabled else 0.0
+    def joined(name: str, dtype, fill) -> np.ndarray:
+        if not segments:
+            return np.full((n, 0), fill, dtype)
+        return np.concatenate([getattr(s, name) for s in segments], axis=1)[:, :T]
 
-    np_spec = spec.tissue.neuropil
-    np_coef = np.exp(-dt / np_spec.tau_s)
-    ou_coef = np.exp(-dt / a.modulation_tau_s)
-    # sd of an exponential smoother (1-b) Σ b^k x_{t-k} of a unit-variance AR(1) x (coef a)
-    np_sd = (1.0 - np_coef) * np.sqrt((1.0 + ou_coef * np_coef)
-                                      / ((1.0 - np_coef**2) * (1.0 - ou_coef * np_coef)))
-
-    # segments are always computed whole; the last one is cropped on writing
-    spikes = np.zeros((n_units, T), np.uint8)
-    dff = np.zeros((n_units, T), np.float32)
-    bleach = np.ones((n_units, T), np.float32)
-    neuropil = np.ones(T, np.float32)
-    spike_times: list[list[np.ndarray]] = [[] for _ in range(n_units)]
-
-    kin_state = np.zeros((2, n_units))
-    cum_dff = np.zeros(n_units)            # Σ ΔF/F over past frames (bleaching dose)
-    drives = None
-    np_state = None
-    shared_sd = a.modulation_sd_ln * np.sqrt(a.correlation)
-    private_sd = a.modulation_sd_ln * np.sqrt(1.0 - a.correlation)
-    spikes_per_event = 1.0 + a.burst_probability * (1.0 + a.burst_extra_spikes_mean)
-    # event rate while up: rate_hz is the mean over the recording, the gate is up p_up of it
-    event_rate = par["rate_hz"][active_idx] / p_up / spikes_per_event
-    y_priv = None
-    for seg in range(n_seg):
-        sl = slice(seg * L, min((seg + 1) * L, T))
-        w = sl.stop - sl.start
-        drives = _ensemble_drives(spec, seg, None if drives is None else drives[:, -1])
-        # slow modulation m = exp(σ_m(√ρ X_e + √(1-ρ) Y_i) - σ_m²/2), E[m] = 1
-        gens = [rng(seed, "activity_unit", int(unit_ids[i]), seg) for i in active_idx]
-        z = np.empty((active_idx.size, L))
-        for j, g in enumerate(gens):
-            z[j] = g.standard_normal(L)
-        y_priv = _ou_segment(z, ou_coef, y_priv)
-        log_m = (shared_sd * drives[par["ensemble"][active_idx]] + private_sd * y_priv
-                 - 0.5 * a.modulation_sd_ln**2)
-        lam_frame = event_rate[:, None] * np.exp(log_m)
-        y_priv = y_priv[:, -1]
-        # spikes
-        edges = (seg * L + np.arange(L + 1)) / fps
-        seg_times = [np.empty(0)] * n_units
-        for j, i in enumerate(active_idx):
-            t = _unit_segment_spikes(gens[j], states[i], a, lam_frame[j], seg, edges, fps, p_up)
-            seg_times[i] = t
-            spike_times[i].append(t)
-        n, aw = _frame_kernel_inputs(seg_times, seg, fps, tau_s)
-        spikes[:, sl] = np.minimum(n[:, :w], 255)
-        # calcium
-        k = _kernel_segment(n, aw, kin_state, tau_s, fps)
-        ksum = gain[:, None] * (k[0] - k[1])
-        if a.hill_enabled:
-            d = _hill_f(a.ca_rest_nm + ksum, a) / f_rest - 1.0
-        else:
-            d = ksum
-        dff[:, sl] = d[:, :w]
-        # bleaching: dose at frame start = t + κ ∫ ΔF/F, causal
-        if beta > 0.0:
-            t_start = (seg * L + np.arange(L)) * dt
-            dose = cum_dff[:, None] + np.concatenate(
-                [np.zeros((n_units, 1)), np.cumsum(d[:, :-1], axis=1)], axis=1)
-            bleach[:, sl] = ((1.0 - beta)
-                             + beta * np.exp(-(t_start + kappa * dt * dose) / bl.tau_s))[:, :w]
-            bleach_np = ((1.0 - NEUROPIL_BLEACH_RATIO * beta)
-                         + NEUROPIL_BLEACH_RATIO * beta * np.exp(-t_start / bl.tau_s))
-        else:
-            bleach_np = 1.0
-        cum_dff += d.sum(axis=1)
-        # neuropil: population drive, low-passed, unit sd
-        x = drives.mean(axis=0) * np.sqrt(a.ensemble_count)
-        zi = [np_sd * x[0] - (1.0 - np_coef) * x[0]] if np_state is None else [np_coef * np_state]
-        yv = lfilter([1.0 - np_coef], [1.0, -np_coef], x, zi=zi)[0]
-        np_state = yv[-1]
-        frac = np_spec.fluctuation_fraction if np_spec.enabled else 0.0
-        neuropil[sl] = ((1.0 + frac * yv / np_sd) * bleach_np)[:w]
-
-    t_end_frame = T
-    out_times = []
-    for i in range(n_units):
-        t = np.concatenate(spike_times[i]) if spike_times[i] else np.empty(0)
-        out_times.append(t[np.floor(t * fps) < t_end_frame].astype(np.float64))
+    fps = spec.recording.fps
+    times = [np.concatenate([s.spike_times[i] for s in segments] or [np.empty(0)]) for i in range(n)]
+    neuropil = np.concatenate([s.neuropil_f for s in segments] or [np.empty(0, np.float32)])[:T]
+    p = batch.params
     f32 = np.float32
     return Activity(
-        spikes=spikes,
-        dff=dff,
-        bleach=bleach,
-        spike_times=out_times,
+        spikes=joined("spikes", np.uint8, 0),
+        dff=joined("dff", np.float32, 0.0),
+        bleach=joined("bleach", np.float32, 1.0),
+        spike_times=[t[np.floor(t * fps) < T] for t in times],
         neuropil_f=neuropil,
-        active=par["active"].astype(bool),
-        rate_hz=par["rate_hz"].astype(f32),
-        tau_rise_ms=par["tau_rise_ms"].astype(f32),
-        tau_decay_ms=par["tau_decay_ms"].astype(f32),
-        amplitude=par["amplitude"].astype(f32),
+        active=p["active"].astype(bool),
+        rate_hz=p["rate_hz"].astype(f32),
+        tau_rise_ms=p["tau_rise_ms"].astype(f32),
+        tau_decay_ms=p["tau_decay_ms"].astype(f32),
+        amplitude=p["amplitude"].astype(f32),
     )
 
 

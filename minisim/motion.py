@@ -13,8 +13,11 @@ are OU processes (sd ``nonrigid_amplitude_um`` / sqrt(3), 2 s), bounded at 3x th
 Axial part (focus drift, physics.md §7.1 "Axial"): OU with sd ``axial_sd_um`` and correlation
 time ``rigid_tau_s``, bounded at 3x that sd (``axial_bound_um``); positive = tissue deeper.
 
-Draws are keyed by 1024-frame segments and the recursions carry their state across segments,
-so frame t never depends on the duration (prefix-stable).
+Draws are keyed by 1024-frame segments, and no state is carried from one segment to the next:
+each OU is bridged between keyed knots at the segment's ends, the bout gate's state at a
+segment start is the mark of its last keyed reset, and the jerk recovery and bout smoothing
+filter a bounded window of past segments (docs/segments.md). So any process computes any
+frame's motion alone, and frame t never depends on the duration (prefix-stable).
 """
 
 from __future__ import annotations
@@ -22,23 +25,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.signal import lfilter
 
-from .rng import rng
+from .rng import ou_segment, reset_gate_state, rng
 from .spec import Spec
 
 SEGMENT_FRAMES = 1024
 N_MODES = 3
 _BOUT_ON_S, _BOUT_OFF_S, _BOUT_SMOOTH_S, _MODE_TAU_S, _DRIFT_TAU_S = 5.0, 20.0, 0.5, 2.0, 1800.0
+#: Filters with memory (jerk recovery, bout smoothing) look back this many time constants.
+MEMORY_TAUS = 20.0
+#: Rows of the OU bank: jitter y/x, drift y/x, the non-rigid modes, axial.
+_JITTER, _DRIFT, _MODES, _AXIAL = slice(0, 2), slice(2, 4), slice(4, 4 + N_MODES), 4 + N_MODES
+_N_OU = 5 + N_MODES
 
 
 @dataclass(frozen=True)
 class Motion:
+    """Displacements of the brain for a run of frames starting at ``first_frame``."""
+
     rigid_um: np.ndarray     # (frames, 2) y, x displacement of the tissue
     mode_amp_um: np.ndarray  # (frames, N_MODES)
     mode_k: np.ndarray       # (N_MODES, 2) wave vectors, rad/um
     mode_dir: np.ndarray     # (N_MODES, 2) unit displacement directions
     mode_phase: np.ndarray   # (N_MODES,)
     axial_um: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (frames,) z shift, um
+    first_frame: int = 0     # recording frame of row 0
 
     @property
     def nonrigid_bound_um(self) -> float:
@@ -59,71 +71,123 @@ def halo_um(spec: Spec) -> float:
     return m.max_displacement_um + 3.0 * m.nonrigid_amplitude_um * np.sqrt(N_MODES)
 
 
-def simulate_motion(spec: Spec, n_frames: int | None = None) -> Motion:
-    """Per-frame displacement of the brain (zeros when motion is switched off)."""
-    m, fps, seed = spec.motion, spec.recording.fps, spec.recording.seed
-    T = spec.recording.n_frames if n_frames is None else n_frames
-    g0 = rng(seed, "motion", -1)
+def _geometry(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mode wave vectors, mode directions, mode phases, oscillation phases), keyed by the seed."""
+    g0 = rng(spec.recording.seed, "motion", -1)
     ang = g0.uniform(0, 2 * np.pi, N_MODES)
     kdir = g0.uniform(0, 2 * np.pi, N_MODES)
-    k = 2 * np.pi / m.nonrigid_length_um * np.column_stack([np.sin(kdir), np.cos(kdir)])
+    k = 2 * np.pi / spec.motion.nonrigid_length_um * np.column_stack([np.sin(kdir), np.cos(kdir)])
     mdir = np.column_stack([np.sin(ang), np.cos(ang)])
     phase = g0.uniform(0, 2 * np.pi, N_MODES)
     osc_phase = g0.uniform(0, 2 * np.pi, 2)
-    if not m.enabled:
-        return Motion(np.zeros((T, 2)), np.zeros((T, N_MODES)), k, mdir, phase, np.zeros(T))
+    return k, mdir, phase, osc_phase
 
-    dt = 1.0 / fps
-    a_j, a_d, a_m = np.exp(-dt / m.rigid_tau_s), np.exp(-dt / _DRIFT_TAU_S), np.exp(-dt / _MODE_TAU_S)
-    a_jerk, a_bout = np.exp(-dt / m.jerk_recovery_s), np.exp(-dt / _BOUT_SMOOTH_S)
+
+def _jumps(spec: Spec, seg: int) -> np.ndarray:
+    """(L, 2) jerk steps (um) of one segment: a Bernoulli jump per frame, random size and direction."""
+    m, dt = spec.motion, 1.0 / spec.recording.fps
+    g = rng(spec.recording.seed, "motion", seg, 1)
+    jump = g.random(SEGMENT_FRAMES) < m.jerk_rate_hz * dt
+    size = m.jerk_amplitude_um * g.uniform(0.5, 1.5, SEGMENT_FRAMES)
+    ang = g.uniform(0, 2 * np.pi, SEGMENT_FRAMES)
+    return np.where(jump, size, 0.0)[:, None] * np.column_stack([np.sin(ang), np.cos(ang)])
+
+
+def _bout_resets(spec: Spec, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
+    """(initial state, reset frames (float), marks) of the locomotion-bout gate in one segment."""
+    g = rng(spec.recording.seed, "motion", seg, 2)
+    p_on = _BOUT_ON_S / (_BOUT_ON_S + _BOUT_OFF_S)
+    initial = bool(g.random() < p_on)
+    rate_per_frame = (1.0 / _BOUT_ON_S + 1.0 / _BOUT_OFF_S) / spec.recording.fps
+    n = g.poisson(rate_per_frame * SEGMENT_FRAMES)
+    frames = seg * SEGMENT_FRAMES + np.sort(g.random(n)) * SEGMENT_FRAMES
+    return initial, frames, g.random(n) < p_on
+
+
+def _bouts(spec: Spec, seg: int) -> np.ndarray:
+    """(L,) 0/1 locomotion bout gate at each frame of one segment (mean 5 s on / 20 s off)."""
+    on0 = reset_gate_state(lambda j: _bout_resets(spec, j)[1:], seg, _bout_resets(spec, 0)[0])
+    _, at, marks = _bout_resets(spec, seg)
+    frames = seg * SEGMENT_FRAMES + np.arange(SEGMENT_FRAMES)
+    last = np.searchsorted(at, frames, side="right") - 1  # last reset at or before each frame
+    return np.where(last >= 0, marks[np.maximum(last, 0)], on0).astype(np.float64)
+
+
+def _filtered(spec: Spec, seg: int, tau_s: float, source) -> np.ndarray:
+    """(L, ...) ``source(j)`` low-passed as x_t = a x_{t-1} + u_t over a window of past segments.
+
+    The window reaches :data:`MEMORY_TAUS` time constants back (from frame 0 when the recording
+    is younger) and starts at rest: a segment's value never needs the segments before it.
+    """
+    L = SEGMENT_FRAMES
+    a = np.exp(-1.0 / (spec.recording.fps * tau_s))
+    first = max(0, seg - max(1, int(np.ceil(MEMORY_TAUS * tau_s * spec.recording.fps / L))))
+    u = np.concatenate([source(j) for j in range(first, seg + 1)])
+    return lfilter([1.0], [1.0, -a], u, axis=0)[-L:]
+
+
+def motion_segment(spec: Spec, seg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rigid (L, 2), mode amplitudes (L, N_MODES), axial (L,)) in um of segment ``seg``, bounded.
+
+    Every OU (jitter, drift, modes, axial) is bridged between keyed knots at the segment's
+    ends (:func:`minisim.rng.ou_segment`); jerks and bouts are filtered over a bounded window
+    of past segments. Nothing is carried from the segment before.
+    """
+    m, fps, seed = spec.motion, spec.recording.fps, spec.recording.seed
+    L, dt = SEGMENT_FRAMES, 1.0 / fps
+    if not m.enabled:
+        return np.zeros((L, 2)), np.zeros((L, N_MODES)), np.zeros(L)
     mode_sd = m.nonrigid_amplitude_um / np.sqrt(N_MODES)
-    jit = np.zeros(2)
-    drift = np.zeros(2)
-    jerk = np.zeros(2)
-    modes = np.zeros(N_MODES)
-    bout_on, bout = 0.0, 0.0
-    rigid = np.empty((T, 2))
-    amp = np.empty((T, N_MODES))
-    axial = np.zeros(T)
-    ax = 0.0
-    for s0 in range(0, T, SEGMENT_FRAMES):
-        g = rng(seed, "motion", s0 // SEGMENT_FRAMES)
-        n = SEGMENT_FRAMES  # always draw a whole segment: the duration never changes a draw
-        z = g.standard_normal((n, 2 + 2 + N_MODES))
-        jump = g.random(n) < m.jerk_rate_hz * dt
-        jump_amp = m.jerk_amplitude_um * g.uniform(0.5, 1.5, n)
-        jump_ang = g.uniform(0, 2 * np.pi, n)
-        flip = g.random(n)
-        # own key (two indices): switching the axial part on never changes the lateral path
-        za = rng(seed, "motion", s0 // SEGMENT_FRAMES, 1).standard_normal(n)
-        for i in range(min(n, T - s0)):
-            t = s0 + i
-            jit = a_j * jit + m.rigid_sd_um * np.sqrt(1 - a_j**2) * z[i, :2]
-            drift = a_d * drift + m.drift_um * np.sqrt(1 - a_d**2) * z[i, 2:4]
-            jerk = a_jerk * jerk
-            if jump[i]:
-                jerk = jerk + jump_amp[i] * np.array([np.sin(jump_ang[i]), np.cos(jump_ang[i])])
-            p_switch = dt / (_BOUT_ON_S if bout_on else _BOUT_OFF_S)
-            if flip[i] < p_switch:
-                bout_on = 1.0 - bout_on
-            bout = a_bout * bout + (1 - a_bout) * bout_on
-            osc = bout * m.oscillation_amplitude_um * np.sin(
-                2 * np.pi * m.oscillation_hz * t * dt + osc_phase
-            )
-            rigid[t] = jit + drift + jerk + osc
-            modes = a_m * modes + mode_sd * np.sqrt(1 - a_m**2) * z[i, 4:]
-            amp[t] = modes
-            ax = a_j * ax + m.axial_sd_um * np.sqrt(1 - a_j**2) * za[i]
-            axial[t] = ax
-    if m.max_displacement_um > 0:
-        rigid = m.max_displacement_um * np.tanh(rigid / m.max_displacement_um)
-    else:
-        rigid[:] = 0.0
+    z = rng(seed, "motion", seg).standard_normal((_N_OU, L))
+    taus = [m.rigid_tau_s] * 2 + [_DRIFT_TAU_S] * 2 + [_MODE_TAU_S] * N_MODES + [m.rigid_tau_s]
+    sds = [m.rigid_sd_um] * 2 + [m.drift_um] * 2 + [mode_sd] * N_MODES + [m.axial_sd_um]
+    ou = np.stack([sd * ou_segment(seed, "motion_knots", (row,), seg, z[row], dt, tau) if sd > 0
+                   else np.zeros(L) for row, (tau, sd) in enumerate(zip(taus, sds))])
+    jerk = _filtered(spec, seg, m.jerk_recovery_s, lambda j: _jumps(spec, j))
+    bout = (1.0 - np.exp(-dt / _BOUT_SMOOTH_S)) * _filtered(spec, seg, _BOUT_SMOOTH_S, lambda j: _bouts(spec, j))
+    t = (seg * L + np.arange(L)) * dt
+    osc_phase = _geometry(spec)[3]
+    osc = (bout * m.oscillation_amplitude_um)[:, None] * np.sin(
+        2 * np.pi * m.oscillation_hz * t[:, None] + osc_phase[None, :])
+    rigid = ou[_JITTER].T + ou[_DRIFT].T + jerk + osc
+    rigid = m.max_displacement_um * np.tanh(rigid / m.max_displacement_um) if m.max_displacement_um > 0 else rigid * 0.0
     bound = 3.0 * mode_sd
-    amp = bound * np.tanh(amp / bound) if bound > 0 else amp * 0.0
+    amp = bound * np.tanh(ou[_MODES].T / bound) if bound > 0 else np.zeros((L, N_MODES))
     ab = axial_bound_um(spec)
-    axial = ab * np.tanh(axial / ab) if ab > 0 else axial * 0.0
-    return Motion(rigid, amp, k, mdir, phase, axial)
+    axial = ab * np.tanh(ou[_AXIAL] / ab) if ab > 0 else np.zeros(L)
+    return rigid, amp, axial
+
+
+def motion_frames(spec: Spec, frames: range, segments=None) -> Motion:
+    """The Motion of frames [start, stop): the segments that hold them, joined and cropped.
+
+    ``segments`` (optional) maps a segment index to :func:`motion_segment`'s result, e.g. a
+    cache that keeps segments between calls.
+    """
+    get = segments if segments is not None else (lambda seg: motion_segment(spec, seg))
+    k, mdir, phase, _ = _geometry(spec)
+    t0, t1 = frames.start, max(frames.start, frames.stop)
+    segs = range(t0 // SEGMENT_FRAMES, -(-t1 // SEGMENT_FRAMES))
+    parts = [get(s) for s in segs]
+    lo = t0 - segs.start * SEGMENT_FRAMES if parts else 0
+    n = t1 - t0
+
+    def join(i: int, width: tuple[int, ...]) -> np.ndarray:
+        if not parts:
+            return np.zeros((0, *width))
+        return np.concatenate([p[i] for p in parts])[lo : lo + n]
+
+    return Motion(join(0, (2,)), join(1, (N_MODES,)), k, mdir, phase, join(2, ()), first_frame=t0)
+
+
+def simulate_motion(spec: Spec, n_frames: int | None = None) -> Motion:
+    """Per-frame displacement of the brain over the whole recording (zeros when motion is off).
+
+    Holds every frame: for tests and short recordings; the renderer asks for the frames of a
+    block only (:func:`motion_frames`).
+    """
+    T = spec.recording.n_frames if n_frames is None else int(n_frames)
+    return motion_frames(spec, range(T))
 
 
 def axial_weights(motion: Motion, bound_um: float, frames: range) -> np.ndarray:
@@ -132,7 +196,7 @@ def axial_weights(motion: Motion, bound_um: float, frames: range) -> np.ndarray:
     The footprint of a frame is S_0 + w_- (S_- - S_0) + w_+ (S_+ - S_0): piecewise-linear
     interpolation between the planes dz - bound, dz, dz + bound.
     """
-    f = np.asarray(frames)
+    f = np.asarray(frames) - motion.first_frame
     a = motion.axial_um[f] / bound_um if bound_um > 0 else np.zeros(len(f))
     return np.column_stack([np.maximum(-a, 0.0), np.maximum(a, 0.0)]).astype(np.float32)
 
@@ -145,7 +209,7 @@ def displacement_px(
     Every pixel's value depends only on its own coordinates and the frame, never on the
     window it is computed in, so tiles join without seams.
     """
-    f = np.asarray(frames)
+    f = np.asarray(frames) - motion.first_frame
     Y, X = np.meshgrid(y_um, x_um, indexing="ij")
     patterns = [np.sin(motion.mode_k[k, 0] * Y + motion.mode_k[k, 1] * X + motion.mode_phase[k])
                 for k in range(N_MODES)]

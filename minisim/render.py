@@ -35,7 +35,7 @@ from .scene.vessels import dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
-RENDER_ALGORITHM = 1
+RENDER_ALGORITHM = 2
 
 
 @dataclass

@@ -15,6 +15,7 @@ negative (tissue columns left of the optical axis).
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import lfilter
 
 # Fixed stream ids. Never renumber: they are part of the bytes of every recording.
 STREAMS: dict[str, int] = {
@@ -34,6 +35,10 @@ STREAMS: dict[str, int] = {
     "hemodynamics": 14,
     "neuropil_trace": 15,
     "bleaching": 16,
+    "activity_gate": 17,   # per (unit, segment): resets of the up/down gate
+    "modulation_knots": 18,  # per (unit, knot block): private OU at segment boundaries
+    "ensemble_knots": 19,  # per (ensemble, knot block): shared OU at segment boundaries
+    "motion_knots": 20,    # per (motion component, knot block)
 }
 
 
@@ -63,3 +68,87 @@ def rng(seed: int, stream: str, *indices: int) -> np.random.Generator:
     True
     """
     return np.random.Generator(np.random.PCG64(seed_sequence(seed, stream, *indices)))
+
+
+# ----------------------------------------------------------------------------- keyed processes
+#: Knot innovations are drawn in blocks of this many knots (one Generator per block).
+KNOT_BLOCK = 4096
+#: A knot chain forgets its start after this much decay (e^-21 ~ 8e-10): far below float32.
+FORGET = 8e-10
+
+
+def lookback_knots(rho: float) -> int:
+    """Knots an AR(1) chain with coefficient ``rho`` needs to forget its start (at least 1)."""
+    if rho <= FORGET:
+        return 1
+    return max(1, int(np.ceil(np.log(FORGET) / np.log(rho))))
+
+
+def ou_knots(seed: int, stream: str, key: tuple[int, ...], knots: list[int], rho: float) -> np.ndarray:
+    """Values at segment boundaries ``knots`` of a unit-variance OU sampled once per segment.
+
+    Knot values form the AR(1) chain ``K_j = rho K_{j-1} + sqrt(1 - rho^2) eta_j``, rebuilt
+    from the last :func:`lookback_knots` innovations and a stationary draw where that window
+    starts (knot 0, or the window's first knot): any process gets the same value for any knot
+    without the chain before it, and every value is exactly stationary.
+    """
+    n = lookback_knots(rho)
+    starts = [max(0, k - n) for k in knots]
+    blocks = range(min(starts) // KNOT_BLOCK, max(knots) // KNOT_BLOCK + 1)
+    draws = np.concatenate([rng(seed, stream, *key, b).standard_normal((2, KNOT_BLOCK)) for b in blocks],
+                           axis=1)
+    base = blocks[0] * KNOT_BLOCK
+    c = np.sqrt(1.0 - rho * rho)
+    out = np.empty(len(knots))
+    for i, (k, m0) in enumerate(zip(knots, starts)):
+        eta = draws[0, m0 - base + 1 : k - base + 1]
+        powers = rho ** np.arange(k - m0 - 1, -1, -1, dtype=np.float64)
+        out[i] = rho ** (k - m0) * draws[1, m0 - base] + c * (powers * eta).sum()
+    return out
+
+
+def ou_bridge(z: np.ndarray, log_a: float, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """A unit-variance OU path over one segment, pinned at both of its knots.
+
+    ``z`` (rows, L) are the segment's standard normals, ``log_a = -dt / tau``; ``x0`` is the
+    value at the segment's first frame, ``x1`` at the next segment's first frame. The free
+    path ``y_i = a y_{i-1} + sqrt(1 - a^2) z_i`` from ``x0`` is corrected by the conditional
+    mean of the pinned end: ``x_i = y_i + (x1 - y_L) a^(L-i) (1 - a^2i) / (1 - a^2L)``. This
+    is the exact OU bridge, so paths join at the knots with no seam. Returns (rows, L) float64.
+    """
+    z = np.atleast_2d(np.asarray(z, np.float64))
+    rows, L = z.shape
+    a = np.exp(log_a)
+    c = np.sqrt(-np.expm1(2.0 * log_a))
+    x0 = np.broadcast_to(np.asarray(x0, np.float64), (rows,))
+    x1 = np.broadcast_to(np.asarray(x1, np.float64), (rows,))
+    y = lfilter([c], [1.0, -a], z, axis=-1, zi=(a * x0)[:, None])[0]  # y_1 .. y_L
+    i = np.arange(L, dtype=np.float64)
+    w = np.exp((L - i) * log_a) * -np.expm1(2.0 * i * log_a) / -np.expm1(2.0 * L * log_a)
+    path = np.concatenate([x0[:, None], y[:, :-1]], axis=1)
+    return path + (x1 - y[:, -1])[:, None] * w[None, :]
+
+
+def ou_segment(seed: int, knot_stream: str, key: tuple[int, ...], seg: int, z: np.ndarray,
+               dt_s: float, tau_s: float) -> np.ndarray:
+    """(L,) unit-variance OU of one segment: keyed knots at both ends, bridged by ``z`` (L,)."""
+    L = z.shape[-1]
+    log_a = -dt_s / tau_s
+    rho = float(np.exp(L * log_a))
+    x0, x1 = ou_knots(seed, knot_stream, key, [seg, seg + 1], rho)
+    return ou_bridge(z[None], log_a, x0, x1)[0]
+
+
+def reset_gate_state(draw_resets, seg: int, initial: bool) -> bool:
+    """State of a two-state gate at the start of segment ``seg``, from its keyed resets.
+
+    A two-state Markov gate (rates 1/up_dwell, 1/down_dwell) is the same process as resets at
+    rate 1/up + 1/down, each setting the gate up with probability p_up: so the state at a
+    segment's start is the mark of the last reset before it. ``draw_resets(j)`` gives segment
+    ``j``'s (times, marks); segments are searched backwards, ``initial`` is the state at t = 0.
+    """
+    for j in range(seg - 1, -1, -1):
+        _, marks = draw_resets(j)
+        if marks.size:
+            return bool(marks[-1])
+    return initial

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from minisim import presets
-from minisim.activity import SEGMENT_FRAMES, dff_from_spikes, hill_dff, simulate_activity
+from minisim.activity import (
+    SEGMENT_FRAMES,
+    ActivityBatch,
+    dff_from_spikes,
+    expected_dff,
+    hill_dff,
+    simulate_activity,
+    unit_params,
+)
 from minisim.spec import INDICATORS, ActivitySpec, Spec
 
 
@@ -206,14 +214,24 @@ def test_bleaching_follows_the_formula():
                               np.arange(10), n_frames=n)
     expected = (1 - beta) + beta * np.exp(-t / tau_s)
     np.testing.assert_allclose(plain.bleach, np.broadcast_to(expected, plain.bleach.shape), rtol=1e-6)
-    # activity shortens the bleaching time: exponent (t + κ ∫ΔF/F dt) / τ_b
+    # activity shortens the bleaching time along each unit's expected course:
+    # exponent t (1 + κ E[ΔF/F]) / τ_b, E[ΔF/F] = rate x the area of one transient
     kappa = 2.0
     spec = _spec(rate_median_hz=2.0, bleaching={"fraction": beta, "tau_s": tau_s, "activity_dependence": kappa})
     act = simulate_activity(spec, np.arange(10), n_frames=n)
-    dose = np.concatenate([np.zeros((10, 1)), np.cumsum(act.dff[:, :-1].astype(np.float64), axis=1)], axis=1)
-    expected = (1 - beta) + beta * np.exp(-(t + kappa * dose / fps) / tau_s)
+    mean_dff = expected_dff(spec, unit_params(spec, np.arange(10)))
+    expected = (1 - beta) + beta * np.exp(-t[None, :] * (1 + kappa * mean_dff[:, None]) / tau_s)
     np.testing.assert_allclose(act.bleach, expected, rtol=1e-5)
     assert np.all(act.bleach[act.active, -1] < plain.bleach[0, -1])
+    assert np.all(act.bleach[~act.active] == plain.bleach[0])
+    # the expected ΔF/F is what the realised traces average to (rates and transients as drawn)
+    long = simulate_activity(spec.with_updates({"activity.hill_enabled": False, "activity.rate_sd_ln": 0.0,
+                                                "activity.active_fraction": 1.0}),
+                             np.arange(200), n_frames=36000)
+    lin = spec.with_updates({"activity.hill_enabled": False, "activity.rate_sd_ln": 0.0,
+                             "activity.active_fraction": 1.0})
+    want = expected_dff(lin, unit_params(lin, np.arange(200)))
+    assert long.dff.astype(np.float64).mean() == pytest.approx(want.mean(), rel=0.05)
 
 
 def test_neuropil_course_fluctuates_around_one_and_bleaches_half_as_much():
@@ -249,3 +267,54 @@ def test_up_down_gate_silences_down_states_and_keeps_mean_rate():
     empty = (act.spikes.reshape(50, -1, 2).sum(axis=2) == 0).mean()
     assert abs(empty - (0.5 + 0.5 * np.exp(-2.0))) < 0.03
     assert abs(act.spikes.sum() / 50 / 600.0 / 10.0 - 1) < 0.05
+
+
+def test_any_segment_alone_equals_the_same_segment_of_the_whole_recording():
+    # no state is carried from one segment to the next: a process can start anywhere
+    spec = _spec(seed=9, correlation=0.4, rate_median_hz=2.0, tau_decay_ms=900.0)
+    ids = np.arange(30) * 7 + 1
+    whole = simulate_activity(spec, ids, n_frames=5 * SEGMENT_FRAMES)
+    for seg in (4, 1):  # out of order, in a fresh batch each time
+        part = ActivityBatch(spec, ids).segment(seg)
+        sl = slice(seg * SEGMENT_FRAMES, (seg + 1) * SEGMENT_FRAMES)
+        for name in ("spikes", "dff", "bleach"):
+            assert np.array_equal(getattr(part, name), getattr(whole, name)[:, sl]), name
+        assert np.array_equal(part.neuropil_f, whole.neuropil_f[sl])
+    assert whole.spikes[:, 4 * SEGMENT_FRAMES:].sum() > 0
+
+
+def test_calcium_carries_across_segment_boundaries():
+    # a transient that starts just before a boundary decays on after it, without a step
+    spec = _spec(seed=2, hill_enabled=False, rate_median_hz=0.5, rate_sd_ln=0.0, active_fraction=1.0,
+                 burst_probability=0.0, tau_jitter_cv=0.0, bleaching={"enabled": False})
+    act = simulate_activity(spec, np.arange(200), n_frames=2 * SEGMENT_FRAMES)
+    b = SEGMENT_FRAMES
+    quiet = act.spikes[:, b - 10 : b + 2].sum(axis=1) == 0  # the rise of earlier spikes is over
+    decay = np.exp(-1 / (20.0 * 0.5))  # one frame at 20 fps of a 500 ms decay
+    lit = quiet & (act.dff[:, b - 1] > 0.01)
+    assert lit.sum() > 10
+    ratio = act.dff[lit, b] / act.dff[lit, b - 1]
+    np.testing.assert_allclose(ratio, decay, rtol=0.02)
+
+
+def test_gate_dwell_times_are_exponential_with_their_means():
+    spec = _spec(seed=6, up_dwell_s=3.0, down_dwell_s=6.0)
+    batch = ActivityBatch(spec, np.arange(40))
+    up_dwells, down_dwells = [], []
+    seg_s = SEGMENT_FRAMES / spec.recording.fps
+    for uid in range(40):
+        flips, state0 = [], None
+        for seg in range(6):
+            up0, sw = batch._gate_switches(uid, seg)
+            state0 = up0 if state0 is None else state0
+            flips.extend(sw)
+        flips = np.array(flips)
+        dwell = np.diff(flips)
+        starts_up = (np.arange(dwell.size) % 2 == 0) != state0  # state after each flip
+        up_dwells.extend(dwell[starts_up])
+        down_dwells.extend(dwell[~starts_up])
+    up_dwells, down_dwells = np.array(up_dwells), np.array(down_dwells)
+    assert up_dwells.size > 500 and down_dwells.size > 500 and flips.max() < 6 * seg_s
+    assert up_dwells.mean() == pytest.approx(3.0, rel=0.08)
+    assert down_dwells.mean() == pytest.approx(6.0, rel=0.08)
+    assert np.std(up_dwells) / up_dwells.mean() == pytest.approx(1.0, abs=0.1)  # exponential: CV 1

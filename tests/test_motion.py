@@ -11,8 +11,8 @@ STILL = {"enabled": True, "rigid_sd_um": 0.0, "drift_um": 0.0, "jerk_rate_hz": 0
          "max_displacement_um": 50.0}
 
 
-def motion_of(minutes: float = 20.0, fps: float = 20.0, **motion):
-    spec = Spec(recording={"duration_s": minutes * 60, "fps": fps, "seed": 3}, motion={**STILL, **motion})
+def motion_of(minutes: float = 20.0, fps: float = 20.0, seed: int = 3, **motion):
+    spec = Spec(recording={"duration_s": minutes * 60, "fps": fps, "seed": seed}, motion={**STILL, **motion})
     return spec, simulate_motion(spec)
 
 
@@ -59,7 +59,11 @@ def test_drift_is_a_30_minute_ou_and_max_displacement_bounds_the_path():
     a = np.exp(-0.2 / 1800.0)  # per-frame decay of a 30-min OU at 5 fps
     assert step.std() == pytest.approx(5.0 * np.sqrt(1 - a**2), rel=0.05)  # sd 5 um at equilibrium
     lag = 1800  # after 6 min the path has wandered far more than a 1-frame step
-    assert np.abs(mot.rigid_um[lag:] - mot.rigid_um[:-lag]).std() > 20 * step.std()
+    # (30 min is one correlation time: one path's wander varies a lot, so four seeds)
+    wander = [motion_of(minutes=30.0, fps=5.0, seed=s, drift_um=5.0)[1].rigid_um for s in (3, 4, 5, 6)]
+    rms = np.sqrt(np.mean([((r[lag:] - r[:-lag]) ** 2).mean() for r in wander]))
+    assert rms == pytest.approx(5.0 * np.sqrt(2 * (1 - np.exp(-lag * 0.2 / 1800.0))), rel=0.3)
+    assert rms > 20 * step.std()
     _, bounded = motion_of(minutes=30.0, fps=5.0, drift_um=30.0, max_displacement_um=10.0)
     assert np.abs(bounded.rigid_um).max() <= 10.0
     # the bound is soft (tanh): small displacements pass unchanged
@@ -79,3 +83,26 @@ def test_nonrigid_deformation_differs_across_the_field_and_not_rigidly():
     assert shift.max() > 1.0  # the tissue moves by microns ...
     assert np.ptp(dy[0]) > 1.0 or np.ptp(dx[0]) > 1.0  # ... by different amounts across the field
     assert shift.max() <= 3 * 3.0 / np.sqrt(N_MODES) * N_MODES + 1e-6  # each mode bounded at 3 sd
+
+
+def test_any_segment_alone_equals_the_same_frames_of_the_whole_path():
+    from minisim.motion import SEGMENT_FRAMES, motion_frames
+
+    spec, whole = motion_of(minutes=5.0, rigid_sd_um=1.0, drift_um=3.0, jerk_rate_hz=0.5,
+                            oscillation_amplitude_um=1.0, nonrigid_amplitude_um=2.0, axial_sd_um=1.0)
+    for frames in (range(4000, 4100), range(SEGMENT_FRAMES - 7, SEGMENT_FRAMES + 9), range(3)):
+        part = motion_frames(spec, frames)
+        assert part.first_frame == frames.start
+        for name in ("rigid_um", "mode_amp_um", "axial_um"):
+            assert np.array_equal(getattr(part, name), getattr(whole, name)[frames.start : frames.stop]), name
+
+
+def test_paths_have_no_seam_at_segment_boundaries():
+    from minisim.motion import SEGMENT_FRAMES
+
+    _, mot = motion_of(minutes=30.0, rigid_sd_um=1.0, rigid_tau_s=2.0, jerk_rate_hz=0.0)
+    step = np.abs(np.diff(mot.rigid_um[:, 0]))
+    at_boundary = step[SEGMENT_FRAMES - 1 :: SEGMENT_FRAMES]
+    # a boundary step is an ordinary step of the OU (sd sqrt(2 (1 - a)) ~ 0.16 um), not a jump
+    assert at_boundary.size > 30
+    assert at_boundary.mean() == pytest.approx(step.mean(), rel=0.3)
