@@ -254,9 +254,18 @@ def test_neuropil_course_does_not_depend_on_units():
 
 
 def test_seed_changes_the_activity():
-    a = simulate_activity(_spec(seed=1, rate_median_hz=2.0), np.arange(5), n_frames=400)
-    b = simulate_activity(_spec(seed=2, rate_median_hz=2.0), np.arange(5), n_frames=400)
-    assert not np.array_equal(a.spikes, b.spikes)
+    """Another seed redraws every unit (rate, kinetics, spikes) and the neuropil course, from the
+    same distributions: the per-unit draws all differ while the population's totals agree."""
+    kw = {"rate_median_hz": 2.0, "rate_sd_ln": 0.0, "active_fraction": 1.0}
+    a = simulate_activity(_spec(seed=1, **kw), np.arange(40), n_frames=2000)
+    b = simulate_activity(_spec(seed=2, **kw), np.arange(40), n_frames=2000)
+    assert np.all(a.tau_decay_ms != b.tau_decay_ms) and np.all(a.amplitude != b.amplitude)
+    assert all(not np.array_equal(ta, tb) for ta, tb in zip(a.spike_times, b.spike_times))
+    assert not np.array_equal(a.neuropil_f, b.neuropil_f)
+    # same Spec otherwise: 2 Hz for 100 s per unit either way
+    na, nb = a.spikes.sum(), b.spikes.sum()
+    assert abs(na - nb) / (na + nb) * 2 < 0.2
+    assert abs(na / 40 / 100.0 / 2.0 - 1) < 0.2
 
 
 def test_up_down_gate_silences_down_states_and_keeps_mean_rate():
