@@ -469,7 +469,8 @@ class Score:
     def table(self) -> pd.DataFrame:
         """A tidy table: one row per true cell centred in the field (or matched) and one per
         unmatched estimate, with the match, its similarities and the strata variables."""
-        return pd.concat([self._truth_rows, self._estimate_rows], ignore_index=True)
+        table = pd.concat([self._truth_rows, self._estimate_rows], ignore_index=True)
+        return table.astype({"unit_id": "Int64", "inside": "boolean", "detectable": "boolean"})
 
     def __repr__(self) -> str:
         return f"<minisim.Score {self.summary()}>"

@@ -11,7 +11,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 
-@pytest.mark.parametrize("name", ["01_anatomy", "build_recording"])
+@pytest.mark.parametrize("name", ["01_anatomy", "03_metrics", "build_recording"])
 def test_notebook_executes_top_to_bottom(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (nb_path,) = notebook_folder(name).glob("*.ipynb")
@@ -22,6 +22,14 @@ def test_notebook_executes_top_to_bottom(name, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     if name == "01_anatomy":
         assert sum("image/png" in o.get("data", {}) for o in outputs) >= 9
+    elif name == "03_metrics":
+        import re
+
+        text = "".join(o.get("text", "") for o in outputs)
+        assert "minisim: F1 1.000 (precision 1.000, recall 1.000" in text   # the perfect estimate
+        drop = re.search(r"recall (\S+) = \((\d+) - 3\) / \d+ = (\S+)", text)   # dropping 3 cells
+        assert drop and drop.group(1) == drop.group(3)
+        assert "{'duplicate': 1," in text                                  # the split cell
     else:
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
 
@@ -29,8 +37,8 @@ def test_notebook_executes_top_to_bottom(name, tmp_path, monkeypatch):
 def test_list_shows_both_notebooks(capsys):
     assert notebooks_main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "01_anatomy" in out and "build_recording" in out
-    assert set(list_notebooks()) == {"01_anatomy", "build_recording"}
+    assert "01_anatomy" in out and "03_metrics" in out and "build_recording" in out
+    assert set(list_notebooks()) == {"01_anatomy", "03_metrics", "build_recording"}
 
 
 def test_copy_to_the_default_place_and_refuse_to_overwrite(tmp_path, monkeypatch, capsys):

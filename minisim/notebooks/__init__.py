@@ -16,6 +16,7 @@ _HERE = Path(__file__).parent
 NOTEBOOKS: dict[str, tuple[str, str]] = {
     "01_anatomy": ("tutorials/01_anatomy",
                    "tutorial: the physics of a 1p image, one effect at a time"),
+    "03_metrics": ("tutorials/03_metrics", "tutorial: scoring a pipeline, each metric on a small recording"),
     "build_recording": ("studio/build_recording",
                         "studio: build a Spec with widgets, preview it, generate it"),
 }
@@ -25,7 +26,7 @@ def list_notebooks() -> dict[str, str]:
     """Name -> description of every shipped notebook.
 
     >>> sorted(list_notebooks())
-    ['01_anatomy', 'build_recording']
+    ['01_anatomy', '03_metrics', 'build_recording']
     """
     return {name: desc for name, (_, desc) in NOTEBOOKS.items()}
 
