@@ -37,9 +37,12 @@ _V4_SCOPE: dict[str, Any] = {
         "read_noise_e": 8.0, "dark_current_e_per_s": 20.0, "full_well_e": 10000.0,
         "gain_adu_per_e": 0.1, "offset_adu": 5.0, "dsnu_adu": 0.5, "prnu_fraction": 0.01,
     },
+    # the scope's fields in um from the optical axis, set for the full 608 x 608 px window
+    # (1006.3 um): a smaller sensor window sees their centre, as a real sensor ROI would
     "illumination": {
-        "falloff": {"enabled": True, "edge_ratio": 0.7},
-        "vignette": {"enabled": True, "corner_ratio": 0.6},
+        "falloff": {"enabled": True, "edge_ratio": 0.7, "edge_radius_um": 503.2},
+        "vignette": {"enabled": True, "corner_ratio": 0.6, "corner_radius_um": 711.6},
+        "glow": {"sigma_um": 402.5, "center_offset_um": 75.5},
     },
     "motion": {  # freely moving, physics.md §7.1
         "rigid_sd_um": 1.5, "drift_um": 5.0, "jerk_rate_hz": 0.1, "jerk_amplitude_um": 6.0,
@@ -60,7 +63,7 @@ _SCOPES: dict[str, dict[str, Any]] = {
                   "soma_radius_um": 5.0, "soma_radius_sd_um": 0.5, "min_spacing_um": 9.0,
                   "brightness_photons_per_s": 1.2e7},
         "vasculature": {"trunk_count": 3, "trunk_radius_um": 14.0, "depth_um": 120.0,
-                        "absorption_per_um": 0.02},
+                        "absorption_per_um": 0.02, "field_um": 1006.3},
         # calibrated: ~100 ADU (~950 e-) at the FOV centre with cells, glow and dark (§6)
         "tissue": {"neuropil": {"photons_per_um2_s": 10500.0}},
     },
@@ -70,7 +73,7 @@ _SCOPES: dict[str, dict[str, Any]] = {
                   "soma_radius_um": 6.0, "soma_radius_sd_um": 0.7, "min_spacing_um": 13.0,
                   "brightness_photons_per_s": 1.1e7},
         "vasculature": {"trunk_count": 2, "trunk_radius_um": 25.0, "depth_um": 80.0,
-                        "absorption_per_um": 0.02},
+                        "absorption_per_um": 0.02, "field_um": 1006.3},
         # the thick band's out-of-focus somata add more haze than CA1's, so less neuropil
         # reaches the same ~100 ADU centre background
         "tissue": {"neuropil": {"photons_per_um2_s": 11000.0}},

@@ -14,6 +14,7 @@ The named presets in :mod:`minisim.presets` start from it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,22 +207,37 @@ class VasculatureSpec(Section):
     depth_um: float = Field(120.0, ge=0.0, le=3000.0)
     branch_levels: int = Field(2, ge=0, le=5)
     absorption_per_um: float = Field(0.02, ge=0.0, le=1.0, description="blood mu_a")
+    field_um: float = Field(
+        96.0, gt=0.0, le=1e5,
+        description="side of the tissue square (centred on the optical axis) the network is drawn "
+        "over; a sensor that sees more widens it to its own field, a smaller one sees a crop",
+    )
     vasomotion: Vasomotion = Field(default_factory=Vasomotion)
 
 
 # ----------------------------------------------------------------------------- scope fields
 class Falloff(Section):
-    """LED illumination profile, edge/centre ratio (physics.md §2.6)."""
+    """LED illumination profile I(r) = 1 - (1 - edge_ratio)(r / edge_radius_um)^2 (physics.md §2.6).
+
+    r is the distance from the optical axis in tissue, so a smaller sensor window sees the
+    centre of the same profile (the default radius is the generic scope's half field).
+    """
 
     enabled: bool = False
-    edge_ratio: float = Field(0.7, gt=0.0, le=1.0)
+    edge_ratio: float = Field(0.7, gt=0.0, le=1.0, description="I at edge_radius_um / I on axis")
+    edge_radius_um: float = Field(48.0, gt=0.0, le=1e5, description="radius where I = edge_ratio")
 
 
 class Vignette(Section):
-    """Emission collection falloff, corner/centre ratio (physics.md §2.6)."""
+    """Emission collection V(r) = 1 - (1 - corner_ratio)(r / corner_radius_um)^2 (physics.md §2.6).
+
+    r is the distance from the optical axis in tissue (default radius: the generic scope's
+    field corner), so a smaller sensor window is a crop of the same vignette.
+    """
 
     enabled: bool = False
-    corner_ratio: float = Field(0.6, gt=0.0, le=1.0)
+    corner_ratio: float = Field(0.6, gt=0.0, le=1.0, description="V at corner_radius_um / V on axis")
+    corner_radius_um: float = Field(67.9, gt=0.0, le=1e5, description="radius where V = corner_ratio")
 
 
 class Glow(Section):
@@ -229,8 +245,10 @@ class Glow(Section):
 
     enabled: bool = True
     fraction_of_background: float = Field(0.07, ge=0.0, le=5.0)
-    width_fraction: float = Field(0.4, gt=0.0, le=5.0, description="sigma / FOV side")
-    center_offset_fraction: float = Field(0.15, ge=-1.0, le=1.0)
+    sigma_um: float = Field(38.4, gt=0.0, le=1e5, description="Gaussian sigma in tissue")
+    center_offset_um: float = Field(
+        7.2, ge=-1e5, le=1e5, description="distance of its centre from the optical axis (direction keyed)"
+    )
 
 
 class Bleaching(Section):
@@ -384,6 +402,41 @@ class Spec(Section):
     motion: MotionSpec = MotionSpec()
     activity: ActivitySpec = ActivitySpec()
     recording: RecordingSpec = RecordingSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_field_geometry(cls, data: Any) -> Any:
+        """Read a Spec written when the glow, falloff and vignette scaled with the sensor.
+
+        Such JSON holds ``illumination.glow.width_fraction``/``center_offset_fraction``; their
+        geometry is turned into the um fields it meant for that sensor, so old stores open.
+        """
+        if not isinstance(data, dict):
+            return data
+        ill = data.get("illumination")
+        glow = ill.get("glow") if isinstance(ill, dict) else None
+        if not isinstance(glow, dict) or not {"width_fraction", "center_offset_fraction"} & set(glow):
+            return data
+
+        def get(section: str, key: str, model: type[Section]) -> float:
+            sec = data.get(section, {})
+            value = sec.get(key) if isinstance(sec, dict) else getattr(sec, key, None)
+            return model.model_fields[key].default if value is None else value
+
+        d = get("sensor", "pixel_pitch_um", SensorSpec) / get("optics", "magnification", OpticsSpec)
+        h, w = get("sensor", "height_px", SensorSpec) * d, get("sensor", "width_px", SensorSpec) * d
+        glow = dict(glow)
+        glow["sigma_um"] = glow.pop("width_fraction", 0.4) * max(h, w)
+        glow["center_offset_um"] = glow.pop("center_offset_fraction", 0.15) * (h + w) / 4
+        ill = {**ill, "glow": glow}
+        for name, key, radius in (("falloff", "edge_radius_um", min(h, w) / 2),
+                                  ("vignette", "corner_radius_um", math.hypot(h, w) / 2)):
+            sec = ill.get(name)
+            if isinstance(sec, dict) and key not in sec:
+                ill[name] = {**sec, key: radius}
+            elif sec is None:
+                ill[name] = {key: radius}
+        return {**data, "illumination": ill}
 
     # -- derived geometry (read-only conveniences, never stored)
     @property

@@ -191,9 +191,13 @@ def test_falloff_and_vignette_darken_the_corners_by_their_ratios():
     base = render_block(build_world(spec), range(1), (0, H, 0, W))[0].astype(float)
     assert np.ptp(base) <= 1
     yc, xc = (H - 1) / 2 * d, (W - 1) / 2 * d
+    r_edge, r_corner = min(H, W) * d / 2, np.hypot(H, W) * d / 2  # this field's edge and corner, um
+    spec = spec.with_updates({"illumination.falloff.edge_radius_um": r_edge,
+                              "illumination.vignette.corner_radius_um": r_corner})
     for upd, r_ref, ratio in (
-        ({"illumination.falloff": {"enabled": True, "edge_ratio": 0.7}}, min(H, W) * d / 2, 0.7),
-        ({"illumination.vignette": {"enabled": True, "corner_ratio": 0.6}}, np.hypot(H, W) * d / 2, 0.6),
+        ({"illumination.falloff": {"enabled": True, "edge_ratio": 0.7, "edge_radius_um": r_edge}}, r_edge, 0.7),
+        ({"illumination.vignette": {"enabled": True, "corner_ratio": 0.6, "corner_radius_um": r_corner}},
+         r_corner, 0.6),
     ):
         mov = render_block(build_world(spec.with_updates(upd)), range(1), (0, H, 0, W))[0] / base
         for (i, j), (y, x) in (((0, 0), (yc, xc)), ((0, W // 2), (yc, 0.5 * d)), ((H - 1, W - 1), (yc, xc))):
@@ -496,3 +500,47 @@ def test_vasomotion_modulates_only_under_the_vessels_and_keeps_the_bytes_per_chu
     moving = spec.with_updates({"motion.enabled": True})
     assert digest(minisim.simulate(moving, chunks={"frame": 7, "height": 23, "width": 29}).dataset.movie) == \
         digest(minisim.simulate(moving).dataset.movie)
+
+
+# ------------------------------------------------------------------------- crops are crops
+@pytest.mark.parametrize("name", ["miniscope_v4_cortex_l23", "generic_1p"])
+def test_a_smaller_sensor_window_is_the_centre_crop_of_the_full_sensor(name):
+    """Vignette, falloff, glow, field curvature and vessels are placed in um from the optical
+    axis, and the halo's node grid is anchored there too, so with motion and noise off a 64 x 64
+    sensor records exactly the centre of a 128 x 128 one: movie, b and A (V4 cortex: halo
+    nodes 6 px apart, so the crop offset of 32 px is not a multiple of the node spacing;
+    generic: vessels in the field)."""
+    base = presets.scope(name).with_updates({"motion.enabled": False, "sensor.noise": False,
+                                             "recording.duration_s": 0.2})
+    big, small = (minisim.simulate(base.with_updates({"sensor.width_px": n, "sensor.height_px": n})).dataset
+                  for n in (128, 64))
+    c = slice(32, 96)
+    full_movie = big.movie.values
+    assert np.ptp(full_movie[0].astype(int)) > 20  # a scene with structure, not a flat field
+    np.testing.assert_array_equal(small.movie.values, full_movie[:, c, c])
+    np.testing.assert_array_equal(small.b.values, big.b.values[:, c, c])
+    np.testing.assert_array_equal(small.vessel_mask.values, big.vessel_mask.values[c, c])
+    units = small.unit_id.values
+    assert set(units) <= set(big.unit_id.values) and 0 < len(units) < big.sizes["unit_id"]
+    np.testing.assert_array_equal(small.A.values, big.A.sel(unit_id=units).values[:, c, c])
+
+
+def test_a_spec_written_with_field_fractions_opens_with_the_same_geometry():
+    """Specs stored before the fields were in um (glow width_fraction/center_offset_fraction,
+    falloff and vignette at the sensor's edge and corner) still load, with the um values that
+    reproduce the old geometry for their sensor."""
+    import json
+
+    spec = presets.scope("miniscope_v4_ca1")
+    old = json.loads(spec.model_dump_json())
+    glow = old["illumination"]["glow"]
+    del glow["sigma_um"], glow["center_offset_um"]
+    glow.update(width_fraction=0.4, center_offset_fraction=0.15)
+    for sec, key in (("falloff", "edge_radius_um"), ("vignette", "corner_radius_um")):
+        del old["illumination"][sec][key]
+    got = Spec.model_validate_json(json.dumps(old))
+    h, w = spec.fov_um
+    assert got.illumination.glow.sigma_um == pytest.approx(0.4 * h)
+    assert got.illumination.glow.center_offset_um == pytest.approx(0.15 * h / 2)
+    assert got.illumination.falloff.edge_radius_um == pytest.approx(h / 2)
+    assert got.illumination.vignette.corner_radius_um == pytest.approx(np.hypot(h, w) / 2)

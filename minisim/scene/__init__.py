@@ -11,7 +11,9 @@ Pixel grids. The sensor's pixel (i, j) sits at tissue coordinates
 quantities (footprints, neuropil, vessels) are held on a *padded* grid that extends
 ``margin_px`` pixels beyond the sensor on every side, so that a moving brain always has
 tissue to show. Row r of the fine grid is pixel (r // Wp - m, r % Wp - m); node (a, b) of the
-coarse grid sits at pixel (F (a + a0), F (b + b0)).
+coarse grid sits at pixel (F (a + a0) + oy, F (b + b0) + ox), the anchor (oy, ox) chosen so the
+nodes keep their places relative to the optical axis whatever the sensor's size (a smaller
+sensor's grid is a crop of a larger one's).
 
 A scene built for a ``window`` holds only the cells whose light can reach that window; every
 pixel of the window gets exactly the same terms, in the same order, as in the full scene, so a
@@ -56,6 +58,7 @@ class Scene:
     # focus drift: sharp footprints at dz - b and dz + b minus those at dz (b = axial_bound_um)
     axial_bound_um: float = 0.0
     axial_e: tuple = field(default_factory=tuple)
+    node_anchor: tuple[int, int] = (0, 0)  # (oy, ox): pixel offset of the coarse node grid
 
     @property
     def padded_shape(self) -> tuple[int, int]:
@@ -116,6 +119,8 @@ class Scene:
         F = self.coarse_px
         a0, b0 = self.node_origin
         nb = self.node_shape[1]
+        oy, ox = self.node_anchor  # node grid coordinates: pixels minus the anchor
+        y0, y1, x0, x1 = y0 - oy, y1 - oy, x0 - ox, x1 - ox
         ia, ib = y0 // F, (y1 - 1) // F + 1
         ja, jb = x0 // F, (x1 - 1) // F + 1
         ra = np.arange(ia, ib + 1) - a0
@@ -181,9 +186,10 @@ class Scene:
             # only the pixels these units' halo nodes reach: node (k + a0) weighs on pixels
             # [(k + a0 - 1) F, (k + a0 + 1) F); elsewhere the halo is exactly 0
             F, (a0, b0), nb = self.coarse_px, self.node_origin, self.node_shape[1]
+            oy, ox = self.node_anchor
             ka, kb = halo.indices // nb, halo.indices % nb
-            ya, yb = max(y0, (ka.min() + a0 - 1) * F), min(y1, (ka.max() + a0 + 1) * F)
-            xa, xb = max(x0, (kb.min() + b0 - 1) * F), min(x1, (kb.max() + b0 + 1) * F)
+            ya, yb = max(y0, (ka.min() + a0 - 1) * F + oy), min(y1, (ka.max() + a0 + 1) * F + oy)
+            xa, xb = max(x0, (kb.min() + b0 - 1) * F + ox), min(x1, (kb.max() + b0 + 1) * F + ox)
             if ya < yb and xa < xb:
                 eye = np.eye(n, max(n, 2), dtype=np.float32)  # >= 2 columns: one scipy path
                 box = out[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
@@ -238,8 +244,13 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
     m = int(np.ceil(halo_um(spec) / d)) + 2 if spec.motion.enabled else 0
     Hp, Wp = H + 2 * m, W + 2 * m
     F = _coarse_px(spec)
-    a0, b0 = (-m) // F, (-m) // F
-    na, nb = (H - 1 + m) // F + 2 - a0, (W - 1 + m) // F + 2 - b0
+    # halo nodes sit at whole pixels, F apart, one of them at the pixel just above/left of the
+    # optical axis: the same tissue positions for any sensor size of the same parity
+    oy, ox = ((H - 1) // 2) % F, ((W - 1) // 2) % F
+    a0, b0 = (-m - oy) // F, (-m - ox) // F
+    na, nb = (H - 1 + m - oy) // F + 2 - a0, (W - 1 + m - ox) // F + 2 - b0
+    # node k of an axis lies k F + off_px pixels from the axis (exact in float64)
+    off_y, off_x = oy - (H - 1) / 2, ox - (W - 1) / 2
 
     # which part of the tissue can send light into the (padded) area of interest
     wy0, wy1, wx0, wx1 = (0, H, 0, W) if window is None else window
@@ -312,15 +323,14 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         if q[u] < 1:
             hs = halo_sigma[u]
             ext_h = _HALO_TRUNCATE * hs
-            ci = cy / d + (H - 1) / 2
-            cj = cx / d + (W - 1) / 2
+            ci, cj = cy / d - off_y, cx / d - off_x  # in node-grid pixels
             aa = np.arange(max(int(np.floor((ci - ext_h / d) / F)), a0),
                            min(int(np.ceil((ci + ext_h / d) / F)), a0 + na - 1) + 1)
             bb = np.arange(max(int(np.floor((cj - ext_h / d) / F)), b0),
                            min(int(np.ceil((cj + ext_h / d) / F)), b0 + nb - 1) + 1)
             if len(aa) and len(bb):
-                gy = np.exp(-0.5 * ((aa * F - ci) * d / hs) ** 2)
-                gx = np.exp(-0.5 * ((bb * F - cj) * d / hs) ** 2)
+                gy = np.exp(-0.5 * (((aa * F + off_y) - cy / d) * d / hs) ** 2)
+                gx = np.exp(-0.5 * (((bb * F + off_x) - cx / d) * d / hs) ** 2)
                 dens = np.outer(gy, gx) * ((1 - q[u]) * flux_e[u] * d * d / (2 * np.pi * hs * hs))
                 ii, jj = np.nonzero(dens > 0)
                 h_rows.append((aa[ii] - a0) * nb + (bb[jj] - b0))
@@ -363,5 +373,5 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         vignette=fields.vignette(spec, ys, xs).astype(np.float32),
         glow_e=fields.glow(spec, ys, xs, ref).astype(np.float32),
         dz_um=dz, sigma_um=sigma, planted=planted, window=window,
-        axial_bound_um=ab, axial_e=axial_e,
+        axial_bound_um=ab, axial_e=axial_e, node_anchor=(oy, ox),
     )

@@ -2,10 +2,14 @@
 
 Scope-fixed (they do not move with the brain), physics.md §2.6:
 * illumination falloff I(r) = 1 - (1 - e)(r / r_edge)^2, e the edge/centre ratio of the LED
-  profile, r_edge the half side of the field; multiplies fluorescence generation;
-* vignette V(r) = 1 - (1 - c)(r / r_corner)^2, c the corner/centre ratio; multiplies all light
-  that reaches the sensor;
-* stray-light glow: an additive Gaussian, a fraction of the centre background.
+  profile at r_edge = ``edge_radius_um``; multiplies fluorescence generation;
+* vignette V(r) = 1 - (1 - c)(r / r_corner)^2, c the corner/centre ratio at
+  r_corner = ``corner_radius_um``; multiplies all light that reaches the sensor;
+* stray-light glow: an additive Gaussian of ``sigma_um``, centred ``center_offset_um`` from the
+  axis, a fraction of the centre background.
+
+Every one is a function of the position in um from the optical axis, never of the sensor's
+pixel count: a smaller sensor window sees the centre crop of the same fields (a crop is a crop).
 
 Tissue (moves with the brain), physics.md §7.2: the neuropil is a smooth random field
 1 + contrast g(y, x), g a unit-variance Gaussian field with correlation length l drawn as 64
@@ -23,7 +27,7 @@ from ..spec import Spec
 _N_FEATURES = 64
 
 
-def _radius_um(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+def _radius_um(y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     Y, X = np.meshgrid(y_um, x_um, indexing="ij")
     return np.hypot(Y, X)
 
@@ -31,21 +35,19 @@ def _radius_um(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
 def illumination(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     """Relative excitation I(y, x), 1 at the centre."""
     f = spec.illumination.falloff
-    r = _radius_um(spec, y_um, x_um)
+    r = _radius_um(y_um, x_um)
     if not f.enabled:
         return np.ones_like(r)
-    r_edge = min(spec.fov_um) / 2
-    return np.clip(1 - (1 - f.edge_ratio) * (r / r_edge) ** 2, 0.05, None)
+    return np.clip(1 - (1 - f.edge_ratio) * (r / f.edge_radius_um) ** 2, 0.05, None)
 
 
 def vignette(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
-    """Relative collection V(y, x), 1 at the centre, ``corner_ratio`` at the corners."""
+    """Relative collection V(y, x), 1 at the centre, ``corner_ratio`` at ``corner_radius_um``."""
     v = spec.illumination.vignette
-    r = _radius_um(spec, y_um, x_um)
+    r = _radius_um(y_um, x_um)
     if not v.enabled:
         return np.ones_like(r)
-    r_corner = np.hypot(*spec.fov_um) / 2
-    return np.clip(1 - (1 - v.corner_ratio) * (r / r_corner) ** 2, 0.05, None)
+    return np.clip(1 - (1 - v.corner_ratio) * (r / v.corner_radius_um) ** 2, 0.05, None)
 
 
 def glow(spec: Spec, y_um: np.ndarray, x_um: np.ndarray, level: float) -> np.ndarray:
@@ -53,12 +55,11 @@ def glow(spec: Spec, y_um: np.ndarray, x_um: np.ndarray, level: float) -> np.nda
     gl = spec.illumination.glow
     if not gl.enabled:
         return np.zeros((len(y_um), len(x_um)))
-    h, w = spec.fov_um
     g = rng(spec.recording.seed, "glow")
     ang = g.uniform(0, 2 * np.pi)
-    cy = gl.center_offset_fraction * h / 2 * np.sin(ang)
-    cx = gl.center_offset_fraction * w / 2 * np.cos(ang)
-    s = gl.width_fraction * max(h, w)
+    cy = gl.center_offset_um * np.sin(ang)
+    cx = gl.center_offset_um * np.cos(ang)
+    s = gl.sigma_um
     Y, X = np.meshgrid(y_um - cy, x_um - cx, indexing="ij")
     return gl.fraction_of_background * level * np.exp(-0.5 * (Y * Y + X * X) / s**2)
 

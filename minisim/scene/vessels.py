@@ -42,7 +42,8 @@ def vessel_network(spec: Spec) -> list[Vessel]:
     va = spec.vasculature
     if not va.enabled:
         return []
-    h, w = spec.fov_um
+    # drawn over a tissue field in um (not the sensor's), so a smaller window sees a crop
+    h, w = (max(va.field_um, side) for side in spec.fov_um)
     half = np.array([h, w]) / 2
     vessels: list[Vessel] = []
     for k in range(va.trunk_count):
