@@ -283,3 +283,27 @@ def test_bad_input_is_refused_with_a_clear_message(compact):
         score(compact, from_arrays(A, C), registration="best")
     with pytest.raises(ValueError, match="estimate C must be"):
         from_arrays(A, C[:3])
+
+
+def test_a_minian_style_folder_of_one_zarr_per_variable_is_read_with_its_shifts(compact, tmp_path):
+    import xarray as xr
+
+    ds = compact.dataset
+    A, C, _ = _truth_arrays(compact)
+    template = np.array([7.0, -5.0])
+    T = ds.sizes["frame"]
+    folder = tmp_path / "minian"    # minian saves one zarr (format 2) per variable
+    folder.mkdir()
+    units = {"unit_id": np.arange(len(A))}
+    xr.DataArray(ndimage.shift(A, (0, *template), order=1), dims=("unit_id", "height", "width"),
+                 coords=units, name="A").to_dataset().to_zarr(folder / "A.zarr", zarr_format=2)
+    xr.DataArray(C, dims=("unit_id", "frame"), coords=units, name="C").to_dataset().to_zarr(
+        folder / "C.zarr", consolidated=False)
+    xr.DataArray(template[None] - ds["motion"].values, dims=("frame", "shift_dim"),
+                 coords={"frame": np.arange(T), "shift_dim": ["height", "width"]},
+                 name="motion").to_dataset().to_zarr(folder / "motion.zarr", zarr_format=2)
+    est = from_minian(folder)
+    assert est.shifts is not None and est.S is None
+    s = score(compact, est)
+    assert s.registration_shift_px == pytest.approx(tuple(template), abs=1e-6)
+    assert s.recall >= 0.9 and s.precision == 1.0 and s.trace_r == pytest.approx(1.0, abs=1e-6)
