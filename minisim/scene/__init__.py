@@ -290,8 +290,8 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         cy, cx, r = cells.y_um[u], cells.x_um[u], cells.radius_um[u]
         ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
         ext += _SHARP_TRUNCATE * sig_ext[u]
-        i0 = int(np.floor(cy / d + (H - 1) / 2 - ext / d))
-        j0 = int(np.floor(cx / d + (W - 1) / 2 - ext / d))
+        i0 = int(np.floor(optics.pixel_index(cy, H, d) - ext / d))
+        j0 = int(np.floor(optics.pixel_index(cx, W, d) - ext / d))
         n = int(np.ceil(2 * ext / d)) + 2
         img = optics.planted_footprint(spec, cells.unit_id[u], r, cy, cx, i0, j0, n, n, os)
         planted.append((i0, j0, optics.bin_patch(img, os).astype(np.float32)))
@@ -299,14 +299,13 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
         # drop the far tails (< 1e-4 of the cell's own peak): they cost memory and time, not
         # light. Relative to the whole patch, so clipping and shadows never change the cut.
         floor = 1e-4 * sharp.max()
-        # clip to the padded grid
-        ia, ja = max(i0, -m), max(j0, -m)
-        ib, jb = min(i0 + n, H + m), min(j0 + n, W + m)
-        if ia < ib and ja < jb:
-            patch = sharp[ia - i0 : ib - i0, ja - j0 : jb - j0]
+        # clip to the padded grid: crop in the patch, padded in the grid (row 0 = pixel -m)
+        overlap = optics.patch_overlap(i0, j0, (n, n), (-m, H + m, -m, W + m))
+        if overlap is not None:
+            crop, padded = overlap
+            patch = sharp[crop]
             if shadowed[u]:
-                patch = patch * t_vessel[ia + m : ib + m, ja + m : jb + m]
-            crop = (slice(ia - i0, ib - i0), slice(ja - j0, jb - j0))
+                patch = patch * t_vessel[padded]
             keep = sharp[crop] > floor
             planes = []
             for s_ax in sig_ax:  # the drifted footprints share the union of the supports
@@ -314,10 +313,10 @@ def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> 
                 keep |= alt[crop] > 1e-4 * alt.max()
                 planes.append(alt[crop])
             ii, jj = np.nonzero(keep)
-            s_rows.append((ii + ia + m) * Wp + (jj + ja + m))
+            s_rows.append((ii + padded[0].start) * Wp + (jj + padded[1].start))
             s_cols.append(np.full(len(ii), u))
             s_vals.append(patch[ii, jj])
-            shade = t_vessel[ia + m : ib + m, ja + m : jb + m] if shadowed[u] else 1.0
+            shade = t_vessel[padded] if shadowed[u] else 1.0
             for k, alt in enumerate(planes):
                 ax_vals[k].append((alt * shade)[ii, jj] - patch[ii, jj])
         if q[u] < 1:
