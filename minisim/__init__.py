@@ -6,9 +6,8 @@ computes it chunk by chunk into zarr, ``Recording.load`` opens it again lazily.
 The public API is this page and nothing else.
 """
 
-__version__ = "2.0.0.dev0"
-
 from . import presets
+from ._version import __version__
 from .recording import IncompleteRecordingError, Recording, simulate
 from .spec import Spec
 

@@ -113,7 +113,7 @@ def cmd_sweep(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     p = argparse.ArgumentParser(prog="minisim", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"minisim {__version__}")

@@ -1,8 +1,9 @@
 """Video export: a Recording's movie as an 8-bit AVI, streamed in frame order.
 
-This sits at the end of the flow (spec ← … ← render ← recording ← video). ``simulate_video``
-renders a Spec straight into an AVI; ``recording_to_video`` exports an existing (e.g. loaded)
-Recording. Both compute one time-block of the dask movie at a time (the next block renders
+This sits at the end of the flow (spec ← … ← render ← recording ← video) and takes arrays:
+:func:`write_avi` exports a lazy movie (a dask array) with the Spec it was made from;
+``simulate_video`` renders a Spec straight into it, ``Recording.to_video`` (and
+``recording_to_video``) passes an existing (e.g. loaded) Recording's movie. Both compute one time-block of the dask movie at a time (the next block renders
 while the current one is encoded), map it to 8 bit with :func:`to_uint8` and append the frames
 one by one through imageio's pyav plugin, so memory stays flat however long the movie is.
 
@@ -125,24 +126,23 @@ def _preview_indices(n_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, min(PREVIEW_FRAMES, n_frames)).round().astype(int))
 
 
-def _levels(rec, mapping: str, percentiles, scheduler) -> dict[str, Any]:
-    bits = rec.spec.sensor.bit_depth
+def _levels(movie, spec: Spec, rendered: bool, mapping: str, percentiles,
+            scheduler) -> dict[str, Any]:
+    bits = spec.sensor.bit_depth
     top = 2**bits - 1
     out: dict[str, Any] = {"kind": mapping, "bit_depth": bits, "formula": MAPPING_FORMULA}
     if mapping == "full":
         return {**out, "low_adu": 0, "high_adu": top}
-    from .recording import compute
+    from ._compute import compute
 
-    idx = _preview_indices(rec.dataset.sizes["frame"])
-    spec_shape = (rec.spec.recording.n_frames, rec.spec.sensor.height_px, rec.spec.sensor.width_px)
-    if rec.path is None and tuple(rec.dataset["movie"].shape) == spec_shape:
-        # An unsaved Recording renders one block per preview frame; single-frame blocks of
-        # the same Spec are the same bytes and cost 64 frames, not 64 blocks.
+    idx = _preview_indices(movie.shape[0])
+    spec_shape = (spec.recording.n_frames, spec.sensor.height_px, spec.sensor.width_px)
+    if rendered and tuple(movie.shape) == spec_shape:
+        # A movie still to be rendered renders one block per preview frame; single-frame blocks
+        # of the same Spec are the same bytes and cost 64 frames, not 64 blocks.
         from . import render
 
-        movie = render.movie_array(rec.spec, {"frame": 1})
-    else:
-        movie = rec.dataset["movie"].data
+        movie = render.movie_array(spec, {"frame": 1})
     (preview,) = compute(movie[idx], scheduler=scheduler, progress=False)
     p_low, p_high = np.percentile(np.asarray(preview), percentiles)
     low = int(np.clip(np.floor(p_low), 0, top - 1))
@@ -272,10 +272,7 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
     >>> sorted(p.name for p in out.parent.iterdir())
     ['tiny.avi', 'tiny.spec.json', 'tiny.video.json']
     """
-    import xarray as xr
-
     from . import render
-    from .recording import Recording
 
     spec = Spec() if spec is None else spec
     if not isinstance(spec, Spec):
@@ -291,8 +288,7 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
     render.remember_world(world)
     movie = render.movie_array(spec, block)
     del world
-    rec = Recording(xr.Dataset({"movie": (("frame", "height", "width"), movie)}), spec)
-    return _export(rec, paths, vc, scheduler, progress, mapping, pct)
+    return _export(movie, spec, True, paths, vc, scheduler, progress, mapping, pct)
 
 
 def recording_to_video(rec, path: str | Path, *, codec: str = "ffv1", scheduler=None,
@@ -303,21 +299,35 @@ def recording_to_video(rec, path: str | Path, *, codec: str = "ffv1", scheduler=
 
     Same options and companion files as :func:`simulate_video`; the Spec is ``rec.spec``.
     ``chunks`` re-blocks the movie's frames for the export (a stored movie is read in its own
-    chunks otherwise).
+    chunks otherwise). The same as ``rec.to_video(path, ...)``.
+    """
+    return write_avi(rec.dataset["movie"].data, rec.spec, path, rendered=rec.path is None,
+                     codec=codec, scheduler=scheduler, progress=progress, overwrite=overwrite,
+                     chunks=chunks, mapping=mapping, percentiles=percentiles)
+
+
+def write_avi(movie, spec: Spec, path: str | Path, *, rendered: bool = False, codec: str = "ffv1",
+              scheduler=None, progress: bool = True, overwrite: bool = False,
+              chunks: dict[str, int] | None = None, mapping: str = "full",
+              percentiles: tuple[float, float] = (0.5, 99.5)) -> Path:
+    """Export a lazy movie (dask array (frame, height, width) of ADU) made from ``spec`` as an AVI.
+
+    ``rendered`` says the movie is ``spec``'s render still to be computed (not read from a
+    store): the percentile preview then renders single frames instead of whole blocks. The
+    other options and the companion files are those of :func:`simulate_video`; ``chunks``
+    re-blocks the movie for the export.
     """
     vc = _check_codec(codec)
     pct = _check_options(mapping, percentiles)
-    paths = _check_path(path, rec.spec, overwrite)
+    paths = _check_path(path, spec, overwrite)
     if chunks:
         unknown = set(chunks) - {"frame", "height", "width"}
         if unknown:
             raise ValueError(f"chunks has unknown dims {sorted(unknown)}; allowed: "
                              "['frame', 'height', 'width']")
-        from .recording import Recording
-
-        ds = rec.dataset.assign(movie=rec.dataset["movie"].chunk(chunks))
-        rec = Recording(ds, rec.spec, rec.path)
-    return _export(rec, paths, vc, scheduler, progress, mapping, pct)
+        axes = {"frame": 0, "height": 1, "width": 2}
+        movie = movie.rechunk({axes[k]: v for k, v in chunks.items()})
+    return _export(movie, spec, rendered, paths, vc, scheduler, progress, mapping, pct)
 
 
 def _tune(writer, vc: VideoCodec) -> None:
@@ -338,21 +348,19 @@ def _frame_blocks(movie) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
-def _export(rec, paths: dict[str, Path], vc: VideoCodec, scheduler, progress: bool,
-            mapping: str, percentiles: tuple[float, float]) -> Path:
+def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: VideoCodec, scheduler,
+            progress: bool, mapping: str, percentiles: tuple[float, float]) -> Path:
     import imageio.v3 as iio
 
-    from . import __version__
-    from .recording import compute
+    from ._compute import compute
+    from ._version import __version__
 
-    spec = rec.spec
-    movie = rec.dataset["movie"].data
     n_frames, height, width = movie.shape
     fps = float(spec.recording.fps)
     pixel_format = vc.pixel_format
     if vc.name == "h264" and (height % 2 or width % 2):
         pixel_format = "yuv444p"  # 4:2:0 needs even sides; the size is never changed
-    levels = _levels(rec, mapping, percentiles, scheduler)
+    levels = _levels(movie, spec, rendered, mapping, percentiles, scheduler)
     lut = _lut(levels["low_adu"], levels["high_adu"])
     meta = {
         "video_format_version": VIDEO_FORMAT_VERSION,

@@ -14,13 +14,13 @@ import minisim
 from minisim import Spec, presets
 from minisim.render import (
     build_world,
-    cell_metrics,
     render_block,
     render_electrons,
     render_electrons_static,
 )
 from minisim.scene import build_scene, optics
 from minisim.scene.cells import expected_count, place_cells
+from minisim.truth import cell_metrics
 
 ALL_OFF = ALL_EFFECTS_OFF
 
