@@ -56,17 +56,28 @@ TYPED = frozenset({"recording.seed"})
 def slider_range(path: str) -> tuple[float, float, bool]:
     """``(min, max, log)`` of the slider for the numeric field at ``path``, from its bounds.
 
-    A field whose range spans three decades or more (``max / min >= 1000``, or one of
-    :data:`LOG_FROM_ZERO`, whose slider starts at ``max * LOG_FLOOR``) gets a log scale.
+    A log scale where the range spans decades: ``max / min >= 1000``; or a time or
+    concentration (``_ms``, ``_s``, ``_nm``) whose range from 0 runs 100 times past the field's
+    default (its slider starts at 1/1000 of the default); or
+    one of :data:`LOG_FROM_ZERO` (its slider starts at ``max * LOG_FLOOR``).
     """
-    lo, hi = _bounds(field_info(path))
+    info = field_info(path)
+    lo, hi = _bounds(info)
     if lo is None or hi is None:
         raise ValueError(f"{path} has no finite range for a slider (bounds {lo}, {hi})")
+    lo, hi = float(lo), float(hi)
     if path in LOG_FROM_ZERO:
-        return max(float(lo), float(hi) * LOG_FLOOR), float(hi), True
-    if field_info(path).annotation is float and lo > 0 and hi / lo >= 1000:
-        return float(lo), float(hi), True
-    return float(lo), float(hi), False
+        return max(lo, hi * LOG_FLOOR), hi, True
+    if info.annotation is not float:
+        return lo, hi, False
+    if lo > 0 and hi / lo >= 1000:
+        return lo, hi, True
+    default = info.default if isinstance(info.default, (int, float)) else 0.0
+    if lo == 0 and default > 0 and hi / default >= 100 and path.endswith(("_ms", "_s", "_nm")):
+        # a time or concentration (never meaningfully 0) whose range runs decades past its
+        # usual value
+        return min(hi * LOG_FLOOR, default * 1e-3), hi, True
+    return lo, hi, False
 
 
 def make_widget(path: str, value: Any):
@@ -74,7 +85,7 @@ def make_widget(path: str, value: Any):
 
     Numbers get an IntSlider, FloatSlider or FloatLogSlider over the field's own range
     (:func:`slider_range`), ``continuous_update=False`` (the Spec changes on release) and an
-    editable readout beside it; :data:`TYPED` fields (the seed) get a number box.
+    editable readout beside it; :data:`TYPED` fields (the seed) and a field without both bounds get a number box.
     """
     import math
 
@@ -94,7 +105,7 @@ def make_widget(path: str, value: Any):
         w = W.Checkbox(value=value, description=label, indent=False, layout=layout)
     elif typing.get_origin(ann) is typing.Literal:
         w = W.Dropdown(options=list(typing.get_args(ann)), value=value, **common)
-    elif path in TYPED:
+    elif path in TYPED or lo is None or hi is None:  # no range to slide over
         w = W.IntText(value=value, **common) if ann is int else W.FloatText(value=value, **common)
     else:
         smin, smax, log = slider_range(path)

@@ -24,6 +24,25 @@ from ..spec import Spec
 #: Frames the probe writes (fewer when the recording is shorter).
 PROBE_FRAMES = 40
 _GROWING_DIMS = {"frame", "spike"}
+_warmed: set[str] = set()
+
+
+def _warm_up(fmt: str, tmp: Path) -> None:
+    """Save a tiny recording once per process and format, so that one-off costs (imports,
+    first compilations, codec set-up) are not timed as if every frame paid them."""
+    if fmt in _warmed:
+        return
+    tiny = Spec(sensor={"width_px": 16, "height_px": 16, "noise_tile_px": 16},
+                recording={"duration_s": 0.2, "fps": 10.0})
+    if fmt == "zarr":
+        from ..recording import simulate
+
+        simulate(tiny).save(tmp / "warm.zarr", scheduler="threads")
+    else:
+        from ..video import simulate_video
+
+        simulate_video(tiny, tmp / "warm.avi", progress=False, scheduler="threads")
+    _warmed.add(fmt)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -73,6 +92,7 @@ def measure_estimate(spec: Spec, fmt: str = "zarr", probe_frames: int = PROBE_FR
     n = probe.recording.n_frames
     tmp = Path(tempfile.mkdtemp(prefix="minisim-estimate-", dir=workdir))
     try:
+        _warm_up(fmt, tmp)
         t0 = time.perf_counter()
         if fmt == "zarr":
             from ..recording import simulate

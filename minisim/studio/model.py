@@ -26,13 +26,24 @@ class SpecModel:
         self._spec = spec if spec is not None else Spec()
         self._observers: list[Callable[[Spec, Spec], None]] = []
         self._generate_hooks: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self._running_checks: list[Callable[[], bool]] = []
         self.render_speed_px_per_s: float | None = None
         #: True while Generate writes: previews wait (and one in flight stops at its next step)
         self.generating = False
 
-    def on_generate(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
-        """Call ``pause()`` when a Generate starts and ``resume()`` when it ends."""
+    def on_generate(self, pause: Callable[[], None], resume: Callable[[], None],
+                    running: Callable[[], bool] | None = None) -> None:
+        """Call ``pause()`` when a Generate starts and ``resume()`` when it ends.
+
+        ``running()`` says whether a preview is in flight; Generate waits for none to be.
+        """
         self._generate_hooks.append((pause, resume))
+        if running is not None:
+            self._running_checks.append(running)
+
+    def previews_running(self) -> bool:
+        """True while any preview registered with :meth:`on_generate` is in flight."""
+        return any(check() for check in list(self._running_checks))
 
     def begin_generate(self) -> None:
         """Generate starts: every preview's pending redraw is held until :meth:`end_generate`."""
@@ -216,6 +227,11 @@ class Debouncer:
                 self._pending = True
             return
         self.runs += 1
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in flight."""
+        return self._running
 
     @property
     def busy(self) -> bool:

@@ -82,7 +82,8 @@ class SpecPanel:
         self._debouncer = Debouncer(self._redraw_safe, debounce_s,
                                     hold=lambda: self.model.generating, on_busy=self._show_busy)
         self.model.observe(self._on_model)
-        self.model.on_generate(self._debouncer.pause, self._debouncer.resume)
+        self.model.on_generate(self._debouncer.pause, self._debouncer.resume,
+                               lambda: self._debouncer.running)
 
     # -- binding
     def _bind(self, path: str):
@@ -214,6 +215,7 @@ class AnatomyPanel(SpecPanel):
             self.preset_buttons[name] = b
         self.preview = W.Image(format="png", layout=W.Layout(width="400px", height="400px",
                                                               object_fit="contain"))
+        self.preview.add_class("minisim-preview")
         self.readout_html = W.HTML("")
         self.side_image = W.Image(format="png", layout=W.Layout(width="480px"))
         self.preview_frames_data: np.ndarray | None = None
@@ -395,6 +397,7 @@ class ActivityPanel(SpecPanel):
         # the image at its own pixel size, never stretched
         self.traces_image = W.Image(format="png", layout=W.Layout(
             width=f"{w_px}px", height=f"{h_px}px", object_fit="contain", flex="0 0 auto"))
+        self.traces_image.add_class("minisim-traces")
         self.spike_html = W.HTML("")
         self.spike_html.add_class("minisim-spike-count")
         self.traces = None
@@ -603,6 +606,10 @@ class GeneratePanel(SpecPanel):
     def _run(self, spec: Spec, path: Path, fmt: str) -> None:
         t0 = time.perf_counter()
         try:
+            # alone: a preview in flight stops at its next step (its estimate probe finishes)
+            while self.model.previews_running():
+                self.status.value = "waiting for a preview to stop …"
+                time.sleep(0.05)
             self.status.value = f"writing {path} …"
             if fmt == "zarr":
                 self._write_zarr(spec, path)
@@ -613,8 +620,8 @@ class GeneratePanel(SpecPanel):
             self.last_size_bytes = written_bytes(path)
             self.status.value = f"wrote {path} in {time.perf_counter() - t0:.1f} s"
             self.size_html.value = (f"<span class='minisim-written' data-bytes='{self.last_size_bytes}'>"
-                                    f"{path.name}: {_human_bytes(self.last_size_bytes)} on disk"
-                                    "</span>")
+                                    f"{path.name}: {_human_bytes(self.last_size_bytes)} on disk "
+                                    f"({self.last_size_bytes} bytes)</span>")
         except BaseException as e:  # noqa: BLE001 -- reported in the panel, re-raised by generate(wait=True)
             self.last_error = e
             self.progress.bar_style = "danger"
