@@ -21,6 +21,7 @@ import xarray as xr
 
 from . import render, store, truth
 from ._compute import compute
+from .scene.optics import pixel_center_um
 from .spec import Spec
 from .store import (
     FORMAT_VERSION,
@@ -93,8 +94,8 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
     metrics = truth.cell_metrics(world)
     spike_unit, spike_time = truth.spike_table(cells.unit_id, act.spike_times)
     dff, spikes = truth.lazy_dff_and_spikes(spec, cells.unit_id, T, store.TRACE_CHUNK_FRAMES)
-    ys = ((np.arange(H) - (H - 1) / 2) * d).astype(np.float32)
-    xs = ((np.arange(W) - (W - 1) / 2) * d).astype(np.float32)
+    ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
+    xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)
     ds = xr.Dataset(
         data_vars={
@@ -255,3 +256,21 @@ class Recording:
 
         return write_avi(self.dataset["movie"].data, self.spec, path, rendered=self.path is None,
                          **kwargs)
+
+    def to_tiff(self, path: str | Path, **kwargs) -> Path:
+        """Export the movie as a multi-page TIFF (see :func:`minisim.export.to_tiff`)."""
+        from .export import to_tiff
+
+        return to_tiff(self, path, **kwargs)
+
+    def to_minian(self, folder: str | Path, **kwargs) -> Path:
+        """Export movie and ground truth as minian's zarr folder (see :func:`minisim.export.to_minian`)."""
+        from .export import to_minian
+
+        return to_minian(self, folder, **kwargs)
+
+    def to_nwb(self, path: str | Path, **kwargs) -> Path:
+        """Export movie and ground truth as NWB, needs pynwb (see :func:`minisim.export.to_nwb`)."""
+        from .export import to_nwb
+
+        return to_nwb(self, path, **kwargs)

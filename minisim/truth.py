@@ -13,6 +13,7 @@ import numpy as np
 
 from . import activity, render
 from .scene import vessels
+from .scene.optics import patch_overlap
 from .spec import Spec
 
 
@@ -114,12 +115,10 @@ def cell_metrics(world: render.World) -> dict[str, np.ndarray]:
     mask = sc.vessel_chord_um > 0
     overlap = np.zeros(n, np.float32)
     for u, (i0, j0, patch) in enumerate(sc.planted):
-        ia, ja = max(i0, -m), max(j0, -m)
-        ib, jb = min(i0 + patch.shape[0], H + m), min(j0 + patch.shape[1], W + m)
-        if ia < ib and ja < jb:
-            overlap[u] = patch[ia - i0 : ib - i0, ja - j0 : jb - j0][
-                mask[ia + m : ib + m, ja + m : jb + m]
-            ].sum()
+        where = patch_overlap(i0, j0, patch.shape, (-m, H + m, -m, W + m))
+        if where is not None:
+            in_patch, in_grid = where
+            overlap[u] = patch[in_patch][mask[in_grid]].sum()
     return {
         "pnr": pnr,
         "in_focus": in_focus,
