@@ -16,7 +16,7 @@ def test_readout_geometry_of_the_v4():
     assert r["pixel_size_um"] == pytest.approx(4.8 / 2.9)
     assert r["fov_um"][0] == pytest.approx(1006.3, abs=0.1)
     assert r["expected_cells_fov"] == pytest.approx(911.5, abs=0.5)  # physics.md §3: 912
-    # the preset focuses 20 um below the CA1 band's top (physics.md §8.13): 150 + 20
+    # the preset focuses 20 um below the CA1 band centre on axis (physics.md §2.4): 150 + 20
     assert r["focal_depth_um"] == 170.0
     lo, hi = r["focal_depth_range_um"]
     assert hi == 170.0 and 170.0 - lo == pytest.approx(100.0, abs=4)  # corner sag ~100 um
