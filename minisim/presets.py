@@ -10,6 +10,10 @@ NA 0.3, 2.9x, PYTHON480 608 x 608 window of 4.8 um pixels (1.655 um in tissue, 1
 Activity (``activity(name)``): ``quiet``, ``moderate`` (the default) and ``active``, the
 columns of physics.md §5.
 
+Difficulty tiers (``tier(name, spec)``, ``get(scope, activity, tier=...)``): ``easy``,
+``typical`` and ``hard``, dotted Spec updates of the confounds a pipeline must get past
+(motion, vessels, dendrites, brightness spread, density); docs/anatomy.md, "Presets and tiers".
+
 Examples
 --------
 >>> from minisim import presets
@@ -126,7 +130,119 @@ def activity(name: str) -> ActivitySpec:
     return ActivitySpec(**_ACTIVITY[name])
 
 
-def get(scope_name: str = "generic_1p", activity_name: str = "moderate") -> Spec:
-    """A scope preset with an activity preset."""
+def get(scope_name: str = "generic_1p", activity_name: str = "moderate",
+        tier: str | None = None) -> Spec:
+    """A scope preset with an activity preset and, optionally, a difficulty tier.
+
+    ``tier`` (``"easy"``, ``"typical"``, ``"hard"``; see :func:`tier`) applies that tier's
+    dotted updates to the scope; None keeps the scope preset as it is.
+
+    Examples
+    --------
+    >>> from minisim import presets
+    >>> presets.get("miniscope_v4_ca1", "moderate", tier="hard").motion.jerk_rate_hz
+    0.1
+    """
     spec = scope(scope_name)
-    return spec.model_copy(update={"activity": activity(activity_name)})
+    spec = spec.model_copy(update={"activity": activity(activity_name)})
+    return spec if tier is None else apply_tier(spec, tier)
+
+
+# ----------------------------------------------------------------------------- difficulty tiers
+class _Scale(float):
+    """A tier value relative to the scope's own: its value times this factor."""
+
+
+class _Add(int):
+    """A tier value relative to the scope's own: its value plus this (at least 1)."""
+
+
+#: The difficulty tiers: what each raises, and its dotted Spec updates. Plain values replace
+#: the scope's; ``_Scale``/``_Add`` values are relative to the scope's own (densities, vessel
+#: counts), so a tier means the same on a CA1 band and on cortex. docs/anatomy.md, "Presets and
+#: tiers", gives the reasoning and the sources.
+TIERS: dict[str, dict[str, Any]] = {
+    "easy": {
+        "raises": "nothing: little rigid motion (no jerks, oscillation or non-rigid motion), "
+                  "one faint vessel, sparser cells, even brightness, hardly any dendrites",
+        "updates": {
+            "motion.rigid_sd_um": 0.5, "motion.drift_um": 1.0, "motion.jerk_rate_hz": 0.0,
+            "motion.jerk_amplitude_um": 0.0, "motion.oscillation_amplitude_um": 0.0,
+            "motion.nonrigid_amplitude_um": 0.0, "motion.max_displacement_um": 5.0,
+            "vasculature.trunk_count": _Add(-99), "vasculature.branch_levels": 1,
+            "vasculature.absorption_per_um": 0.008,
+            "cells.dendrite_brightness": 0.05, "cells.brightness_sd_ln": 0.25,
+            "cells.density_per_mm3": _Scale(0.6),
+        },
+    },
+    "typical": {
+        "raises": "what published Miniscope recordings show: rigid motion of a few um with "
+                  "occasional jumps, little non-rigid motion or oscillation after rigid "
+                  "registration, vessels over ~10-20 % of the full field, round somata",
+        "updates": {
+            "motion.rigid_sd_um": 1.0, "motion.drift_um": 3.0, "motion.jerk_rate_hz": 0.02,
+            "motion.jerk_amplitude_um": 4.0, "motion.jerk_recovery_s": 0.5,
+            "motion.oscillation_amplitude_um": 0.5, "motion.nonrigid_amplitude_um": 0.5,
+            "motion.max_displacement_um": 15.0,
+            "vasculature.trunk_count": _Add(0), "vasculature.branch_levels": 2,
+            "vasculature.absorption_per_um": 0.015,
+            "cells.dendrite_brightness": 0.15, "cells.brightness_sd_ln": 0.4,
+            "cells.density_per_mm3": _Scale(1.0),
+        },
+    },
+    "hard": {
+        "raises": "every confound: strong rigid motion with frequent large jumps, a 5 Hz "
+                  "oscillation and non-rigid motion that rigid registration leaves behind, "
+                  "more and darker vessels, denser cells with a wide brightness spread and "
+                  "visible dendrites",
+        "updates": {
+            "motion.rigid_sd_um": 3.0, "motion.drift_um": 8.0, "motion.jerk_rate_hz": 0.1,
+            "motion.jerk_amplitude_um": 8.0, "motion.jerk_recovery_s": 0.5,
+            "motion.oscillation_amplitude_um": 2.0, "motion.nonrigid_amplitude_um": 2.0,
+            "motion.max_displacement_um": 30.0,
+            "vasculature.trunk_count": _Add(2), "vasculature.branch_levels": 3,
+            "vasculature.absorption_per_um": 0.025,
+            "cells.dendrite_brightness": 0.4, "cells.brightness_sd_ln": 0.7,
+            "cells.density_per_mm3": _Scale(1.5),
+        },
+    },
+}
+
+
+def tier_names() -> list[str]:
+    """Names of the difficulty tiers, easiest first."""
+    return list(TIERS)
+
+
+def tier(name: str, spec: Spec | None = None) -> dict[str, Any]:
+    """The dotted Spec updates of difficulty tier ``name``, resolved against ``spec``.
+
+    Relative entries (cell density scaled, vessel trunks added) take ``spec``'s own value
+    (default ``Spec()``); the rest are plain values. ``TIERS[name]["raises"]`` says which
+    confounds the tier raises.
+
+    Examples
+    --------
+    >>> from minisim import presets
+    >>> presets.tier_names()
+    ['easy', 'typical', 'hard']
+    >>> presets.tier("hard", presets.scope("miniscope_v4_ca1"))["vasculature.trunk_count"]
+    5
+    """
+    if name not in TIERS:
+        raise _unknown("tier", name, tier_names())
+    base = Spec() if spec is None else spec
+    out: dict[str, Any] = {}
+    for path, value in TIERS[name]["updates"].items():
+        if isinstance(value, (_Scale, _Add)):
+            node: Any = base
+            for part in path.split("."):
+                node = getattr(node, part)
+            value = float(node) * float(value) if isinstance(value, _Scale) else max(1, node + int(value))
+        out[path] = value
+    return out
+
+
+def apply_tier(spec: Spec, name: str) -> Spec:
+    """``spec`` with difficulty tier ``name`` applied (a new, validated Spec)."""
+    return spec.with_updates(tier(name, spec))
