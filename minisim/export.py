@@ -282,7 +282,8 @@ def to_nwb(ds_or_rec: Any, path: str | Path, *, overwrite: bool = False,
     * ``acquisition/OnePhotonSeries``: the movie (frame, height, width) uint16 ADU, written in
       chunks of ``block_frames`` frames from an iterator (flat memory), gzip-compressed;
     * ``processing/ophys/ImageSegmentation/PlaneSegmentation``: one ROI per unit, its
-      ``image_mask`` the footprint A as imaged (ADU per unit of C) and a ``unit_id`` column;
+      ``image_mask`` the footprint A as imaged (ADU per unit of C, streamed a block of units at
+      a time) and a ``unit_id`` column;
     * ``processing/ophys/Fluorescence/C`` and ``processing/ophys/Deconvolved/S``:
       ``RoiResponseSeries`` (frame, unit) of the calcium trace and the spike counts per frame;
     * the Spec JSON in the file's ``notes`` and in ``<name>.spec.json`` beside it.
@@ -299,6 +300,7 @@ def to_nwb(ds_or_rec: Any, path: str | Path, *, overwrite: bool = False,
     """
     try:
         from hdmf.backends.hdf5.h5_utils import H5DataIO
+        from hdmf.common import ElementIdentifiers, VectorData
         from hdmf.data_utils import DataChunkIterator
         from pynwb import NWBHDF5IO, NWBFile
         from pynwb.ophys import (
@@ -306,6 +308,7 @@ def to_nwb(ds_or_rec: Any, path: str | Path, *, overwrite: bool = False,
             ImageSegmentation,
             OnePhotonSeries,
             OpticalChannel,
+            PlaneSegmentation,
             RoiResponseSeries,
         )
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -352,13 +355,22 @@ def to_nwb(ds_or_rec: Any, path: str | Path, *, overwrite: bool = False,
     ophys = nwb.create_processing_module(name="ophys", description="minisim ground truth")
     seg = ImageSegmentation()
     ophys.add(seg)
-    ps = seg.create_plane_segmentation(
+    # the masks stream into the file a block of units at a time (n x H x W floats in all)
+    masks = VectorData(
+        name="image_mask", description="true footprint A as imaged (ADU per unit of C)",
+        data=H5DataIO(DataChunkIterator(data=_footprint_blocks(ds["A"]), maxshape=(n, H, W),
+                                        dtype=np.dtype(np.float32), buffer_size=32),
+                      compression="gzip", chunks=(1, H, W)),
+    )
+    unit_ids = VectorData(name="unit_id", description="minisim unit_id",
+                          data=np.asarray(ds["unit_id"].values, np.int64))
+    ps = PlaneSegmentation(
         name="PlaneSegmentation", imaging_plane=plane,
         description="true footprints A as imaged (ADU per unit of C), one ROI per unit",
+        id=ElementIdentifiers(name="id", data=np.arange(n)), columns=[masks, unit_ids],
+        colnames=["image_mask", "unit_id"],
     )
-    ps.add_column(name="unit_id", description="minisim unit_id")
-    for u, mask in zip(ds["unit_id"].values, _footprint_blocks(ds["A"])):
-        ps.add_roi(image_mask=mask, unit_id=int(u))
+    seg.add_plane_segmentation(ps)
     rois = ps.create_roi_table_region(region=list(range(n)), description="every unit")
     C = np.ascontiguousarray(np.asarray(ds["C"].values, np.float32).T)
     S = np.ascontiguousarray(np.asarray(ds["S"].values).T)

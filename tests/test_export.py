@@ -63,30 +63,43 @@ def test_tiff_above_the_size_limit_is_a_bigtiff_with_the_spec_as_description(sav
         np.testing.assert_array_equal(tif.asarray(), saved.dataset["movie"].values)
 
 
-def _tiff_peak_bytes(rec, path) -> int:
+@pytest.fixture(scope="module")
+def short_and_long(tmp_path_factory):
+    """Saved recordings of 128 and 512 frames (96 x 96 px), re-loaded."""
+    tmp = tmp_path_factory.mktemp("flat")
+    spec = Spec(sensor={"width_px": 96, "height_px": 96, "noise_tile_px": 32},
+                recording={"duration_s": 6.4, "fps": 20.0, "seed": 1}).with_updates(QUIET)
+    recs = []
+    for name, dur in (("short", 6.4), ("long", 25.6)):
+        path = tmp / f"{name}.zarr"
+        minisim.simulate(spec.with_updates({"recording.duration_s": dur})).save(path)
+        recs.append(minisim.Recording.load(path))
+    return recs
+
+
+def _peak_bytes(fn, rec, path) -> int:
     tracemalloc.start()
     try:
-        export.to_tiff(rec, path, block_frames=16)
+        fn(rec, path)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
 
-def test_tiff_export_memory_stays_flat_for_a_4x_longer_movie(tmp_path):
-    spec = Spec(sensor={"width_px": 96, "height_px": 96, "noise_tile_px": 32},
-                recording={"duration_s": 6.4, "fps": 20.0, "seed": 1}).with_updates(QUIET)
-    recs = []
-    for name, dur in (("short", 6.4), ("long", 25.6)):  # 128 and 512 frames
-        path = tmp_path / f"{name}.zarr"
-        minisim.simulate(spec.with_updates({"recording.duration_s": dur})).save(path)
-        recs.append(minisim.Recording.load(path))
-    _tiff_peak_bytes(recs[0], tmp_path / "warm.tif")  # imports and caches out of the way
-    short = _tiff_peak_bytes(recs[0], tmp_path / "short.tif")
-    long = _tiff_peak_bytes(recs[1], tmp_path / "long.tif")
-    movie_long = recs[1].dataset["movie"].nbytes  # 9.4 MB
+@pytest.mark.parametrize("kind", ["tiff", "minian", "nwb"])
+def test_export_memory_stays_flat_for_a_4x_longer_movie(short_and_long, tmp_path, kind):
+    if kind == "nwb":
+        pytest.importorskip("pynwb")
+    fn = {"tiff": export.to_tiff, "minian": export.to_minian, "nwb": export.to_nwb}[kind]
+    short_rec, long_rec = short_and_long
+    _peak_bytes(fn, short_rec, tmp_path / "warm")  # imports and one-off caches out of the way
+    short = _peak_bytes(fn, short_rec, tmp_path / "short")
+    long = _peak_bytes(fn, long_rec, tmp_path / "long")
+    movie_long = long_rec.dataset["movie"].nbytes  # 9.4 MB
     assert long < 1.25 * short + 512 * 1024, (short, long)
-    assert long < movie_long / 2, (long, movie_long)
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "long.tif"), recs[1].dataset["movie"].values)
+    assert long < movie_long * 0.75, (long, movie_long)
+    if kind == "tiff":
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "long"), long_rec.dataset["movie"].values)
 
 
 def test_tiff_refuses_to_overwrite_a_file_minisim_did_not_write(saved, tmp_path):
