@@ -1,4 +1,4 @@
-"""Command line: ``minisim simulate|spec|video|sweep`` and ``minisim-notebooks list|copy``.
+"""Command line: ``minisim simulate|spec|video|sweep|studio`` and ``minisim-notebooks list|copy``.
 
 Every command that makes data takes a Spec (a JSON file) or a preset name, writes with a
 progress bar, and never overwrites unless asked (``--overwrite``).
@@ -13,8 +13,21 @@ from pathlib import Path
 
 from .spec import Spec
 
+#: What ``minisim simulate`` and ``minisim video`` make when given neither a Spec nor a preset:
+#: a Miniscope V4 over CA1 for 30 s (608 x 608 px over ~1 mm: hundreds of cells in view, dozens
+#: detectable; about a minute on 2 cores). ``minisim spec`` still prints the library's ``Spec()``.
+DEFAULT_JOB = {"preset": "miniscope_v4_ca1", "duration_s": 30.0}
 
-def _spec_from_args(args) -> Spec:
+
+def default_spec() -> Spec:
+    """The Spec of the main job, ``minisim simulate -o recording.zarr`` (:data:`DEFAULT_JOB`)."""
+    from . import presets
+
+    return presets.scope(DEFAULT_JOB["preset"]).with_updates(
+        {"recording.duration_s": DEFAULT_JOB["duration_s"]})
+
+
+def _spec_from_args(args, main_job: bool = False) -> Spec:
     from . import presets
 
     if getattr(args, "spec", None) and getattr(args, "preset", None):
@@ -24,7 +37,7 @@ def _spec_from_args(args) -> Spec:
     elif getattr(args, "preset", None):
         spec = presets.scope(args.preset)
     else:
-        spec = Spec()
+        spec = default_spec() if main_job else Spec()
     if getattr(args, "activity", None):
         spec = spec.model_copy(update={"activity": presets.activity(args.activity)})
     updates = {}
@@ -51,7 +64,8 @@ def _scheduler(name: str | None):
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     from . import presets
 
-    p.add_argument("spec", nargs="?", help="a Spec as JSON (default: the library defaults)")
+    p.add_argument("spec", nargs="?", help="a Spec as JSON (default: simulate and video make a "
+                   "Miniscope V4 over CA1 for 30 s; spec prints the library's Spec())")
     p.add_argument("--preset", choices=presets.names(), help="start from a scope preset")
     p.add_argument("--activity", choices=presets.activity_names(), help="an activity preset")
     p.add_argument("--duration-s", type=float, dest="duration_s")
@@ -62,7 +76,7 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
 def cmd_simulate(args) -> int:
     from .recording import simulate
 
-    spec = _spec_from_args(args)
+    spec = _spec_from_args(args, main_job=True)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
@@ -79,6 +93,9 @@ def cmd_simulate(args) -> int:
     n = saved.dataset.sizes["frame"]
     print(saved.summary())
     print(f"  wrote in {dt:.1f} s ({n / dt:.0f} frames/s)")
+    print("open it in Python:")
+    print(f"  import minisim; rec = minisim.Recording.load({str(out)!r})")
+    print("  rec.movie, rec.dataset['A'], rec.dataset['C'], rec.dataset['detectable']  # lazy")
     return 0
 
 
@@ -96,12 +113,22 @@ def cmd_spec(args) -> int:
 def cmd_video(args) -> int:
     from .video import simulate_video
 
-    spec = _spec_from_args(args)
+    spec = _spec_from_args(args, main_job=True)
     simulate_video(spec, args.output, codec=args.codec, scheduler=_scheduler(args.scheduler),
                    progress=not args.quiet, overwrite=args.overwrite, mapping=args.mapping)
     out = Path(args.output)
     print(f"wrote {out}, {out.with_suffix('.spec.json')} and {out.with_suffix('.video.json')}")
     return 0
+
+
+def cmd_studio(args) -> int:
+    from .studio.serve import serve
+
+    try:
+        return serve(args.folder, args.port, not args.no_browser)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_sweep(args) -> int:
@@ -119,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"minisim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("simulate", help="render a recording into a zarr store")
+    s = sub.add_parser("simulate", help="render a recording into a zarr store (default: a "
+                       "Miniscope V4 over CA1, 30 s)")
     _add_spec_args(s)
     s.add_argument("-o", "--output", required=True, help="OUT.zarr")
     s.add_argument("--scheduler", default="threads",
@@ -141,13 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="OUT.avi")
     s.add_argument("--codec", default="ffv1", choices=["ffv1", "rawvideo", "mjpeg", "h264"],
                    help="ffv1 (lossless, default) | rawvideo (lossless) | mjpeg | h264")
-    s.add_argument("--mapping", default="full", choices=["full", "percentile"],
-                   help="bit depth -> 8 bit: the sensor's full range (default) or a 0.5-99.5 %% "
-                        "percentile window from a preview (see docs/video.md)")
+    s.add_argument("--mapping", default="percentile", choices=["full", "percentile"],
+                   help="bit depth -> 8 bit: a 0.5-99.5 %% percentile window from a preview of the "
+                        "movie (default) or the sensor's full range (see docs/video.md)")
     s.add_argument("--scheduler", default="threads")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_video)
+
+    s = sub.add_parser("studio", help="serve the studio as an app in the browser (Voila)")
+    from .studio.serve import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(func=cmd_studio)
 
     s = sub.add_parser("sweep", help="render a dataset of recordings on a dask cluster")
     s.add_argument("sweep", help="SWEEP.yaml or .json")

@@ -16,11 +16,14 @@ The 8-bit mapping, with integer ``low`` and ``high`` ADU::
 
     uint8 = clip(floor((adu - low) * 255 / (high - low) + 1/2), 0, 255)
 
+``mapping="percentile"`` (the default) takes ``low`` and ``high`` from the 0.5 and 99.5
+percentiles of a deterministic preview of the movie (up to 64 evenly spaced frames, rendered
+by the same render function, so the same Spec always gives the same window whatever the
+chunking), rounded outwards to whole ADU: the recording's own signal range, so the video uses
+the grey levels (a 12-bit movie spanning ~100-370 ADU would otherwise get ~15 of them).
 ``mapping="full"`` uses the sensor's whole range, ``low = 0`` and ``high = 2**bit_depth - 1``
 (the identity for an 8-bit sensor; a tie at exactly 1/2 cannot occur there, because
-``2 * adu * 255`` is even and ``high`` is odd). ``mapping="percentile"`` takes ``low`` and
-``high`` from percentiles of a deterministic preview of the movie (up to 64 evenly spaced
-frames), rounded outwards to whole ADU; both are stored in ``out.video.json``.
+``2 * adu * 255`` is even and ``high`` is odd). Both are stored in ``out.video.json``.
 """
 
 from __future__ import annotations
@@ -227,7 +230,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- export
 def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", scheduler=None,
                    progress: bool = True, overwrite: bool = False,
-                   chunks: dict[str, int] | None = None, mapping: str = "full",
+                   chunks: dict[str, int] | None = None, mapping: str = "percentile",
                    percentiles: tuple[float, float] = (0.5, 99.5)) -> Path:
     """Render ``spec`` (default ``Spec()``) straight into an 8-bit AVI at ``path``.
 
@@ -252,7 +255,8 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
         frames, tiled as ``simulate`` tiles. Two time-blocks are alive at a time, so the frame
         chunk sets the memory. Never changes the bytes.
     mapping
-        ``"full"`` (the sensor's range) or ``"percentile"`` (see the module docstring).
+        ``"percentile"`` (default: the movie's own range from a preview) or ``"full"`` (the
+        sensor's range); see the module docstring.
     percentiles
         ``(low, high)`` percentiles for ``mapping="percentile"``.
 
@@ -293,7 +297,7 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
 
 def recording_to_video(rec, path: str | Path, *, codec: str = "ffv1", scheduler=None,
                        progress: bool = True, overwrite: bool = False,
-                       chunks: dict[str, int] | None = None, mapping: str = "full",
+                       chunks: dict[str, int] | None = None, mapping: str = "percentile",
                        percentiles: tuple[float, float] = (0.5, 99.5)) -> Path:
     """Export an existing (lazy, e.g. loaded) Recording as an 8-bit AVI at ``path``.
 
@@ -308,7 +312,7 @@ def recording_to_video(rec, path: str | Path, *, codec: str = "ffv1", scheduler=
 
 def write_avi(movie, spec: Spec, path: str | Path, *, rendered: bool = False, codec: str = "ffv1",
               scheduler=None, progress: bool = True, overwrite: bool = False,
-              chunks: dict[str, int] | None = None, mapping: str = "full",
+              chunks: dict[str, int] | None = None, mapping: str = "percentile",
               percentiles: tuple[float, float] = (0.5, 99.5)) -> Path:
     """Export a lazy movie (dask array (frame, height, width) of ADU) made from ``spec`` as an AVI.
 

@@ -52,7 +52,7 @@ def synthetic_recording(frames: int, height: int, width: int, fail_at: int | Non
 def exported(tmp_path_factory):
     """One simulated ffv1 video and the zarr store of the same Spec."""
     folder = tmp_path_factory.mktemp("video")
-    avi = minisim.simulate_video(SPEC, folder / "out.avi", progress=False)
+    avi = minisim.simulate_video(SPEC, folder / "out.avi", progress=False, mapping="full")
     store = folder / "rec.zarr"
     minisim.simulate(SPEC).save(store)
     return avi, store
@@ -97,7 +97,7 @@ def test_spec_json_round_trips_and_resimulates_the_same_frames(exported):
 
 def test_loaded_recording_exports_the_same_frames(exported, tmp_path):
     avi, store = exported
-    out = Recording.load(store).to_video(tmp_path / "loaded.avi", progress=False)
+    out = Recording.load(store).to_video(tmp_path / "loaded.avi", progress=False, mapping="full")
     np.testing.assert_array_equal(read_gray(out), read_gray(avi))
     assert Spec.model_validate_json(out.with_suffix(".spec.json").read_text()) == SPEC
 
@@ -105,7 +105,7 @@ def test_loaded_recording_exports_the_same_frames(exported, tmp_path):
 def test_chunking_never_changes_the_video(exported, tmp_path):
     avi, _ = exported
     out = minisim.simulate_video(SPEC, tmp_path / "c.avi", chunks={"frame": 3, "width": 16},
-                                 progress=False)
+                                 progress=False, mapping="full")
     np.testing.assert_array_equal(read_gray(out), read_gray(avi))
     with pytest.raises(ValueError, match="unknown dims"):
         minisim.simulate_video(SPEC, tmp_path / "d.avi", chunks={"time": 3}, progress=False)
@@ -115,7 +115,8 @@ def test_chunking_never_changes_the_video(exported, tmp_path):
 @pytest.mark.parametrize("codec", sorted(CODECS))
 def test_every_codec_keeps_an_odd_frame_size(codec, tmp_path):
     rec, top = synthetic_recording(9, 37, 51)
-    out = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False)
+    out = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False,
+                             mapping="full")
     frames = read_gray(out)
     assert frames.shape == (9, 37, 51)
     assert stream_info(out)[:3] == (9, 37, 51)
@@ -132,7 +133,8 @@ def test_opencv_reads_every_codec(codec, tmp_path):
     """OpenCV (its FFmpeg backend), the reader most pipelines use, gets every frame back."""
     cv2 = pytest.importorskip("cv2")
     rec, top = synthetic_recording(9, 37, 51)
-    out = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False)
+    out = recording_to_video(rec, tmp_path / f"{codec}.avi", codec=codec, progress=False,
+                             mapping="full")
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened()
     assert (cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)) == (9, 10)
@@ -164,7 +166,7 @@ def test_imagej_codecs_carry_the_fourcc_its_avi_reader_knows(codec, fourcc, bits
 def test_lossy_codecs_stay_close_on_a_real_movie(codec, exported, tmp_path):
     avi, store = exported
     out = recording_to_video(Recording.load(store), tmp_path / "lossy.avi", codec=codec,
-                             progress=False)
+                             progress=False, mapping="full")
     error = np.abs(read_gray(out).astype(int) - read_gray(avi))
     assert error.mean() < 2.0
     assert read_metadata(out)["lossless"] is False
@@ -233,6 +235,20 @@ def test_a_failed_render_leaves_no_video_behind(tmp_path):
 
 
 # --------------------------------------------------------------------------- the mapping
+@pytest.mark.parametrize("preset", minisim.presets.names())
+def test_default_video_uses_at_least_100_grey_levels(preset, tmp_path):
+    """The default mapping is the movie's own range: a 128 x 128 px crop of each scope preset."""
+    spec = minisim.presets.scope(preset).with_updates({
+        "sensor.width_px": 128, "sensor.height_px": 128, "sensor.noise_tile_px": 64,
+        "recording.duration_s": 2.0, "recording.fps": 10.0})
+    avi = minisim.simulate_video(spec, tmp_path / "v.avi", progress=False)
+    assert read_metadata(avi)["mapping"]["kind"] == "percentile"
+    assert len(np.unique(read_gray(avi))) >= 100
+    full = minisim.simulate_video(spec, tmp_path / "f.avi", progress=False, mapping="full")
+    if spec.sensor.bit_depth > 8:  # the full 12-bit range leaves a real movie nearly flat
+        assert len(np.unique(read_gray(full))) < 50
+
+
 @pytest.mark.parametrize("bits", [8, 10, 12, 16])
 def test_full_range_mapping_matches_the_documented_formula(bits):
     top = 2**bits - 1
