@@ -9,12 +9,14 @@ per-cell flags (in_focus, pnr, vessel_overlap_fraction).
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from helpers import ALL_EFFECTS_OFF
 from scipy.spatial import cKDTree
 
 import minisim
-from minisim import Spec
+from minisim import Spec, presets, truth
 from minisim.activity import simulate_activity
+from minisim.render import build_world
 from minisim.scene.cells import expected_count, place_cells
 
 
@@ -146,7 +148,7 @@ def test_pnr_falls_with_defocus_and_detectable_follows_the_rule():
     # (attenuation on, so a cell is as bright against it as in tissue)
     spec = _small(**{**ALL_EFFECTS_OFF, "optics.defocus_enabled": True, "sensor.noise": True,
                      "tissue.neuropil": {"enabled": True}, "tissue.attenuation": {"enabled": True},
-                     "cells.density_per_mm3": 80000.0,
+                     "cells.density_per_mm3": 80000.0, "sensor.bit_depth": 16,   # no clipping
                      "recording.duration_s": 10.0, "activity.rate_median_hz": 1.0})
     ds = minisim.simulate(spec).dataset
     moved = minisim.simulate(spec.with_updates({"optics.focus_offset_um": 40.0})).dataset
@@ -160,11 +162,13 @@ def test_pnr_falls_with_defocus_and_detectable_follows_the_rule():
     assert sel.sum() >= 10
     assert np.all(pnr_moved[sel] < pnr[sel])
     assert np.median(pnr_moved[sel] / pnr[sel]) < 0.8   # 0.65 here: the light spreads over more pixels
-    # detectable is the documented rule: SNR >= 3, |dz| <= 3 soma radii, centre inside the field
+    # detectable is the documented rule: oracle trace, compactness, visibility, centre inside
     for d in (ds, moved):
         inside = (np.abs(d["position"].values[:, 1]) < spec.fov_um[0] / 2) & (
             np.abs(d["position"].values[:, 2]) < spec.fov_um[1] / 2)
-        rule = (d["pnr"].values >= 3) & d["in_focus"].values & inside
+        rule = (inside & (d["oracle_r"].values >= truth.ORACLE_MIN_R)
+                & (d["compactness"].values >= truth.COMPACT_MIN_FRACTION)
+                & (d["visibility"].values >= truth.VISIBLE_MIN_DFF))
         assert np.array_equal(d["detectable"].values, rule)
     assert ds["detectable"].sum() > moved["detectable"].sum()
 
@@ -195,3 +199,93 @@ def test_footprints_of_any_window_are_crops_of_the_whole_field():
     for y0, y1, x0, x1 in ((0, 80, 0, 96), (7, 33, 50, 96), (40, 80, 0, 17), (79, 80, 95, 96)):
         assert np.array_equal(sc.footprints_e(units, (y0, y1, x0, x1)), whole[:, y0:y1, x0:x1])
         assert np.array_equal(sc.planted_dense(units, (y0, y1, x0, x1)), planted[:, y0:y1, x0:x1])
+
+
+# ------------------------------------------------------------------------- detectable: the rule
+#: A 64 x 64 px V4 CA1 window, 10 s, every cell firing ~1 Hz, focus on the band, no motion:
+#: each case below changes one thing about the same cells.
+_DETECT = {"sensor.width_px": 64, "sensor.height_px": 64, "recording.duration_s": 10.0,
+           "recording.seed": 3, "optics.focus_offset_um": 0.0, "optics.field_curvature": {"enabled": False},
+           "motion.enabled": False, "activity.rate_median_hz": 1.0, "activity.rate_sd_ln": 0.0,
+           "activity.active_fraction": 1.0, "activity.up_dwell_s": 1e5, "activity.down_dwell_s": 1e-3}
+
+
+def _detect_world(**updates):
+    return build_world(presets.scope("miniscope_v4_ca1").with_updates({**_DETECT, **updates}))
+
+
+def _centred(world):
+    c, (h, w) = world.scene.cells, world.spec.fov_um
+    return (np.abs(c.y_um) < h / 2) & (np.abs(c.x_um) < w / 2)
+
+
+def test_detectable_is_the_documented_rule_and_oracle_r_is_in_the_ground_truth():
+    spec = presets.get("miniscope_v4_ca1", "moderate").with_updates(
+        {"sensor.width_px": 96, "sensor.height_px": 96, "recording.duration_s": 10.0})
+    ds = minisim.simulate(spec).dataset
+    pos = ds["position"].values
+    inside = (np.abs(pos[:, 1]) < spec.fov_um[0] / 2) & (np.abs(pos[:, 2]) < spec.fov_um[1] / 2)
+    assert ds["oracle_r"].dtype == np.float32 and ds["oracle_r"].dims == ("unit_id",)
+    rule = (inside & (ds["oracle_r"].values >= truth.ORACLE_MIN_R)
+            & (ds["compactness"].values >= truth.COMPACT_MIN_FRACTION)
+            & (ds["visibility"].values >= truth.VISIBLE_MIN_DFF))
+    assert np.array_equal(ds["detectable"].values, rule)
+    det, und = ds["detectable"].values, inside & ~ds["detectable"].values
+    assert det.sum() >= 3 and und.sum() >= 3
+    assert np.median(ds["oracle_r"].values[det]) > np.median(ds["oracle_r"].values[und]) + 0.2
+
+
+def test_a_bright_cell_under_a_thick_vessel_is_not_detectable_though_its_oracle_trace_is_good():
+    # the same cells with and without a thick, strongly absorbing vessel layer above them
+    shaded = _detect_world(**{"vasculature.trunk_radius_um": 25.0, "vasculature.absorption_per_um": 0.05})
+    clear = _detect_world(**{"vasculature.enabled": False})
+    assert np.array_equal(shaded.scene.cells.unit_id, clear.scene.cells.unit_id)
+    m, m0 = truth.cell_metrics(shaded), truth.cell_metrics(clear)
+    under = _centred(shaded) & (m["vessel_overlap_fraction"] > 0.99) & m0["detectable"]
+    assert under.sum() >= 2
+    assert not m["detectable"][under].any()
+    # its trace alone would pass: the light is there, but it is scattered light around a shadow
+    assert np.all(m["oracle_r"][under] >= truth.ORACLE_MIN_R)
+    assert np.all(m["compactness"][under] < truth.COMPACT_MIN_FRACTION)
+    assert np.all(m0["compactness"][under] >= truth.COMPACT_MIN_FRACTION)
+
+
+def test_a_far_defocused_cell_is_not_detectable():
+    focused = _detect_world(**{"vasculature.enabled": False})
+    deep = _detect_world(**{"vasculature.enabled": False, "optics.focus_offset_um": 40.0})
+    m, md = truth.cell_metrics(focused), truth.cell_metrics(deep)
+    sel = np.flatnonzero(_centred(focused) & m["detectable"])
+    assert len(sel) >= 3
+    ids = list(deep.scene.cells.unit_id)
+    moved = np.array([ids.index(u) for u in focused.scene.cells.unit_id[sel]])
+    assert np.all(np.abs(deep.scene.dz_um[moved]) > 25)
+    assert not md["detectable"][moved].any()
+    # the blur spreads its light: less of it near the centre, a smaller ripple on the local level
+    assert np.all(md["compactness"][moved] < m["compactness"][sel])
+    assert np.all((md["compactness"][moved] < truth.COMPACT_MIN_FRACTION)
+                  | (md["visibility"][moved] < truth.VISIBLE_MIN_DFF))
+
+
+def test_a_cell_beside_a_much_brighter_one_is_not_detectable():
+    world = _detect_world(**{"vasculature.enabled": False})
+    m = truth.cell_metrics(world)
+    c = world.scene.cells
+    best = None
+    for u in np.flatnonzero(_centred(world) & m["detectable"]):
+        d = np.hypot(c.y_um - c.y_um[u], c.x_um - c.x_um[u])
+        d[u] = np.inf
+        k = int(np.argmin(d))
+        if d[k] < 2 * 2 * c.radius_um[u] and (best is None or d[k] < best[2]):
+            best = (u, k, d[k])
+    assert best is not None, "this window should hold a detectable cell with a close neighbour"
+    u, k, _ = best
+    # the same World with the neighbour's light made 20x brighter (its footprints scaled)
+    bright = _detect_world(**{"vasculature.enabled": False})
+    sc = bright.scene
+    gain = sp.diags(np.where(np.arange(len(c)) == k, 20.0, 1.0).astype(np.float32))
+    sc.sharp_e, sc.halo_e = (sc.sharp_e @ gain).tocsr(), (sc.halo_e @ gain).tocsr()
+    sc.axial_e = tuple((a @ gain).tocsr() for a in sc.axial_e)
+    mb = truth.cell_metrics(bright)
+    assert not mb["detectable"][u]
+    # its oracle trace now carries the neighbour's shot noise
+    assert mb["oracle_r"][u] < truth.ORACLE_MIN_R <= m["oracle_r"][u]
