@@ -92,6 +92,15 @@ def test_the_truth_read_back_from_zarr_and_through_caimans_layout_scores_perfect
     assert score(rec, wrong, registration="none").f1 < 0.5
 
 
+def test_the_minian_export_read_back_scores_perfectly(rec, tmp_path):
+    from minisim.export import to_minian
+
+    folder = to_minian(rec, tmp_path / "minian")
+    s = score(rec, from_minian(folder), registration="none")
+    assert (s.f1, s.precision, s.recall, s.spike_f1) == (1.0, 1.0, 1.0, 1.0)
+    assert s.trace_r == pytest.approx(1.0, abs=1e-6) and s.footprint_r == pytest.approx(1.0, abs=1e-6)
+
+
 # ------------------------------------------------------------------------ each error, its metric
 def test_dropping_k_units_lowers_recall_by_k_over_n_and_keeps_precision(compact):
     A, C, S = _truth_arrays(compact)
