@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import activity, render
-from .scene.optics import patch_overlap
+from .scene.optics import patch_overlap, pixel_index
 from .spec import Spec
 
 # --------------------------------------------------------------------------- traces
@@ -206,8 +206,8 @@ def detectability(world: render.World) -> dict[str, np.ndarray]:
     n = len(sc.cells)
     c = sc.cells
     vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
-    cy = c.y_um / d + (H - 1) / 2 - y0
-    cx = c.x_um / d + (W - 1) / 2 - x0
+    cy = pixel_index(c.y_um, H, d) - y0  # in window pixels
+    cx = pixel_index(c.x_um, W, d) - x0
     reach = COMPACT_RADII * c.radius_um / d
     compactness = np.zeros(n, np.float32)
     rows, cols, vals = [], [], []
