@@ -254,9 +254,7 @@ def _stats(csr: sp.csr_matrix, dims: tuple[int, int]) -> _Stats:
     K = csr.shape[0]
     rows = np.repeat(np.arange(K), np.diff(csr.indptr))
     data = csr.data.astype(np.float64)
-    peak = np.zeros(K)
-    if data.size:
-        np.maximum.at(peak, rows, data)
+    peak = np.asarray(csr.max(axis=1).todense(), np.float64).ravel() if K else np.zeros(0)
     in_core = data >= CORE_FRACTION * peak[rows]
     in_core &= data > 0
     core = sp.csr_matrix((np.ones(in_core.sum(), np.float32), (rows[in_core], csr.indices[in_core])),
@@ -359,6 +357,27 @@ def _registration_shift(ds, est: Estimate, registration) -> tuple[float, float]:
                      "or a reference frame index")
 
 
+def _shift_units(block: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """Each (height, width) footprint of ``block`` shifted by ``shift`` px (bilinear, zero outside).
+
+    ``scipy.ndimage.shift`` on each footprint's bounding box grown by the shift: the same values
+    as on the whole field (the footprint is zero outside its box), at the cost of the box.
+    """
+    from scipy import ndimage
+
+    out = np.zeros_like(block)
+    H, W = block.shape[1:]
+    pad = int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2
+    for k, a in enumerate(block):
+        rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+        if not len(rows):
+            continue
+        y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, H)
+        x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, W)
+        out[k, y0:y1, x0:x1] = ndimage.shift(a[y0:y1, x0:x1], shift, order=1, mode="constant", cval=0.0)
+    return out
+
+
 def _load_truth(truth: Any, est: Estimate, registration) -> _Truth:
     from scipy import ndimage
 
@@ -377,8 +396,7 @@ def _load_truth(truth: Any, est: Estimate, registration) -> _Truth:
         parts = []
         for u0 in range(0, A.shape[0], _BLOCK_UNITS):
             block = np.asarray(A[u0 : u0 + _BLOCK_UNITS].values, np.float32)
-            block = ndimage.shift(block, (0.0, *shift), order=1, mode="constant", cval=0.0)
-            parts.append(sp.csr_matrix(block.reshape(block.shape[0], -1)))
+            parts.append(sp.csr_matrix(_shift_units(block, shift).reshape(block.shape[0], -1)))
         csr = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, H * W), dtype=np.float32)
     else:
         csr = _dense_units_to_csr(A)
