@@ -361,9 +361,6 @@ class ActivityBatch:
         L, fps = SEGMENT_FRAMES, self.fps
         first = max(0, seg - int(self.lookback_segments.max(initial=1)))
         births = {j: self._births(j) for j in range(first, seg + 1)}
-        for j in list(self._birth_cache):   # keep the window only
-            if j < first:
-                del self._birth_cache[j]
         refractory_s = self.act_spec.refractory_ms / 1e3
         out = [np.empty(0)] * len(self.unit_ids)
         for j, i in enumerate(self.active_idx):
@@ -392,7 +389,8 @@ class ActivityBatch:
         act_spec = self.act_spec
         if not act_spec.hill_enabled:
             return kernel_sum
-        return _hill_f(act_spec.ca_rest_nm + kernel_sum, act_spec) / _hill_f(np.float64(act_spec.ca_rest_nm), act_spec) - 1.0
+        f_rest = _hill_f(np.float64(act_spec.ca_rest_nm), act_spec)
+        return _hill_f(act_spec.ca_rest_nm + kernel_sum, act_spec) / f_rest - 1.0
 
     def _bleaching(self, seg: int) -> np.ndarray:
         """(units, L) expected-course bleaching ``(1-β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b)``."""
@@ -420,9 +418,6 @@ class ActivityBatch:
         x *= np.sqrt(act_spec.ensemble_count)
         zi = [neuropil_sd * x[0] - (1.0 - neuropil_coef) * x[0]]
         y = lfilter([1.0 - neuropil_coef], [1.0, -neuropil_coef], x, zi=zi)[0][-L:]
-        for j in list(self._drive_cache):
-            if j < first:
-                del self._drive_cache[j]
         frac = np_spec.fluctuation_fraction if np_spec.enabled else 0.0
         if self.beta > 0.0:
             t = (seg * L + np.arange(L)) * dt
@@ -432,6 +427,15 @@ class ActivityBatch:
             bleach = 1.0
         return (1.0 + frac * y / neuropil_sd) * bleach
 
+    def _forget_outside(self, seg: int) -> None:
+        """Drop cached births and drives that no window of ``seg`` uses (any access order)."""
+        np_spec = self.spec.tissue.neuropil
+        back = max(int(self.lookback_segments.max(initial=1)),
+                   int(np.ceil(NEUROPIL_MEMORY_TAUS * np_spec.tau_s / (SEGMENT_FRAMES * self.dt))))
+        for cache in (self._birth_cache, self._drive_cache):
+            for j in [j for j in cache if not seg - back <= j <= seg]:
+                del cache[j]
+
     # -- the segment ------------------------------------------------------------------------
     def segment(self, seg: int) -> Activity:
         """Activity of segment ``seg`` (frames [seg·L, (seg+1)·L)), whole (crop it yourself).
@@ -440,6 +444,7 @@ class ActivityBatch:
         """
         if seg < 0:
             raise ValueError(f"segment={seg} must be >= 0")
+        self._forget_outside(seg)
         window = self._window_spikes(seg)
         kernel_sum, inside = self._calcium(seg, window)
         dff = self._indicator(kernel_sum).astype(np.float32)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import render, store, truth
+from . import activity, render, store, truth
 from ._compute import compute
 from .scene.optics import pixel_center_um
 from .spec import Spec
@@ -77,7 +77,9 @@ def _unit_array(spec: Spec, n_units: int, kind: str):
 
 
 def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
-    """The Recording's Dataset: lazy movie, footprints, dF/F and S; C and the small ground truth eager."""
+    """The Recording's Dataset: lazy movie, footprints and per-frame truth; the per-unit truth eager."""
+    import dask.array as da
+
     spec, sc, act = world.spec, world.scene, world.activity
     H, W, T = spec.sensor.height_px, spec.sensor.width_px, world.n_frames
     d, K, fps = spec.pixel_size_um, spec.sensor.gain_adu_per_e, spec.recording.fps
@@ -90,10 +92,10 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
         K * sc.vignette * sc.glow_e,
         np.full((H, W), K * spec.sensor.dark_current_e_per_s / fps),
     ]).astype(np.float32)
-    f = np.stack([world.f_np, np.ones(T, np.float32), np.ones(T, np.float32)])
+    traces = truth.lazy_traces(spec, n)
+    ones = da.ones(T, dtype=np.float32, chunks=activity.SEGMENT_FRAMES)
+    f = da.stack([traces["neuropil"], ones, ones])
     metrics = truth.cell_metrics(world)
-    spike_unit, spike_time = truth.spike_table(cells.unit_id, act.spike_times)
-    dff, spikes = truth.lazy_dff_and_spikes(spec, cells.unit_id, T, store.TRACE_CHUNK_FRAMES)
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)
@@ -105,12 +107,12 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
                   {"units": "ADU per unit of C", "long_name": "footprint as imaged"}),
             "A_planted": (("unit_id", "height", "width"), _unit_array(spec, n, "planted"),
                           {"units": "fraction of the cell's light", "long_name": "sharp footprint in tissue"}),
-            "C": (("unit_id", "frame"), world.C, {"units": "1 (1 = resting, t=0)",
+            "C": (("unit_id", "frame"), traces["C"], {"units": "1 (1 = resting, t=0)",
                                                   "long_name": "fluorescence trace incl. bleaching"}),
-            "dff": (("unit_id", "frame"), dff, {"units": "dF/F", "long_name": "calcium dF/F before bleaching"}),
-            "S": (("unit_id", "frame"), spikes, {"units": "spikes per frame"}),
+            "dff": (("unit_id", "frame"), traces["dff"], {"units": "dF/F", "long_name": "calcium dF/F before bleaching"}),
+            "S": (("unit_id", "frame"), traces["S"], {"units": "spikes per frame"}),
             "b": (("bg_component", "height", "width"), b, {"units": "ADU per unit of f"}),
-            "f": (("bg_component", "frame"), f.astype(np.float32), {"units": "1"}),
+            "f": (("bg_component", "frame"), f, {"units": "1"}),
             "position": (("unit_id", "axis"),
                          np.column_stack([cells.z_um, cells.y_um, cells.x_um]).astype(np.float32),
                          {"units": "um", "long_name": "cell centre (z below surface, y, x)"}),
@@ -125,20 +127,18 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
             "oracle_r": (unit, metrics["oracle_r"], {"long_name": "correlation of the oracle trace with C"}),
             "compactness": (unit, metrics["compactness"], {"long_name": "footprint energy within 1.5 soma radii"}),
             "visibility": (unit, metrics["visibility"], {"units": "dF/F", "long_name": "peak dF/F over the local image"}),
-            "active": (unit, np.asarray(act.active, bool)),
-            "rate_hz": (unit, np.asarray(act.rate_hz, np.float32)),
-            "spike_unit_id": (("spike",), spike_unit),
-            "spike_time_s": (("spike",), spike_time, {"units": "s"}),
+            "active": (unit, np.asarray(act.params["active"], bool)),
+            "rate_hz": (unit, np.asarray(act.params["rate_hz"], np.float32)),
             "vessel_mask": (("height", "width"), sc.vessel_mask),
-            "vessel_dilation": (("frame",), truth.vessel_dilation(spec, T),
+            "vessel_dilation": (("frame",), traces["vessel_dilation"],
                                 {"units": "1", "long_name": "fractional vessel dilation (vasomotion); "
                                  "transmission under vessels is scaled by exp(-2 mu_a L dilation)"}),
-            "motion": (("frame", "motion_axis"), (world.motion.rigid_um / d).astype(np.float32),
+            "motion": (("frame", "motion_axis"), traces["motion"],
                        {"units": "px", "long_name": "rigid brain displacement (y, x)"}),
         },
         coords={
-            "frame": np.arange(T, dtype=np.int64),
-            "time_s": ("frame", (np.arange(T) / fps).astype(np.float64)),
+            # no index over frames (it would grow with the recording): select with isel
+            "time_s": ("frame", da.arange(T, chunks=activity.SEGMENT_FRAMES, dtype=np.float64) / fps),
             "height": np.arange(H, dtype=np.int64),
             "width": np.arange(W, dtype=np.int64),
             "y_um": ("height", ys),
@@ -215,7 +215,7 @@ class Recording:
             f"{s.pixel_size_um:.3f} um/px, {s.recording.fps:g} fps, "
             f"{s.recording.duration_s:g} s, seed {s.recording.seed}"),
             (f"  units: {ds.sizes['unit_id']} ({inside} centred in the field, {det} detectable; "
-             f"the rest lie outside and shed light into it), spikes: {ds.sizes['spike']}"),
+             f"the rest lie outside and shed light into it), spikes: {ds.sizes.get('spike', 'see minisim.truth.spike_table')}"),
         ]
         if self.path is not None:
             size = sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())

@@ -13,130 +13,160 @@
 Every pixel depends only on its own coordinates, the frame and the Spec, never on the block
 that holds it: any chunking, any scheduler and any window give the same bytes.
 
-The ``World`` (scene + traces + motion) is built once per process from the Spec and cached,
-so dask tasks carry only the Spec's JSON: nothing big is embedded in the graph, and a process
-or distributed worker builds what it needs on first use.
+The ``World`` (scene + per-unit activity constants) is built once per process from the Spec
+and cached, so dask tasks carry only the Spec's JSON: nothing big is embedded in the graph,
+and a process or distributed worker builds what it needs on first use. Traces and motion come
+a time segment at a time, for the frames a block asks for (docs/segments.md).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import sensor as _sensor
-from .activity import Activity, simulate_activity
-from .motion import Motion, axial_weights, displacement_px, simulate_motion
+from .activity import SEGMENT_FRAMES, Activity, ActivityBatch
+from .motion import Motion, axial_weights, displacement_px, motion_frames, motion_segment
 from .scene import Scene, build_scene
 from .scene.optics import pixel_center_um
-from .scene.vessels import dilation_factor
+from .scene.vessels import dilation, dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
 RENDER_ALGORITHM = 2
 
 
-@dataclass
 class World:
-    spec: Spec
-    scene: Scene
-    activity: Activity | None  # None in a render-only World (see build_world's ``truth``);
-    #                            per-unit fields only: spikes, dff, bleach are None
-    motion: Motion
-    C: np.ndarray           # (units, frames) float32, = activity.C
-    f_np: np.ndarray        # (frames,) float32 neuropil course
-    _cache: dict = field(default_factory=dict, repr=False)
+    """What rendering one Spec needs, built once per process: the scene and the units' activity.
 
-    @property
-    def n_frames(self) -> int:
-        return self.C.shape[1]
+    ``scene`` holds the cells, footprints and fields; ``activity`` the per-unit constants of an
+    :class:`~minisim.activity.ActivityBatch`. Traces (C, neuropil course, dF/F, S) and motion
+    are computed one time segment at a time when a block asks for frames, from keyed state at
+    the segment's start (docs/segments.md); the last :data:`WORLD_SEGMENTS` segments are kept.
+    Nothing in a World grows with the recording's length. ``n_frames`` limits the frames it
+    serves (a prefix: the studio's preview).
+    """
+
+    def __init__(self, spec: Spec, scene: Scene, n_frames: int | None = None) -> None:
+        self.spec = spec
+        self.scene = scene
+        self.n_frames = spec.recording.n_frames if n_frames is None else int(n_frames)
+        self.activity = ActivityBatch(spec, scene.cells.unit_id)
+        self._segments: OrderedDict[int, Segment] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def segment(self, seg: int) -> Segment:
+        """Traces and motion of segment ``seg`` (whole: frames [seg·L, (seg+1)·L)), cached."""
+        with self._lock:
+            got = self._segments.get(seg)
+            if got is None:
+                act = self.activity.segment(seg)
+                got = Segment(act, act.C, np.ascontiguousarray(act.neuropil_f, np.float32),
+                              motion_segment(self.spec, seg))
+                _keep(self._segments, seg, got, WORLD_SEGMENTS)
+            else:
+                self._segments.move_to_end(seg)
+            return got
+
+    def _segments_of(self, frames: range) -> tuple[list[Segment], int]:
+        first = frames.start // SEGMENT_FRAMES
+        last = -(-max(frames.stop, frames.start) // SEGMENT_FRAMES)
+        return [self.segment(s) for s in range(first, last)], frames.start - first * SEGMENT_FRAMES
+
+    def traces(self, frames: range) -> tuple[np.ndarray, np.ndarray]:
+        """(C (units, frames) float32, neuropil course (frames,) float32) of ``frames``."""
+        segs, lo = self._segments_of(frames)
+        n = len(frames)
+        if len(segs) == 1:
+            s = segs[0]
+            return s.C[:, lo : lo + n], s.f_np[lo : lo + n]
+        if not segs:
+            return np.zeros((len(self.scene.cells), 0), np.float32), np.zeros(0, np.float32)
+        C = np.concatenate([s.C for s in segs], axis=1)[:, lo : lo + n]
+        return C, np.concatenate([s.f_np for s in segs])[lo : lo + n]
+
+    def motion(self, frames: range) -> Motion:
+        """The brain's motion over ``frames`` (row 0 is ``frames.start``)."""
+        return motion_frames(self.spec, frames, lambda seg: self.segment(seg).motion)
+
+    def spike_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every spike of the recording: (unit id int64, time s float64), by unit then time.
+
+        Computed a segment at a time in a batch of its own (the World's segment cache is left
+        alone); memory is one segment plus the table.
+        """
+        batch = ActivityBatch(self.spec, self.scene.cells.unit_id)
+        per_unit: list[list[np.ndarray]] = [[] for _ in batch.unit_ids]
+        for seg in range(-(-self.n_frames // SEGMENT_FRAMES)):
+            for i, t in enumerate(batch.segment(seg).spike_times):
+                per_unit[i].append(t[np.floor(t * self.spec.recording.fps) < self.n_frames])
+        times = [np.concatenate(p) if p else np.empty(0) for p in per_unit]
+        unit = np.concatenate([np.full(len(t), u, np.int64) for u, t in zip(batch.unit_ids, times)]
+                              or [np.empty(0, np.int64)])
+        return unit, np.concatenate(times or [np.empty(0)]).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One time segment of a World: its Activity, C, the neuropil course and the motion."""
+
+    activity: Activity
+    C: np.ndarray       # (units, SEGMENT_FRAMES) float32
+    f_np: np.ndarray    # (SEGMENT_FRAMES,) float32
+    motion: tuple       # motion_segment's (rigid, mode amplitudes, axial)
+
+
+#: Segments a World keeps (a 542-unit V4 segment is ~2 MB of C, ~7 MB with its Activity).
+WORLD_SEGMENTS = 3
+#: Worlds a process keeps (one per Spec, window and prefix).
+PROCESS_WORLDS = 3
 _WORLDS: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
-#: Units per batch when a World computes its traces (64: the temporaries of a 6,000-frame
-#: batch stay ~10 MB; measured no slower than 256).
-TRACE_BATCH_UNITS = 64
 
 
-def _traces(spec: Spec, unit_ids: np.ndarray, n_frames: int | None,
-            truth: bool = False) -> tuple[Activity | None, np.ndarray, np.ndarray]:
-    """(Activity or None, C (units, frames) float32, neuropil course), a batch of units at a time.
-
-    Traces are keyed per unit, so batching gives the same bytes as one call, and the
-    simulation's temporaries are those of one batch. Of the (units, frames) arrays only C
-    (4 bytes per unit-frame) is kept; ``truth=True`` adds an Activity with the per-unit
-    parameters and spike times, whose ``spikes``, ``dff`` and ``bleach`` are None (bleaching
-    is in C; a Recording computes dF/F and S lazily, a batch of units at a time).
-    """
-    T = spec.recording.n_frames if n_frames is None else int(n_frames)
-    n = len(unit_ids)
-    C = np.empty((n, T), np.float32)
-    # every per-unit (not per-frame) field of Activity, gathered batch by batch
-    per_unit: dict[str, list] = {f.name: [] for f in fields(Activity)
-                                 if f.name not in {"spikes", "dff", "bleach", "neuropil_f"}}
-    f_np = None
-    for i in range(0, max(n, 1), TRACE_BATCH_UNITS):
-        act = simulate_activity(spec, unit_ids[i : i + TRACE_BATCH_UNITS], T)
-        C[i : i + TRACE_BATCH_UNITS] = act.C
-        if truth:
-            for k, parts in per_unit.items():
-                parts.append(getattr(act, k))
-        f_np = act.neuropil_f if f_np is None else f_np
-    f_np = np.ascontiguousarray(f_np, np.float32)
-    if not truth:
-        return None, C, f_np
-    spike_times = [t for part in per_unit.pop("spike_times") for t in part]  # a list per unit
-    activity = Activity(spikes=None, dff=None, bleach=None, spike_times=spike_times, neuropil_f=f_np,
-                        **{k: np.concatenate(v) for k, v in per_unit.items()})
-    return activity, C, f_np
+def _keep(cache: OrderedDict, key, value, size: int) -> None:
+    """Insert ``value`` as the newest entry and drop the oldest beyond ``size``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
 
 
 def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None, *,
                 n_frames: int | None = None, truth: bool = True) -> World:
-    """Scene, traces and motion of ``spec``.
+    """The World of ``spec``: its scene (cells reaching ``window`` only, if given) and units.
 
-    ``window`` keeps only the cells that reach that sensor window; ``n_frames`` computes the
-    first frames only (traces and motion are prefix-stable, so a preview of frames [0, n) is
-    bit-identical to the full render's). Of the per-frame traces a World keeps C alone (4 bytes
-    per unit and frame); ``truth=False`` also skips ``activity`` (the per-unit parameters and
-    spike times the ground truth needs), for workers and the video writer.
+    No trace or motion is computed here (see :class:`World`); ``n_frames`` limits the frames
+    it serves to a prefix. ``truth`` is accepted for older callers and changes nothing: every
+    World is the same lazy one.
     """
-    scene = build_scene(spec, window)
-    motion = simulate_motion(spec, n_frames)
-    activity, C, f_np = _traces(spec, scene.cells.unit_id, n_frames, truth)
-    return World(spec, scene, activity, motion, C, f_np)
+    return World(spec, build_scene(spec, window), n_frames)
 
 
 def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None,
               n_frames: int | None = None) -> World:
-    """The cached render-only World of a Spec's JSON text (built once per process).
+    """The cached World of a Spec's JSON text (built once per process).
 
-    A World that :func:`remember_world` put here (e.g. the one ``simulate`` built, with its
-    ground truth) is used as it is.
+    A World that :func:`remember_world` put here (e.g. the one ``simulate`` built) is used as
+    it is.
     """
     key = (spec_json, window, n_frames)
     with _LOCK:
         w = _WORLDS.get(key)
         if w is None:
-            w = build_world(Spec.model_validate_json(spec_json), window, n_frames=n_frames, truth=False)
-            _WORLDS[key] = w
-            while len(_WORLDS) > 3:
-                _WORLDS.popitem(last=False)
-        else:
-            _WORLDS.move_to_end(key)
+            w = build_world(Spec.model_validate_json(spec_json), window, n_frames=n_frames)
+        _keep(_WORLDS, key, w, PROCESS_WORLDS)
         return w
 
 
 def remember_world(world: World) -> None:
     """Put an already built World into this process's cache."""
+    n = None if world.n_frames == world.spec.recording.n_frames else world.n_frames
     with _LOCK:
-        n = None if world.n_frames == world.spec.recording.n_frames else world.n_frames
-        _WORLDS[(world.spec.model_dump_json(), world.scene.window, n)] = world
-        while len(_WORLDS) > 3:
-            _WORLDS.popitem(last=False)
+        _keep(_WORLDS, (world.spec.model_dump_json(), world.scene.window, n), world, PROCESS_WORLDS)
 
 
 def _hemodynamics_on(spec: Spec) -> bool:
@@ -148,17 +178,17 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
     spec, sc = world.spec, world.scene
     y0, y1, x0, x1 = window
     f = np.arange(frames.start, frames.stop)
-    C = world.C[:, f]
-    fn = world.f_np[f]
+    C, fn = world.traces(frames)
     if spec.motion.enabled:
         m = sc.margin_px
-        aw = axial_weights(world.motion, sc.axial_bound_um, frames) if sc.axial_e else None
+        motion = world.motion(frames)
+        aw = axial_weights(motion, sc.axial_bound_um, frames) if sc.axial_e else None
         tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m), aw)
         if _hemodynamics_on(spec):
             tissue = tissue * dilation_factor(spec, sc.vessel_chord_um[y0 : y1 + 2 * m, x0 : x1 + 2 * m], f)
         H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
-        dy, dx = displacement_px(world.motion, d, frames, pixel_center_um(ys, H, d),
+        dy, dx = displacement_px(motion, d, frames, pixel_center_um(ys, H, d),
                                  pixel_center_um(xs, W, d))
         # bilinear pull from the tissue, frame by frame (cache-sized working set); one flat
         # index per output pixel and four 1-D takes (3-index fancy indexing was ~2x slower)
@@ -229,9 +259,16 @@ def normalize_chunks(spec: Spec, chunks: dict[str, int] | None) -> dict[str, int
     return out
 
 
-def _render_chunk(spec_json: str, window_key, block_info=None):
-    loc = block_info[None]["array-location"]
-    (t0, t1), (y0, y1), (x0, x1) = loc
+def _span(index: int, size: int, total: int) -> tuple[int, int]:
+    """[start, stop) of block ``index`` of regular blocks of ``size`` (the last one cut at ``total``)."""
+    return index * size, min(total, (index + 1) * size)
+
+
+def _render_chunk(spec_json: str, window_key, sizes: tuple[int, ...], shape: tuple[int, ...],
+                  block_id=None):
+    # block_id, not block_info: dask builds block_info for every block when the graph is made
+    # (a 24-hour V4 movie has ~500,000 blocks: 90 s and 700 MB), block_id costs nothing
+    (t0, t1), (y0, y1), (x0, x1) = (_span(i, c, n) for i, c, n in zip(block_id, sizes, shape))
     world = get_world(spec_json, window_key)
     return render_block(world, range(t0, t1), (y0, y1, x0, x1))
 
@@ -242,12 +279,60 @@ def movie_array(spec: Spec, chunks: dict[str, int] | None = None):
 
     c = normalize_chunks(spec, chunks)
     shape = (spec.recording.n_frames, spec.sensor.height_px, spec.sensor.width_px)
-    spec_json = spec.model_dump_json()
+    sizes = (c["frame"], c["height"], c["width"])
     return da.map_blocks(
-        _render_chunk, spec_json, None,
-        chunks=da.core.normalize_chunks((c["frame"], c["height"], c["width"]), shape),
+        _render_chunk, spec.model_dump_json(), None, sizes, shape,
+        chunks=da.core.normalize_chunks(sizes, shape),
         dtype=np.uint16, meta=np.empty((0, 0, 0), np.uint16),
     )
+
+
+#: Per-frame ground truth served a segment at a time: name -> (dtype, unit rows?, trailing shape)
+SEGMENT_VARIABLES = {
+    "C": (np.float32, True, ()),
+    "dff": (np.float32, True, ()),
+    "S": (np.uint8, True, ()),
+    "neuropil": (np.float32, False, ()),
+    "motion": (np.float32, False, (2,)),
+    "vessel_dilation": (np.float32, False, ()),
+}
+
+
+def _segment_chunk(spec_json: str, name: str, n_frames: int, block_id=None):
+    t0, t1 = _span(block_id[1] if SEGMENT_VARIABLES[name][1] else block_id[0], SEGMENT_FRAMES, n_frames)
+    if name == "vessel_dilation":
+        return dilation(Spec.model_validate_json(spec_json), np.arange(t0, t1)).astype(np.float32)
+    world = get_world(spec_json)
+    if name == "motion":
+        return (world.motion(range(t0, t1)).rigid_um / world.spec.pixel_size_um).astype(np.float32)
+    seg = world.segment(t0 // SEGMENT_FRAMES)
+    lo, hi = t0 % SEGMENT_FRAMES, t0 % SEGMENT_FRAMES + (t1 - t0)
+    if name == "neuropil":
+        return seg.f_np[lo:hi]
+    act = seg.activity
+    values = {"C": seg.C, "dff": act.dff, "S": act.spikes}[name]
+    return np.ascontiguousarray(values[:, lo:hi])
+
+
+def segment_array(spec: Spec, name: str, n_units: int = 0):
+    """A per-frame ground-truth variable as a lazy dask array, one chunk per time segment.
+
+    ``name`` is one of :data:`SEGMENT_VARIABLES`: ``C``, ``dff``, ``S`` are (units, frames);
+    ``neuropil`` and ``vessel_dilation`` (frames,); ``motion`` (frames, 2) rigid displacement in
+    px. Each chunk is computed from the segment's keyed state alone (docs/segments.md), in the
+    process's World, so C, dF/F and S of a segment are simulated once for all three.
+    """
+    import dask.array as da
+
+    if name not in SEGMENT_VARIABLES:
+        raise ValueError(f"name={name!r} is not a segment variable; allowed: {sorted(SEGMENT_VARIABLES)}")
+    dtype, per_unit, trailing = SEGMENT_VARIABLES[name]
+    T = spec.recording.n_frames
+    frames = da.core.normalize_chunks((SEGMENT_FRAMES,), (T,))[0]
+    chunks = ((n_units,), frames) if per_unit else (frames, *((k,) for k in trailing))
+    ndim = len(chunks)
+    return da.map_blocks(_segment_chunk, spec.model_dump_json(), name, T, chunks=chunks, dtype=dtype,
+                         meta=np.empty((0,) * ndim, dtype))
 
 
 def render_electrons_static(world: World, C: np.ndarray, f_np: np.ndarray) -> np.ndarray:

@@ -542,7 +542,8 @@ def open_sweep(folder: str | Path, *, include_spec: bool = True):
     for r, p in zip(recs, complete):
         ds = r.dataset
         ds = ds.assign_coords(unit=("unit_id", np.arange(ds.sizes["unit_id"]))).swap_dims({"unit_id": "unit"})
-        ds = ds.assign_coords(spike=np.arange(ds.sizes["spike"]))
+        if "spike" in ds.sizes:  # stores may carry a spike table (docs/segments.md)
+            ds = ds.assign_coords(spike=np.arange(ds.sizes["spike"]))
         ds.attrs = {}
         datasets.append(ds)
     fill = {name: _fill_for(v.dtype) for ds in datasets for name, v in ds.variables.items()

@@ -28,12 +28,14 @@ def lazy_traces(spec: Spec, n_units: int) -> dict:
     return {name: render.segment_array(spec, name, n_units) for name in TRACE_VARIABLES}
 
 
-def spike_table(world: render.World) -> tuple[np.ndarray, np.ndarray]:
+def spike_table(source: Spec | render.World) -> tuple[np.ndarray, np.ndarray]:
     """Every spike as a row: (unit id int64, time in s float64), units in order, times as drawn.
 
     The table's length depends on the data, so it is not a lazy Dataset variable; it is a pure
-    function of the Spec, computed here a segment at a time (docs/segments.md).
+    function of the Spec (or of a World already built from it), computed here a segment at a
+    time (docs/segments.md).
     """
+    world = source if isinstance(source, render.World) else render.build_world(source)
     return world.spike_table()
 
 

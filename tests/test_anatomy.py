@@ -315,15 +315,19 @@ def test_focus_drift_changes_every_cells_blur_and_leaves_the_lateral_path_alone(
     u = central_cell(w.scene)
     C = np.zeros((len(w.scene.cells), 60), np.float32)
     C[u] = 1.0
-    w.C[:] = C
-    w.f_np[:] = 0.0
+    w.traces = lambda frames: (C[:, frames.start : frames.stop], np.zeros(len(frames), np.float32))
     e = render_electrons(w, range(60), (0, 80, 0, 96))
     widths = np.array([moments(e[t], spec.pixel_size_um)[1] for t in range(60)])
-    dz = np.abs(w.scene.dz_um[u] + mot.axial_um[:60])
-    assert np.corrcoef(widths, dz)[0, 1] > 0.9
+    # the blur grows with the drift on either side of focus: footprints are interpolated between
+    # the planes dz - b, dz and dz + b, so each side is monotonic (not one curve in |dz|)
+    from scipy.stats import spearmanr
+
+    drift = mot.axial_um[:60]
+    for side in (drift < 0, drift > 0):
+        assert side.sum() >= 5
+        assert spearmanr(widths[side], np.abs(drift[side]))[0] > 0.9
     static = build_world(spec.with_updates({"motion.axial_sd_um": 0.0}))
-    static.C[:] = C
-    static.f_np[:] = 0.0
+    static.traces = lambda frames: (C[:, frames.start : frames.stop], np.zeros(len(frames), np.float32))
     e0 = render_electrons(static, range(60), (0, 80, 0, 96))
     assert np.ptp([moments(e0[t], spec.pixel_size_um)[1] for t in range(60)]) < 1e-3
 

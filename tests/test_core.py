@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+import tracemalloc
 
 import dask
 import numpy as np
@@ -37,6 +37,17 @@ def _everything_on(**updates):
     })
 
 
+def _simulate_peak_bytes(duration_s: float) -> int:
+    """tracemalloc peak of simulate() for a small field over ``duration_s``."""
+    spec = small_spec(**{"recording.duration_s": duration_s, "recording.fps": 20.0})
+    tracemalloc.start()
+    try:
+        simulate(spec)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_simulate_is_lazy():
     ran = []
 
@@ -45,13 +56,48 @@ def test_simulate_is_lazy():
             ran.append(len(dsk))
 
     with Count():
-        t0 = time.perf_counter()
         rec = simulate(small_spec(**{"recording.duration_s": 600.0}))
-        dt = time.perf_counter() - t0
-    assert ran == [] and dt < 10
-    assert isinstance(rec.dataset.movie.data, dask.array.Array)
+    assert ran == []  # no dask graph was computed
+    for name in ("movie", "C", "dff", "S", "f", "motion", "vessel_dilation"):
+        assert isinstance(rec.dataset[name].data, dask.array.Array), name
     assert rec.dataset.movie.dims == ("frame", "height", "width")
     assert rec.dataset.movie.dtype == np.uint16 and rec.dataset.sizes["frame"] == 6000
+
+
+def test_simulate_allocates_nothing_proportional_to_the_duration():
+    _simulate_peak_bytes(60.0)  # warm imports and caches
+    minute, hour, day = (_simulate_peak_bytes(s) for s in (60.0, 3600.0, 86400.0))
+    # an hour holds 60x the frames of a minute (72,000 vs 1,200), a day 1,440x (1.7 M): a
+    # per-frame array of 4 bytes would add 0.3 MB (hour) and 7 MB (day), of 8 bytes 14 MB. What
+    # grows is dask's list of block sizes (54,000 movie blocks a day here): ~2 MB
+    assert hour - minute < 1e6
+    assert day - minute < 4e6
+
+
+def test_same_bytes_for_time_chunks_that_cut_segments_anywhere():
+    # 1,300 frames at 20 fps cross the 1,024-frame segment boundary; blocks of 1,000 and 77 frames
+    # cut it elsewhere, and the traces' own chunks are the segments
+    spec = _everything_on(**{"recording.duration_s": 65.0, "recording.fps": 20.0,
+                             "motion.jerk_rate_hz": 0.2, "illumination.bleaching.activity_dependence": 1.0})
+    digests = set()
+    for chunks, scheduler in (({"frame": 1000}, "threads"), ({"frame": 77, "height": 13}, "sync"),
+                              (None, "processes")):
+        ds = simulate(spec, chunks=chunks).dataset
+        with dask.config.set(scheduler=scheduler):
+            digests.add(tuple(digest(ds[n].values) for n in ("movie", "C", "dff", "S", "f", "motion")))
+    assert len(digests) == 1
+    boundary = simulate(spec).dataset.movie[1020:1028].values
+    assert boundary.std() > 0
+
+
+def test_prefix_stable_across_a_segment_boundary():
+    kw = {"recording.fps": 20.0, "motion.jerk_rate_hz": 0.2}
+    short = simulate(_everything_on(**{"recording.duration_s": 52.0, **kw})).dataset  # 1,040 frames
+    long = simulate(_everything_on(**{"recording.duration_s": 70.0, **kw})).dataset
+    n = short.sizes["frame"]
+    assert np.array_equal(short.movie[1000:].values, long.movie[1000:n].values)
+    for name in ("C", "S", "dff", "motion", "f"):
+        assert np.array_equal(short[name].values, long[name].isel(frame=slice(0, n)).values), name
 
 
 def test_same_bytes_for_any_chunking():
@@ -157,3 +203,17 @@ def test_presets_simulate_lazily_over_their_full_field():
 def test_bad_chunks_are_a_clear_error(bad):
     with pytest.raises(ValueError, match="chunks"):
         simulate(small_spec(), chunks=bad)
+
+
+def test_spike_table_is_derivable_from_the_spec_and_bins_to_S():
+    from minisim.truth import spike_table
+
+    spec = small_spec(**{"activity.rate_median_hz": 3.0, "recording.duration_s": 4.0})
+    ds = simulate(spec).dataset
+    unit, time_s = spike_table(spec)
+    assert unit.dtype == np.int64 and time_s.dtype == np.float64 and unit.size > 20
+    row = np.searchsorted(ds.unit_id.values, unit)
+    frame = np.floor(time_s * spec.recording.fps).astype(int)
+    counts = np.zeros(ds.S.shape, np.int64)
+    np.add.at(counts, (row, frame), 1)
+    np.testing.assert_array_equal(counts, ds.S.values)

@@ -165,16 +165,17 @@ def test_flat_memory_small_case(tmp_path):
     assert peaks[3000] <= 1.1 * peaks[300], peaks
 
 
-def test_dff_and_spikes_are_lazy_unit_batches_equal_to_the_whole_population(tmp_path):
-    """dF/F and S are computed 64 units at a time while saving (never held for every unit),
-    and equal what simulating every unit at once gives."""
+def test_dff_and_spikes_are_lazy_time_segments_equal_to_the_whole_population(tmp_path):
+    """C, dF/F and S are computed a time segment (1,024 frames) at a time while saving (never
+    held for the whole recording), and equal what simulating every unit at once gives."""
     from minisim.activity import simulate_activity
 
-    spec = small_spec(**{"cells.density_per_mm3": 60000.0})
+    spec = small_spec(**{"cells.density_per_mm3": 60000.0, "recording.duration_s": 105.0})
     ds = simulate(spec).dataset
-    assert ds.sizes["unit_id"] > 64  # several batches
-    assert ds["dff"].chunks is not None and ds["S"].chunks is not None
-    assert ds["dff"].chunks[0][0] == 64 and ds["S"].dtype == np.uint8
+    assert ds.sizes["unit_id"] > 64
+    for name in ("C", "dff", "S"):
+        assert ds[name].chunks[1] == (1024, 26), name  # two segments, the last one cut
+    assert ds["S"].dtype == np.uint8
     whole = simulate_activity(spec, ds["unit_id"].values)
     np.testing.assert_array_equal(ds["dff"].values, whole.dff)
     np.testing.assert_array_equal(ds["S"].values, whole.spikes)
