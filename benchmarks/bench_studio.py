@@ -1,9 +1,11 @@
-"""Studio Panel 1 redraw time for each scope preset (median of several redraws).
+"""Studio Panel 1 redraw time for each scope preset at 608 x 608 px (median of several redraws).
 
 A *cold* redraw builds the World of a Spec not seen before (a new seed each time): what a
 user waits for after changing a knob. A *warm* redraw re-renders a Spec whose World is
 cached. Each redraw renders the preview (20 frames of the centred ~350-cell window), the
-readout (with detectable cells) and the side view.
+readout (with detectable cells) and the side view. Every preset runs on a 608 x 608 px sensor
+(the V4's own; the Generic 1p scope's 256 px widened to it). Timings depend on what else the
+machine runs: compare rows of one run only.
 
 Run: ``python benchmarks/bench_studio.py [repeats]``.
 """
@@ -17,9 +19,12 @@ import time
 from minisim import presets
 from minisim.studio import AnatomyPanel, SpecModel
 
+SIDE_PX = 608
+
 
 def bench(name: str, repeats: int) -> dict[str, float]:
-    model = SpecModel(presets.scope(name))
+    model = SpecModel(presets.scope(name).with_updates(
+        {"sensor.width_px": SIDE_PX, "sensor.height_px": SIDE_PX}))
     panel = AnatomyPanel(model, debounce_s=1e6)  # redraws only when asked
     cold, warm, parts = [], [], []
     for k in range(repeats):
@@ -40,7 +45,7 @@ def bench(name: str, repeats: int) -> dict[str, float]:
 
 if __name__ == "__main__":
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    print(f"Panel 1 redraw, median of {repeats} (seconds)")
+    print(f"Panel 1 redraw at {SIDE_PX} x {SIDE_PX} px, median of {repeats} (seconds)")
     print(f"{'preset':26s} {'window':>8s} {'cells':>6s} {'cold':>6s} {'warm':>6s} "
           f"{'world':>6s} {'render':>6s} {'readout':>7s} {'side':>6s}")
     for name in presets.names():
