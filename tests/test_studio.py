@@ -19,7 +19,14 @@ from minisim.studio import (
     SpecModel,
     Studio,
 )
-from minisim.studio._fields import _bounds, field_info, get_value, make_widget, slider_range, spec_paths
+from minisim.studio._fields import (
+    _bounds,
+    field_info,
+    get_value,
+    make_widget,
+    slider_range,
+    spec_paths,
+)
 from minisim.studio.panels import side_view_figure, written_bytes
 
 # a scaled-down V4 over CA1: dense enough that a small cell budget gives a real window
