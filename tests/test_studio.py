@@ -292,7 +292,9 @@ def test_generate_holds_previews_and_its_knobs_never_rebuild_panel_1(tmp_path):
     gen.widgets["recording.seed"].value = 5
     gen.widgets["recording.fps"].value = 12.0
     assert anatomy.redraw_starts == starts and anatomy.out_of_date
+    assert gen.measured is None  # the estimate's probe save waits for its tab
     studio.tabs.selected_index = 2
+    assert gen.measured is not None and gen.measured["probe_frames"] == 24  # 2 s at 12 fps
     studio.tabs.selected_index = 0  # back on Panel 1: now it redraws, once
     assert anatomy.redraw_starts == starts + 1 and anatomy.preview_spec == studio.spec
     studio.model.begin_generate()  # what Generate does first

@@ -26,7 +26,7 @@ class Studio:
         self.model = SpecModel(spec)
         self.anatomy = AnatomyPanel(self.model, debounce_s)
         self.activity = ActivityPanel(self.model, debounce_s)
-        self.generate = GeneratePanel(self.model, debounce_s, path=path)
+        self.generate = GeneratePanel(self.model, debounce_s, path=path, auto_measure=False)
         self.panels = [self.anatomy, self.activity, self.generate]
         self.spec_path = W.Text(value="spec.json", description="Spec file")
         self.save_button = W.Button(description="Save Spec")
@@ -40,7 +40,6 @@ class Studio:
         # Generate's knobs (fps, seed) leave Panel 1 out of date instead of rebuilding it, and
         # the Generate estimate's probe save runs only while its tab is shown
         self.anatomy.defer_recording_changes = True
-        self.generate.auto_measure = False
         self.tabs.observe(self._on_tab, names="selected_index")
         self.widget = W.VBox([
             W.HTML("<h3 style='margin:0'>minisim studio</h3>"),

@@ -495,10 +495,13 @@ class GeneratePanel(SpecPanel):
     title = "3 · Generate"
 
     def __init__(self, model: SpecModel | None = None, debounce_s: float = 0.3,
-                 path: str = "recording.zarr"):
+                 path: str = "recording.zarr", auto_measure: bool = True):
         import ipywidgets as W
 
         super().__init__(model, debounce_s)
+        #: measure the estimate with a short probe save (a Studio turns this on only while
+        #: the Generate tab is shown, so the probe never competes with Panel 1's preview)
+        self.auto_measure = auto_measure
         knobs = [self._bind(p) for p in spec_paths("recording")]
         self.path = W.Text(value=path, description="output", layout=W.Layout(width="330px"))
         self.format = W.Dropdown(options=["zarr", "avi"], value="zarr", description="format",
@@ -515,9 +518,6 @@ class GeneratePanel(SpecPanel):
         self.last_size_bytes: int | None = None
         self.size_html = W.HTML("")
         self.size_html.add_class("minisim-written")
-        #: measure the estimate with a short probe save (a Studio turns this on only while
-        #: the Generate tab is shown, so the probe never competes with Panel 1's preview)
-        self.auto_measure = True
         self.measured: dict[str, Any] | None = None
         self._measured: dict[str, dict[str, Any]] = {}
         self.widget = W.VBox(knobs + [self.path, self.format, self.overwrite, self.estimate_html,
