@@ -72,7 +72,7 @@ def rng(seed: int, stream: str, *indices: int) -> np.random.Generator:
 
 # ----------------------------------------------------------------------------- keyed processes
 #: Knot innovations are drawn in blocks of this many knots (one Generator per block).
-KNOT_BLOCK = 4096
+KNOT_BLOCK = 256
 #: A knot chain forgets its start after this much decay (e^-21 ~ 8e-10): far below float32.
 FORGET = 8e-10
 
