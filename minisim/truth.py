@@ -143,33 +143,13 @@ def oracle_frames(n_frames: int) -> list[range]:
     return [range(int(s), int(s) + seg) for s in starts]
 
 
-def _traces_of(world: render.World, frames: range) -> tuple[np.ndarray, np.ndarray]:
-    """(C (units, frames), neuropil course (frames,)) of a run of frames.
-
-    Through ``World.traces`` where the World computes traces per time segment, else sliced
-    from its whole ``C``: the oracle needs only the frames it reads and running sums.
-    """
-    traces = getattr(world, "traces", None)
-    if callable(traces):
-        return traces(frames)
-    return world.C[:, frames.start : frames.stop], world.f_np[frames.start : frames.stop]
-
-
-def _rigid_px(world: render.World, frames: range) -> np.ndarray:
-    """(frames, 2) rigid (y, x) displacement of the brain in px over a run of frames."""
-    d = world.spec.pixel_size_um
-    if callable(world.motion):
-        return world.motion(frames).rigid_um / d
-    return world.motion.rigid_um[frames.start : frames.stop] / d
-
-
 def _trace_moments(world: render.World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per unit over every frame: variance, maximum and mean of C (running, 1024 frames at a time)."""
     n, T = len(world.scene.cells), world.n_frames
     s1, s2 = np.zeros(n), np.zeros(n)
     top = np.full(n, -np.inf)
     for t0 in range(0, T, 1024):
-        C = _traces_of(world, range(t0, min(t0 + 1024, T)))[0].astype(np.float64)
+        C = world.traces(range(t0, min(t0 + 1024, T)))[0].astype(np.float64)
         s1 += C.sum(axis=1)
         s2 += (C * C).sum(axis=1)
         top = np.maximum(top, C.max(axis=1))
@@ -244,10 +224,11 @@ def detectability(world: render.World) -> dict[str, np.ndarray]:
     for seg in oracle_frames(world.n_frames):
         for t0 in range(seg.start, seg.stop, 16):
             frames = range(t0, min(t0 + 16, seg.stop))
-            C, f_np = _traces_of(world, frames)
+            C, f_np = world.traces(frames)
             Y = render.render_block(world, frames, (y0, y1, x0, x1)).astype(np.float32) - level
             if spec.motion.enabled:
-                for i, shift in enumerate(_rigid_px(world, frames)):  # a perfect rigid registration
+                rigid_px = world.motion(frames).rigid_um / d
+                for i, shift in enumerate(rigid_px):  # a perfect rigid registration
                     Y[i] = ndimage.shift(Y[i], -shift, order=1, mode="nearest")
             tissue = sc.tissue_e(C, f_np, (y0, y1, x0, x1))
             model = vi * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1]
