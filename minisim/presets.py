@@ -48,12 +48,18 @@ _V4_SCOPE: dict[str, Any] = {
         "vignette": {"enabled": True, "corner_ratio": 0.6, "corner_radius_um": 711.6},
         "glow": {"sigma_um": 402.5, "center_offset_um": 75.5},
     },
-    "motion": {  # freely moving, physics.md §7.1
-        "rigid_sd_um": 1.5, "drift_um": 5.0, "jerk_rate_hz": 0.1, "jerk_amplitude_um": 6.0,
-        "jerk_recovery_s": 0.5, "oscillation_amplitude_um": 2.0, "oscillation_hz": 5.0,
-        "nonrigid_amplitude_um": 2.0, "nonrigid_length_um": 300.0, "max_displacement_um": 25.0,
+    # freely moving, physics.md §7.1, calibrated to the ``typical`` tier (docs/anatomy.md,
+    # "Presets and tiers"): a few um of rigid motion with rare jumps, little oscillation and
+    # little non-rigid motion left after rigid registration
+    "motion": {
+        "rigid_sd_um": 1.0, "drift_um": 3.0, "jerk_rate_hz": 0.02, "jerk_amplitude_um": 4.0,
+        "jerk_recovery_s": 0.5, "oscillation_amplitude_um": 0.5, "oscillation_hz": 5.0,
+        "nonrigid_amplitude_um": 0.5, "nonrigid_length_um": 300.0, "max_displacement_um": 15.0,
     },
 }
+
+#: Round somata with faint dendrites and the ``typical`` tier's brightness spread (both V4 tissues).
+_V4_CELLS_TYPICAL: dict[str, Any] = {"dendrite_brightness": 0.15, "brightness_sd_ln": 0.4}
 
 _SCOPES: dict[str, dict[str, Any]] = {
     "generic_1p": {},
@@ -65,9 +71,9 @@ _SCOPES: dict[str, dict[str, Any]] = {
         "optics": {**_V4_SCOPE["optics"], "focus_offset_um": 20.0},
         "cells": {"density_per_mm3": 45000.0, "depth_um": 150.0, "band_thickness_um": 20.0,
                   "soma_radius_um": 5.0, "soma_radius_sd_um": 0.5, "min_spacing_um": 9.0,
-                  "brightness_photons_per_s": 1.2e7},
+                  "brightness_photons_per_s": 1.2e7, **_V4_CELLS_TYPICAL},
         "vasculature": {"trunk_count": 3, "trunk_radius_um": 14.0, "depth_um": 120.0,
-                        "absorption_per_um": 0.02, "field_um": 1006.3},
+                        "absorption_per_um": 0.015, "field_um": 1006.3},
         # calibrated: ~100 ADU (~950 e-) at the FOV centre with cells, glow and dark (§6)
         "tissue": {"neuropil": {"photons_per_um2_s": 10500.0}},
     },
@@ -75,9 +81,9 @@ _SCOPES: dict[str, dict[str, Any]] = {
         **_V4_SCOPE,
         "cells": {"density_per_mm3": 8000.0, "depth_um": 150.0, "band_thickness_um": 100.0,
                   "soma_radius_um": 6.0, "soma_radius_sd_um": 0.7, "min_spacing_um": 13.0,
-                  "brightness_photons_per_s": 1.1e7},
+                  "brightness_photons_per_s": 1.1e7, **_V4_CELLS_TYPICAL},
         "vasculature": {"trunk_count": 2, "trunk_radius_um": 25.0, "depth_um": 80.0,
-                        "absorption_per_um": 0.02, "field_um": 1006.3},
+                        "absorption_per_um": 0.015, "field_um": 1006.3},
         # the thick band's out-of-focus somata add more haze than CA1's, so less neuropil
         # reaches the same ~100 ADU centre background
         "tissue": {"neuropil": {"photons_per_um2_s": 11000.0}},

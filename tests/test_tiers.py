@@ -113,3 +113,10 @@ def test_a_small_hard_recording_moves_more_than_a_typical_one():
 def test_an_unknown_tier_names_the_known_ones():
     with pytest.raises(ValueError, match="easy.*typical.*hard"):
         presets.get("generic_1p", "moderate", tier="extreme")
+
+
+@pytest.mark.parametrize("name", ["miniscope_v4_ca1", "miniscope_v4_cortex_l23"])
+def test_v4_presets_are_the_typical_tier(name):
+    spec = presets.scope(name)
+    assert presets.apply_tier(spec, "typical") == spec
+    assert presets.apply_tier(spec, "hard") != spec
