@@ -51,14 +51,29 @@ def _spec_from_args(args, main_job: bool = False) -> Spec:
 
 
 def _scheduler(name: str | None):
-    """threads | processes | synchronous | a scheduler address (tcp://host:port)."""
+    """threads | processes | synchronous | a scheduler address (tcp://host:port).
+
+    Called before any work, so a bad name or an unreachable address is reported at once.
+    """
     if name in (None, "threads"):
         return "threads"
     if name in ("processes", "synchronous", "sync"):
         return name
+    if "://" not in name and ":" not in name:
+        raise ValueError(f"--scheduler {name!r} is not a scheduler: allowed threads, processes, "
+                         "synchronous or a dask scheduler address such as tcp://host:8786")
     from distributed import Client
 
-    return Client(name)
+    try:
+        return Client(name, timeout="10s")
+    except OSError as e:
+        raise OSError(f"--scheduler {name!r}: no dask scheduler answers there ({e})") from None
+
+
+def _positive(flag: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} {value} must be a whole number >= 1")
+    return value
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -74,20 +89,25 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args) -> int:
-    from .recording import simulate
+    from .recording import _check_target, check_resources, simulate
 
     spec = _spec_from_args(args, main_job=True)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    chunks = {k: v for k, v in (("frame", args.chunk_frames), ("height", args.chunk_px),
-                                ("width", args.chunk_px)) if v}
+    # every check before the (possibly slow) scene is built
+    chunks = {k: v for k, v in (("frame", _positive("--chunk-frames", args.chunk_frames)),
+                                ("height", _positive("--chunk-px", args.chunk_px)),
+                                ("width", args.chunk_px)) if v is not None}
+    _check_target(out, args.overwrite)
+    check_resources(spec, out_folder=next(p for p in out.absolute().parents if p.exists()))
+    scheduler = _scheduler(args.scheduler)
     t0 = time.perf_counter()
     rec = simulate(spec, chunks=chunks or None)
     print(f"simulating {rec.dataset.sizes['frame']} frames of "
           f"{spec.sensor.height_px} x {spec.sensor.width_px} px -> {out}")
-    saved = rec.save(out, overwrite=args.overwrite, scheduler=_scheduler(args.scheduler),
+    saved = rec.save(out, overwrite=args.overwrite, scheduler=scheduler,
                      progress=not args.quiet)
     dt = time.perf_counter() - t0
     n = saved.dataset.sizes["frame"]
@@ -111,9 +131,12 @@ def cmd_spec(args) -> int:
 
 
 def cmd_video(args) -> int:
+    from .recording import check_resources
     from .video import simulate_video
 
     spec = _spec_from_args(args, main_job=True)
+    folder = Path(args.output).parent
+    check_resources(spec, out_folder=folder if folder.is_dir() else None)
     simulate_video(spec, args.output, codec=args.codec, scheduler=_scheduler(args.scheduler),
                    progress=not args.quiet, overwrite=args.overwrite, mapping=args.mapping)
     out = Path(args.output)
@@ -134,9 +157,18 @@ def cmd_studio(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import run
 
+    _positive("--workers", args.workers)
     m = run(args.sweep, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet,
             whole_below_mb=args.whole_below_mb)
     return 1 if (m["status"] == "failed").any() else 0
+
+
+def cmd_verify(args) -> int:
+    from .store import verify
+
+    report = verify(args.store, progress=not args.quiet)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,14 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recordings with a smaller movie run whole on one worker; larger ones are spread")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("verify", help="read every chunk of a store back: exit 0 only when intact")
+    s.add_argument("store", help="STORE.zarr")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_verify)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._safe_io import TargetLockedError
+    from .store import IncompleteRecordingError, RecordingFormatError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, TargetLockedError, IncompleteRecordingError,
+            RecordingFormatError) as e:
         # pydantic's ValidationError is a ValueError: it names the field, value and range;
         # OSError covers an existing output, a missing folder, a full disk
         print(f"error: {e}", file=sys.stderr)
@@ -225,7 +266,7 @@ def notebooks_main(argv: list[str] | None = None) -> int:
         dest = notebooks.copy_notebook(args.name, args.dest, force=args.force)
         print(f"copied {args.name} to {dest}")
         return 0
-    except (ValueError, FileExistsError, KeyError) as e:
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

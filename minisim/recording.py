@@ -13,14 +13,16 @@ every chunk. An interrupted save therefore leaves a store that ``load`` refuses 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from . import activity, render, store, truth
+from . import _safe_io, activity, render, store, truth
 from ._compute import compute
+from .motion import halo_um
 from .scene.optics import pixel_center_um
 from .spec import Spec
 from .store import (
@@ -36,16 +38,129 @@ __all__ = [
     "IncompleteRecordingError",
     "Recording",
     "RecordingFormatError",
+    "ResourceError",
     "build_dataset",
+    "check_disk",
+    "check_resources",
     "compute",
     "is_complete",
+    "resource_plan",
     "simulate",
     "spec_from_store",
 ]
 
 BG_COMPONENTS = ("neuropil", "glow", "dark")
 _UNIT_CHUNK = 32
+#: More cells than this in (or shedding light into) one field is refused before placement.
+MAX_UNITS = 200_000
+#: Share of the available memory a recording's eager arrays may take.
+MEMORY_SHARE = 0.8
 
+
+class ResourceError(ValueError):
+    """A valid request that cannot fit: too many cells, or more memory than is available."""
+
+
+def resource_plan(spec: Spec) -> dict:
+    """What simulating ``spec`` will hold in this process and write to disk, estimated up front.
+
+    Returns ``units`` (expected cells placed: in the field and in the margin whose light reaches
+    it), ``frames``, ``arrays`` (name -> bytes of every array that grows with the cells or the
+    frames and that this process holds whole; lazy ones are not counted) and ``movie_bytes``
+    (the uncompressed movie). It reads what the World keeps from :mod:`minisim.render`: the
+    traces of its last ``WORLD_SEGMENTS`` segments where it computes them a segment at a time,
+    or C for every frame where it does not. Keep it in step with :func:`build_dataset`: it is
+    the one place that knows what a recording holds.
+    """
+    from .scene import light_reach_um
+    from .scene.cells import expected_count
+
+    H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+    m = int(np.ceil(halo_um(spec) / d)) + 2 if spec.motion.enabled else 0
+    reach = light_reach_um(spec)
+    area_mm2 = ((H - 1 + 2 * m) * d + 2 * reach) * ((W - 1 + 2 * m) * d + 2 * reach) * 1e-6
+    units = expected_count(spec, area_mm2)
+    T = spec.recording.n_frames
+    a = spec.activity
+    # mean of a log-normal rate; bursts add their extra spikes
+    rate_hz = a.rate_median_hz * np.exp(a.rate_sd_ln**2 / 2) * (1 + a.burst_probability
+                                                                 * a.burst_extra_spikes_mean)
+    spikes = units * a.active_fraction * rate_hz * spec.recording.duration_s
+    segments = getattr(render, "WORLD_SEGMENTS", None)
+    if segments is None:  # the World holds C and the per-frame courses of every frame
+        arrays = {
+            "C (units x frames, float32)": 4.0 * units * T,
+            "per-frame arrays (background, motion, vasomotion, time)": 100.0 * T,
+        }
+    else:  # traces a segment at a time: C, dF/F, S and bleaching of the kept segments
+        from .activity import SEGMENT_FRAMES
+
+        held = min(T, segments * SEGMENT_FRAMES)
+        arrays = {f"traces of {segments} segments (units x {held} frames)": 14.0 * units * held}
+    arrays["spike table (unit id, time per spike)"] = float(16.0 * spikes)
+    arrays["per-unit truth (position, kinetics, metrics)"] = 96.0 * units
+    arrays["scene maps (padded frame, float32)"] = 8 * 4.0 * (H + 2 * m) * (W + 2 * m)
+    return {"units": units, "frames": T, "area_mm2": area_mm2, "arrays": arrays,
+            "total_bytes": float(sum(arrays.values())), "movie_bytes": 2.0 * T * H * W}
+
+
+#: The movie compresses ~2-3x (zstd on a noisy uint16 movie): a store needs at least this
+#: share of its uncompressed size on disk.
+MIN_STORE_SHARE = 0.25
+
+
+def check_disk(spec: Spec, folder: str | Path, movie_bytes: float | None = None) -> None:
+    """Refuse a store of ``spec`` in ``folder`` when the disk cannot hold it (named figures)."""
+    movie_bytes = resource_plan(spec)["movie_bytes"] if movie_bytes is None else movie_bytes
+    free = shutil.disk_usage(folder).free
+    if MIN_STORE_SHARE * movie_bytes > free:
+        raise ResourceError(
+            f"recording.duration_s={spec.recording.duration_s:g} x recording.fps="
+            f"{spec.recording.fps:g} = {spec.recording.n_frames:,} frames of "
+            f"{spec.sensor.height_px} x {spec.sensor.width_px} px: the movie is "
+            f"{movie_bytes / 1e9:,.1f} GB uncompressed and its store needs at least "
+            f"{MIN_STORE_SHARE * movie_bytes / 1e9:,.1f} GB, but {folder} has "
+            f"{free / 1e9:,.1f} GB free"
+        )
+
+
+def check_resources(spec: Spec, available_bytes: float | None = None,
+                    out_folder: str | Path | None = None) -> dict:
+    """Refuse, before any per-frame or per-cell work, a ``spec`` that cannot fit.
+
+    Raises :class:`ResourceError` naming the fields and the figures when the expected cells
+    exceed :data:`MAX_UNITS`, when the arrays of :func:`resource_plan` exceed
+    :data:`MEMORY_SHARE` of ``available_bytes`` (default: the memory available now, psutil), or
+    (with ``out_folder``) when the store cannot fit on that disk. Returns the plan.
+    """
+    plan = resource_plan(spec)
+    if plan["units"] > MAX_UNITS:
+        bands = "; ".join(f"cells.bands[{i}]: density_per_mm3={b.density_per_mm3:g}, "
+                          f"band_thickness_um={b.band_thickness_um:g}"
+                          for i, b in enumerate(spec.cells.bands))
+        raise ResourceError(
+            f"about {plan['units']:,.0f} cells would be placed ({bands}; over "
+            f"{plan['area_mm2']:.2f} mm^2: the field of view and the margin whose light reaches it), "
+            f"more than minisim simulates in one field ({MAX_UNITS:,}); lower the density or "
+            "the band thickness"
+        )
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    if plan["total_bytes"] > MEMORY_SHARE * available_bytes:
+        parts = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in
+                          sorted(plan["arrays"].items(), key=lambda kv: -kv[1]) if v >= 1e6)
+        raise ResourceError(
+            f"recording.duration_s={spec.recording.duration_s:g} x recording.fps="
+            f"{spec.recording.fps:g} = {plan['frames']:,} frames of about {plan['units']:,.0f} "
+            f"cells would hold {plan['total_bytes'] / 1e9:.1f} GB in this process ({parts}), "
+            f"more than {MEMORY_SHARE:.0%} of the {available_bytes / 1e9:.1f} GB of memory "
+            "available; shorten the recording, lower the frame rate or the cell density"
+        )
+    if out_folder is not None:
+        check_disk(spec, out_folder, plan["movie_bytes"])
+    return plan
 
 def _unit_block(spec_json: str, kind: str, block_info=None):
     (u0, u1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
@@ -180,6 +295,9 @@ def simulate(spec: Spec | None = None, chunks: dict[str, int] | None = None) -> 
     spec = Spec() if spec is None else spec
     if not isinstance(spec, Spec):
         raise TypeError(f"simulate() needs a minisim.Spec, got {type(spec).__name__}")
+    if chunks is not None:
+        render.normalize_chunks(spec, chunks)  # a bad chunking fails before the scene is built
+    check_resources(spec)
     world = render.build_world(spec)
     render.remember_world(world)
     return Recording(build_dataset(world, chunks), spec)
@@ -231,27 +349,73 @@ class Recording:
         """Compute the recording chunk by chunk into a zarr v3 store at ``path``.
 
         ``chunks`` re-blocks the movie (dims frame/height/width); the zarr chunks follow the
-        dask blocks. Refuses an existing path unless ``overwrite=True``. The store is marked
-        complete only after every chunk is written. Returns the saved Recording (lazy).
+        dask blocks. The store is written aside (``<path>.partial-<id>``), marked complete only
+        after every chunk is written, and then swapped into place: an existing store is removed
+        only after the new one stands, so a save that fails or is killed leaves the old store as
+        it was. Saving a loaded Recording onto the store it was loaded from therefore works.
+
+        Refuses an existing path unless ``overwrite=True``, and even then replaces only a
+        minisim store (never another folder or file, never the current folder or one above it).
+        One process writes a path at a time (a ``<path>.lock`` file; a second writer gets
+        :class:`minisim._safe_io.TargetLockedError` naming the first). A Recording loaded from an
+        incomplete store (``allow_incomplete=True``) is refused: it would be saved as complete.
+        Returns the saved Recording (lazy).
         """
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self._check_complete_to_save()
         ds = self.dataset
         if chunks:
             c = render.normalize_chunks(self.spec, chunks)
             ds = ds.assign(movie=ds["movie"].chunk({k: c[k] for k in ("frame", "height", "width")}))
-        store.write_dataset(ds, path, bit_depth=self.spec.sensor.bit_depth, scheduler=scheduler,
-                            progress=progress)
+        _check_target(path, overwrite)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        check_disk(self.spec, path.parent, float(ds["movie"].nbytes))
+        with _safe_io.exclusive_lock(path):
+            _check_target(path, overwrite)
+            partial = _safe_io.write_aside(path)
+            try:
+                store.write_dataset(ds, partial, bit_depth=self.spec.sensor.bit_depth,
+                                    scheduler=scheduler, progress=progress)
+                _safe_io.swap_into_place(partial, path)
+            finally:
+                if partial.exists():
+                    shutil.rmtree(partial, ignore_errors=True)
         return Recording.load(path)
+
+    def _check_complete_to_save(self) -> None:
+        if self.path is not None and not self.dataset.attrs.get("complete", False):
+            raise IncompleteRecordingError(
+                f"this Recording was loaded from the incomplete store {self.path} "
+                "(allow_incomplete=True): saving it would mark frames that were never written as "
+                "recorded. Re-simulate it from its Spec instead: "
+                "minisim.simulate(rec.spec).save(path)"
+            )
 
     @classmethod
     def load(cls, path: str | Path, allow_incomplete: bool = False) -> Recording:
-        """Open a saved recording lazily (dask-backed) with its Spec restored."""
+        """Open a saved recording lazily (dask-backed) with its Spec restored.
+
+        If a save that was replacing ``path`` was killed between moving the old store aside and
+        the new one in (only where the system cannot swap the two in one step), the old store is
+        moved back first.
+        """
+        path = Path(path)
+        if not path.exists() and _safe_io.has_leftovers(path):
+            with _safe_io.exclusive_lock(path):  # recovers the old store
+                pass
         ds, spec = store.open_dataset(path, allow_incomplete)
-        return cls(ds, spec, Path(path))
+        return cls(ds, spec, path)
+
+    def verify(self, progress: bool = False) -> store.VerifyReport:
+        """Read every chunk of this Recording's store back: missing, truncated or damaged chunks.
+
+        Returns a :class:`minisim.store.VerifyReport` (``ok`` only for an intact store; its text
+        names each problem's variable and chunk). Only a loaded (saved) Recording has a store.
+        """
+        if self.path is None:
+            raise ValueError("verify() checks a saved store; this Recording was not loaded from one "
+                             "(save it first)")
+        return store.verify(self.path, progress=progress)
 
     def to_video(self, path: str | Path, **kwargs) -> Path:
         """Export the movie as an AVI (see :func:`minisim.simulate_video` for options)."""
@@ -277,3 +441,21 @@ class Recording:
         from .export import to_nwb
 
         return to_nwb(self, path, **kwargs)
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """Everything about the output path that can be checked before any work."""
+    _safe_io.refuse_cwd_or_parent(path, "store path")
+    base = path.absolute().parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(f"{base} is a file, so the folder {str(path.parent)!r} for the "
+                                 "store cannot be made; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write in {base}, so not the store {str(path)!r}; choose "
+                              "a folder you can write to")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        _safe_io.check_overwritable(path, "store")

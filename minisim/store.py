@@ -5,6 +5,13 @@ A store is one zarr v3 group. Its root attrs hold the Spec (JSON text), the vers
 save leaves a store that :func:`open_dataset` refuses as incomplete (unless asked to open it
 anyway), never a silently short movie.
 
+Format 2 (this one) verifies itself: every chunk of every array ends in a crc32c checksum (zarr
+v3's ``crc32c`` codec after the compressor), so a damaged or truncated chunk fails to decode,
+and the completion marker comes with ``chunks_written``, per array the chunks the save wrote (the
+all-zero footprint chunks it skips by design are not in it). :func:`open_dataset` then notices a
+missing array at once, and :func:`verify` finds every missing, truncated or damaged chunk.
+Format 1 stores (no checksums, no chunk record) still load. See docs/store.md.
+
 Layout: every data variable of the Recording's Dataset is an array of the group. The lazy ones
 (movie, dF/F, S) go through xarray/dask chunk by chunk; the footprints ``A``/``A_planted`` are
 written sparsely (all-zero chunks are neither compressed nor written and read as the fill value
@@ -17,8 +24,12 @@ a recording is simulated.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +40,11 @@ from ._compute import compute
 from ._version import __version__
 from .spec import Spec
 
-#: Layout version of the zarr store; :func:`open_dataset` refuses newer ones.
-FORMAT_VERSION = 1
+#: Layout version of the zarr store; :func:`open_dataset` refuses newer ones. 2: crc32c on every
+#: chunk and ``chunks_written`` in the root attrs (1: neither).
+FORMAT_VERSION = 2
+#: Format versions this minisim reads.
+READABLE_FORMATS = (1, 2)
 #: Footprint arrays: mostly zeros (a block of units lights a few tiles), written sparsely.
 FOOTPRINTS = ("A", "A_planted")
 #: Per-unit traces that may be held in memory (unit_id, frame), e.g. C of a simulated
@@ -48,6 +62,21 @@ class IncompleteRecordingError(RuntimeError):
 
 class RecordingFormatError(RuntimeError):
     """The store was written by a newer minisim (or is not a minisim store)."""
+
+
+class DamagedRecordingError(RecordingFormatError):
+    """Part of a complete store is missing or damaged (run ``minisim verify STORE``)."""
+
+
+class NewerStoreWarning(UserWarning):
+    """The store was written by a newer minisim or render algorithm than this one."""
+
+
+def _compressors():
+    """The codecs after the array-to-bytes step: zarr's default zstd, then a crc32c checksum."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 
 
 def versions() -> dict[str, Any]:
@@ -100,7 +129,9 @@ def _new_array_like(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attr
     # an append rewrites the root attrs, so they go along unchanged
     meta = xr.Dataset({var.name: var.drop_vars(list(var.coords)).chunk(dict(zip(var.dims, chunks)))},
                       attrs=attrs)
-    enc = {"chunks": chunks} if fill_value is None else {"chunks": chunks, "fill_value": fill_value}
+    enc = {"chunks": chunks, "compressors": _compressors()}
+    if fill_value is not None:
+        enc["fill_value"] = fill_value
     meta.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
                  encoding={var.name: enc})
     return zarr.open_array(store=str(path), path=var.name, mode="r+")
@@ -151,9 +182,11 @@ def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
     t0 = time.perf_counter()
     footprints = [n for n in FOOTPRINTS if n in encoding]
     traces = [n for n in TRACES if n in ds.data_vars and ds[n].chunks is None]
-    write = encode_labels(ds.drop_vars(footprints + traces)).to_zarr(
+    dense = encode_labels(ds.drop_vars(footprints + traces))
+    write = dense.to_zarr(
         path, mode="w-", compute=False, consolidated=False, zarr_format=3,
-        encoding={n: e for n, e in encoding.items() if n not in footprints})
+        encoding={n: {**encoding.get(n, {}), "compressors": _compressors()}
+                  for n in (*dense.data_vars, *dense.coords)})
     for n in traces:
         write_traces(ds[n], path, ds.attrs)
     writes = [nonzero_chunk_writes(ds[n], path, encoding[n]["chunks"], ds.attrs) for n in footprints]
@@ -166,7 +199,45 @@ def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
     (n_sat,) = compute((da.from_zarr(str(path), component="movie") == top).sum(), scheduler=scheduler)
     mark_complete(path, {"saturated_pixels": int(n_sat),
                          "saturated_fraction": float(n_sat) / max(ds["movie"].size, 1),
-                         "write_seconds": round(time.perf_counter() - t0, 3)})
+                         "write_seconds": round(time.perf_counter() - t0, 3),
+                         "chunks_written": chunks_written(path)})
+
+
+# --------------------------------------------------------------------------- the chunk record
+def _arrays(path: Path) -> dict[str, Any]:
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r").arrays())
+
+
+def _chunk_grid(arr) -> tuple[int, ...]:
+    return tuple(math.ceil(s / c) if s else 0 for s, c in zip(arr.shape, arr.chunks))
+
+
+def _chunk_file(path: Path, name: str, arr, idx: tuple[int, ...]) -> Path:
+    return path / name / arr.metadata.encode_chunk_key(idx)
+
+
+def chunks_written(path: Path) -> dict[str, dict[str, Any]]:
+    """Per array of the store, which chunks exist on disk: ``{"grid": [...], "written": ...}``.
+
+    ``written`` is ``"all"`` or the base64 text of a bitmap over the chunk grid in C order (one
+    bit per chunk, most significant first). Taken at completion, after every write.
+    """
+    out = {}
+    for name, arr in sorted(_arrays(path).items()):
+        grid = _chunk_grid(arr)
+        bits = np.array([_chunk_file(path, name, arr, idx).is_file() for idx in np.ndindex(*grid)], bool)
+        written = "all" if bits.all() else base64.b64encode(np.packbits(bits).tobytes()).decode()
+        out[name] = {"grid": list(grid), "written": written}
+    return out
+
+
+def _written_bits(entry: dict[str, Any]) -> np.ndarray:
+    n = math.prod(entry["grid"])
+    if entry["written"] == "all":
+        return np.ones(n, bool)
+    return np.unpackbits(np.frombuffer(base64.b64decode(entry["written"]), np.uint8))[:n].astype(bool)
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -182,12 +253,45 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         raise RecordingFormatError(f"{path} is not a zarr store written by minisim: {e}") from e
     if "format_version" not in attrs or "spec" not in attrs:
         raise RecordingFormatError(f"{path} is not a minisim recording (no format_version/spec)")
-    if int(attrs["format_version"]) > FORMAT_VERSION:
+    fv = attrs["format_version"]
+    if isinstance(fv, bool) or not isinstance(fv, int) or fv < 1:
         raise RecordingFormatError(
-            f"{path} has format_version {attrs['format_version']}, newer than this minisim "
+            f"{path} has format_version {fv!r}, which is not a format minisim writes (a whole "
+            f"number; this minisim reads {', '.join(map(str, READABLE_FORMATS))}): the store's "
+            "root attrs were changed by hand or by another program"
+        )
+    if fv > FORMAT_VERSION:
+        raise RecordingFormatError(
+            f"{path} has format_version {fv}, newer than this minisim "
             f"reads ({FORMAT_VERSION}); upgrade minisim to open it"
         )
+    _warn_if_newer(path, attrs)
     return attrs
+
+
+def _warn_if_newer(path: Path, attrs: dict[str, Any]) -> None:
+    """Warn when a newer render algorithm or minisim wrote the store: its data load as stored,
+    but this minisim would not make the same bytes from its Spec."""
+    from . import render
+
+    algo = attrs.get("render_algorithm")
+    if isinstance(algo, int) and not isinstance(algo, bool) and algo > render.RENDER_ALGORITHM:
+        warnings.warn(
+            f"{path} was rendered with render_algorithm {algo}, newer than this minisim's "
+            f"({render.RENDER_ALGORITHM}): its data load as stored, but simulate(spec) here would "
+            "not reproduce them; upgrade minisim to re-simulate it", NewerStoreWarning, stacklevel=4)
+    theirs = attrs.get("minisim_version")
+    try:
+        from packaging.version import Version
+
+        newer = theirs is not None and Version(str(theirs)) > Version(__version__)
+    except Exception:  # noqa: BLE001 - an unparsable version is reported below as unknown
+        newer = False
+    if newer:
+        warnings.warn(
+            f"{path} was written by minisim {theirs}, newer than this one ({__version__}); "
+            "it loads, but upgrade minisim to be sure of reading it as meant",
+            NewerStoreWarning, stacklevel=4)
 
 
 def open_dataset(path: str | Path, allow_incomplete: bool = False) -> tuple[xr.Dataset, Spec]:
@@ -200,8 +304,108 @@ def open_dataset(path: str | Path, allow_incomplete: bool = False) -> tuple[xr.D
             "written. Re-run the save with overwrite=True (or load(..., allow_incomplete=True) "
             "to inspect what is there)."
         )
+    record = attrs.get("chunks_written")
+    if record:
+        missing = [name for name in record if not (path / name / "zarr.json").is_file()]
+        if missing:
+            raise DamagedRecordingError(
+                f"{path} is damaged: array(s) {', '.join(missing)} are missing from the store "
+                f"(the save wrote them); run `minisim verify {path}` for the whole picture, and "
+                "re-simulate it from its Spec (minisim spec --from STORE)"
+            )
     ds = decode_labels(xr.open_zarr(path, consolidated=False, zarr_format=3))
     return ds, Spec.model_validate_json(attrs["spec"])
+
+
+# --------------------------------------------------------------------------- verify
+@dataclass
+class ChunkProblem:
+    """One thing wrong with a store: which array, which chunk (its key), what, and detail."""
+
+    variable: str
+    chunk: str
+    kind: str  # "missing array" | "missing" | "damaged" | "unexpected"
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.variable}/{self.chunk}" if self.chunk else self.variable
+        return f"{where}: {self.kind}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found: ``ok`` only when every chunk is there and decodes."""
+
+    path: Path
+    format_version: int
+    chunks_checked: int = 0
+    problems: list[ChunkProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = (f"{self.path}: {'intact' if self.ok else f'{len(self.problems)} problem(s)'}, "
+                f"{self.chunks_checked} chunks checked (format {self.format_version})")
+        return "\n".join([head, *(f"  {p}" for p in self.problems), *(f"  note: {n}" for n in self.notes)])
+
+
+def verify(path: str | Path, progress: bool = False) -> VerifyReport:
+    """Read every chunk of a store back and check it against the save's record.
+
+    Finds arrays missing from the store, chunks missing (the save wrote them), chunks that are
+    truncated or damaged (their crc32c or decoding fails) and chunks the save did not write.
+    A format 1 store has neither checksums nor a record: only chunks that fail to decode are
+    found there (a note says so).
+    """
+    path = Path(path)
+    attrs = read_attrs(path)
+    report = VerifyReport(path, attrs["format_version"])
+    if not attrs.get("complete"):
+        report.problems.append(ChunkProblem("(store)", "", "incomplete",
+                                            "its save was interrupted before the completion marker"))
+    record = attrs.get("chunks_written") or {}
+    if not record:
+        report.notes.append("format 1 store: no checksums and no record of the chunks written, so "
+                            "only chunks that fail to decode can be found")
+    arrays = _arrays(path)
+    for name in record:
+        if name not in arrays:
+            report.problems.append(ChunkProblem(name, "", "missing array", "the save wrote it"))
+    total = sum(math.prod(_chunk_grid(a)) for a in arrays.values())
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="chunk", desc=f"verify {path.name}")
+    try:
+        for name, arr in sorted(arrays.items()):
+            grid = _chunk_grid(arr)
+            expected = _written_bits(record[name]) if name in record else None
+            for k, idx in enumerate(np.ndindex(*grid)):
+                key = arr.metadata.encode_chunk_key(idx)
+                there = _chunk_file(path, name, arr, idx).is_file()
+                if expected is not None and expected[k] and not there:
+                    report.problems.append(ChunkProblem(name, key, "missing", "the save wrote it"))
+                elif expected is not None and not expected[k] and there:
+                    report.problems.append(ChunkProblem(name, key, "unexpected",
+                                                        "the save did not write it"))
+                elif there:
+                    try:
+                        arr.get_block_selection(idx)
+                    except Exception as e:  # noqa: BLE001 - any decode failure is damage
+                        kind = "damaged"
+                        report.problems.append(ChunkProblem(name, key, kind,
+                                                            f"{type(e).__name__}: {e}"))
+                report.chunks_checked += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
 
 
 def mark_complete(path: Path, extra: dict[str, Any]) -> None:

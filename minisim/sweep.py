@@ -30,6 +30,7 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import threading
@@ -112,10 +113,20 @@ def spec_hash(spec: Spec) -> str:
 def _read_mapping(path: Path) -> dict[str, Any]:
     text = path.read_text()
     if path.suffix.lower() == ".json":
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SweepError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, "
+                             f"column {e.colno}") from None
     import yaml
 
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise SweepError(f"{path} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise SweepError(f"{path}: a sweep file must be a mapping with keys {list(SweepFile.model_fields)}")
     return data
@@ -135,7 +146,13 @@ def _base_spec(base: str | dict[str, Any], root: Path) -> Spec:
     if not path.is_file():
         raise SweepError(f"sweep base {base!r} is neither a preset ({presets.names()}) nor a spec file "
                          f"(looked for {path})")
-    return Spec.from_json(path)
+    try:
+        return Spec.model_validate_json(path.read_bytes())
+    except ValidationError as e:
+        # name the fields and what is wrong, never the file's text (it may be any file)
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
+                             for err in e.errors(include_input=False, include_url=False)[:5])
+        raise SweepError(f"sweep base {base!r} ({path}) is not a valid Spec JSON file: {problems}") from None
 
 
 def _allowed_range(dotted: str) -> str:
@@ -164,11 +181,17 @@ def _spec_for(base: Spec, updates: dict[str, Any], where: str) -> Spec:
         raise SweepError(f"{where}: " + "; ".join(lines)) from None
 
 
-def load_sweep(sweep: str | Path | dict[str, Any] | SweepFile, root: str | Path | None = None) -> Sweep:
+#: Grids with at least this many points show a progress bar while they are validated.
+PROGRESS_POINTS = 500
+
+
+def load_sweep(sweep: str | Path | dict[str, Any] | SweepFile, root: str | Path | None = None,
+               progress: bool = True) -> Sweep:
     """Read and validate a sweep file (or mapping): every grid point's Spec is built here.
 
     Raises :class:`SweepError` naming the path, the value and the allowed range for the first
-    invalid point, before any work starts.
+    invalid point, before any work starts. A grid of :data:`PROGRESS_POINTS` points or more shows
+    a progress bar (on stderr) while it is validated, unless ``progress=False``.
     """
     if isinstance(sweep, (str, Path)):
         path = Path(sweep)
@@ -190,6 +213,12 @@ def load_sweep(sweep: str | Path | dict[str, Any] | SweepFile, root: str | Path 
     base = _spec_for(_base_spec(sf.base, root), sf.set, "sweep `set`")
     grid_paths = list(sf.grid)
     points, seen = [], {}
+    n_points = math.prod(len(v) for v in sf.grid.values()) * (len(sf.seeds) if sf.seeds else 1)
+    bar = None
+    if progress and n_points >= PROGRESS_POINTS:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_points, unit="point", desc="validating sweep grid", file=sys.stderr)
     for values in itertools.product(*sf.grid.values()):
         params = dict(zip(grid_paths, values))
         for seed in sf.seeds if sf.seeds is not None else [None]:
@@ -201,6 +230,10 @@ def load_sweep(sweep: str | Path | dict[str, Any] | SweepFile, root: str | Path 
                 raise SweepError(f"{where} gives the same Spec as {seen[pt.hash]}; remove the duplicate")
             seen[pt.hash] = where
             points.append(pt)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     if sf.chunks is not None:
         from .render import normalize_chunks
 
@@ -387,7 +420,10 @@ def run(sweep: str | Path | dict[str, Any] | Sweep, *, scheduler: str = "local",
     ds = minisim.open_sweep("cluster/ca1-sweep")
     ```
     """
-    sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers={workers!r} must be a whole number >= 1 (or None: 2 on a "
+                         "local cluster)")
+    sw = sweep if isinstance(sweep, Sweep) else load_sweep(sweep, progress=progress)
     out = sw.output
     out.mkdir(parents=True, exist_ok=True)
     old = {}

@@ -9,8 +9,10 @@ one by one through imageio's pyav plugin, so memory stays flat however long the 
 
 Beside ``out.avi`` they write ``out.spec.json`` (the Spec, so the video can be re-simulated
 bit for bit) and ``out.video.json`` (the 8-bit mapping, codec, fps, frame count, versions).
-The AVI is written to ``out.avi.partial`` and renamed only when every frame is in, after
-both companion files: a file named ``out.avi`` is always complete.
+The AVI is written to a fresh ``out.avi.partial-<id>`` and renamed only when every frame is in,
+after both companion files: a file named ``out.avi`` is always complete. One process writes a
+path at a time (``out.avi.lock``), and ``overwrite=True`` replaces only a minisim video (an
+``.avi`` with its ``.spec.json``), never another file (see :mod:`minisim._safe_io`).
 
 The 8-bit mapping, with integer ``low`` and ``high`` ADU::
 
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _safe_io
 from .spec import Spec
 
 #: Layout version of the ``.video.json`` companion file.
@@ -188,7 +191,7 @@ def companion_paths(path: str | Path) -> dict[str, Path]:
     path = Path(path)
     return {"video": path, "spec": path.with_suffix(".spec.json"),
             "meta": path.with_suffix(".video.json"),
-            "partial": path.with_name(path.name + ".partial")}
+            "partial": _safe_io.write_aside(path)}
 
 
 def _check_path(path: str | Path, spec: Spec, overwrite: bool) -> dict[str, Path]:
@@ -202,7 +205,9 @@ def _check_path(path: str | Path, spec: Spec, overwrite: bool) -> dict[str, Path
     paths = companion_paths(path)
     if path.is_dir():
         raise IsADirectoryError(f"video path {str(path)!r} is a folder")
-    if not overwrite:
+    if overwrite:
+        _safe_io.check_overwritable(path, "video")
+    else:
         for key in ("video", "meta"):
             if paths[key].exists():
                 raise FileExistsError(f"{paths[key]} exists; pass overwrite=True to replace it")
@@ -222,9 +227,7 @@ def _check_path(path: str | Path, spec: Spec, overwrite: bool) -> dict[str, Path
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _safe_io.write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------- export
@@ -396,6 +399,8 @@ def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: Video
 
     partial = paths["partial"]
     blocks = _frame_blocks(movie)
+    lock = _safe_io.exclusive_lock(paths["video"])
+    lock.__enter__()  # one writer per path; released below, whatever happens
     try:
         # One block renders (on the dask scheduler) while the one before is encoded here:
         # at most two time-blocks are alive, whatever the movie's length.
@@ -419,6 +424,7 @@ def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: Video
         partial.unlink(missing_ok=True)
         raise
     finally:
+        lock.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     return paths["video"]

@@ -96,15 +96,19 @@ minisim.simulate(spec).save({path!r}, chunks={{"frame": 8}}, scheduler="synchron
 """
 
 
-def test_interrupted_save_is_reported_incomplete(tmp_path):
+def test_interrupted_save_leaves_nothing_under_the_name_and_an_incomplete_partial(tmp_path):
+    """A killed save never leaves a store under its name: the chunks went to a partial beside
+    it, which load reports as incomplete and the next save of the path removes."""
     path = tmp_path / "killed.zarr"
     code = _SLOW_SAVE.format(tests=os.path.dirname(__file__), path=str(path))
     proc = subprocess.Popen([sys.executable, "-c", code])
+    partials = []
     try:
-        deadline = time.time() + 120
-        movie = path / "movie" / "c"
+        deadline = time.time() + 300
         while time.time() < deadline:
-            if movie.exists() and sum(1 for _ in movie.rglob("*") if _.is_file()) >= 10:
+            partials = list(tmp_path.glob("killed.zarr.partial-*"))
+            movie = partials[0] / "movie" / "c" if partials else None
+            if movie is not None and movie.exists() and sum(1 for f in movie.rglob("*") if f.is_file()) >= 10:
                 break
             if proc.poll() is not None:
                 pytest.fail("the save finished before it could be interrupted")
@@ -114,13 +118,16 @@ def test_interrupted_save_is_reported_incomplete(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert path.exists()
-    with pytest.raises(IncompleteRecordingError, match="incomplete"):
+    assert not path.exists()
+    with pytest.raises(FileNotFoundError):
         Recording.load(path)
-    partial = Recording.load(path, allow_incomplete=True)
-    assert partial.dataset.attrs["complete"] is False
-    simulate(partial.spec).save(path, overwrite=True, chunks={"frame": 400})  # redo it
+    (partial,) = partials
+    with pytest.raises(IncompleteRecordingError, match="incomplete"):
+        Recording.load(partial)
+    assert Recording.load(partial, allow_incomplete=True).dataset.attrs["complete"] is False
+    simulate(Recording.load(partial, allow_incomplete=True).spec).save(path, chunks={"frame": 400})
     assert Recording.load(path).dataset.attrs["complete"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.zarr"]  # the leftover is gone
 
 
 def test_saturation_is_counted_in_attrs(tmp_path):

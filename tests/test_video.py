@@ -206,8 +206,15 @@ def test_existing_video_is_kept_unless_overwrite(exported, tmp_path):
         minisim.simulate_video(SPEC, out, progress=False)
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi"]
-    rec.to_video(out, overwrite=True, progress=False)
+    # overwrite=True replaces only a minisim video (an .avi with its .spec.json), not this file
+    with pytest.raises(FileExistsError, match="not a minisim video"):
+        rec.to_video(out, overwrite=True, progress=False)
+    assert out.read_bytes() == b"precious"
+    out.unlink()
+    rec.to_video(out, progress=False)
+    rec.to_video(out, overwrite=True, progress=False)  # its own video: replaced
     assert read_gray(out).shape == (10, 38, 50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi", "v.spec.json", "v.video.json"]
 
 
 def test_a_different_spec_json_beside_it_is_kept(exported, tmp_path):

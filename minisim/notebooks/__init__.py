@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .. import _safe_io
+
 _HERE = Path(__file__).parent
 
 #: name -> (folder inside this package, one-line description)
@@ -41,15 +43,29 @@ def notebook_folder(name: str) -> Path:
 def copy_notebook(name: str, dest: str | Path | None = None, force: bool = False) -> Path:
     """Copy notebook ``name``'s folder to ``dest`` (default ``./minisim-notebooks/NAME``).
 
-    Raises FileExistsError if ``dest`` exists, unless ``force`` (which replaces it).
+    Raises FileExistsError if ``dest`` exists, unless ``force``, which replaces only an earlier
+    copy made by this function (it leaves a marker file in the folder), never another folder,
+    and never the current folder or one above it. The copy is made beside ``dest`` and swapped
+    in when complete, so a failed copy leaves the old one as it was.
     """
     src = notebook_folder(name)
     dest = Path(dest) if dest is not None else Path.cwd() / "minisim-notebooks" / name
-    if dest.exists():
+    _safe_io.refuse_cwd_or_parent(dest, "notebook destination")
+    if dest.exists() or dest.is_symlink():
         if not force:
             raise FileExistsError(f"{dest} exists; pass --force (force=True) to replace it")
-        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        _safe_io.check_overwritable(dest, "notebook")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(
-        "__pycache__", ".ipynb_checkpoints", "*.zarr", "*.avi"))
+    with _safe_io.exclusive_lock(dest):
+        partial = _safe_io.write_aside(dest)
+        try:
+            shutil.copytree(src, partial, ignore=shutil.ignore_patterns(
+                "__pycache__", ".ipynb_checkpoints", "*.zarr", "*.avi"))
+            (partial / _safe_io.NOTEBOOK_MARKER).write_text(
+                f"a copy of the minisim notebook {name!r}: minisim-notebooks copy --force may "
+                "replace this folder\n")
+            _safe_io.swap_into_place(partial, dest)
+        finally:
+            if partial.exists():
+                shutil.rmtree(partial, ignore_errors=True)
     return dest

@@ -1,0 +1,176 @@
+"""Verified stores: crc32c on every chunk, a record of the chunks written, verify, format versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import zarr
+from helpers import dataset_digests, small_spec
+
+from minisim import Recording, simulate
+from minisim.cli import main
+from minisim.store import (
+    FORMAT_VERSION,
+    DamagedRecordingError,
+    NewerStoreWarning,
+    RecordingFormatError,
+    verify,
+)
+
+VARIABLES = ("movie", "A", "C")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """One store with several chunks in movie and A, and its digests."""
+    folder = tmp_path_factory.mktemp("store")
+    spec = small_spec(**{"cells.density_per_mm3": 60000.0})
+    rec = simulate(spec)
+    rec.save(folder / "r.zarr", chunks={"frame": 4, "height": 16, "width": 16})
+    return folder / "r.zarr", dataset_digests(rec.dataset)
+
+
+def _copy(saved, tmp_path):
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(saved[0], path)
+    return path
+
+
+def _first_chunk(path, name):
+    files = sorted(f for f in (path / name / "c").rglob("*") if f.is_file())
+    assert files, name
+    return files[0]
+
+
+def test_every_array_carries_a_crc32c_after_its_compressor(saved):
+    path, _ = saved
+    for meta in path.rglob("zarr.json"):
+        doc = json.loads(meta.read_text())
+        if doc.get("node_type") == "array":
+            assert [c["name"] for c in doc["codecs"]][-1] == "crc32c", meta
+
+
+def test_store_records_format_2_and_the_chunks_written(saved):
+    path, _ = saved
+    attrs = zarr.open_group(str(path), mode="r").attrs
+    assert attrs["format_version"] == FORMAT_VERSION == 2
+    record = attrs["chunks_written"]
+    assert set(VARIABLES) <= set(record)
+    assert record["movie"]["written"] == "all"
+    assert record["A"]["written"] != "all"   # all-zero footprint chunks are skipped by design
+
+
+def test_an_intact_store_verifies(saved):
+    path, digests = saved
+    report = Recording.load(path).verify()
+    assert report.ok and report.chunks_checked > 0, str(report)
+    assert dataset_digests(Recording.load(path).dataset) == digests
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
+def test_verify_finds_a_damaged_chunk_in_movie_A_and_C(saved, tmp_path, damage):
+    path = _copy(saved, tmp_path)
+    hit = {}
+    for name in VARIABLES:
+        f = _first_chunk(path, name)
+        hit[name] = f.relative_to(path / name).as_posix()
+        if damage == "delete":
+            f.unlink()
+        elif damage == "truncate":
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+        else:
+            data = bytearray(f.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            f.write_bytes(bytes(data))
+    report = verify(path)
+    assert not report.ok
+    found = {(p.variable, p.chunk) for p in report.problems}
+    assert found == {(name, key) for name, key in hit.items()}, str(report)
+    kind = "missing" if damage == "delete" else "damaged"
+    assert {p.kind for p in report.problems} == {kind}
+    for name, key in hit.items():
+        assert f"{name}/{key}" in str(report)
+
+
+def test_a_flipped_byte_is_an_error_when_read(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    f = _first_chunk(path, "movie")
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum"):
+        Recording.load(path).movie.values  # noqa: B018
+
+
+def test_load_notices_a_missing_variable_at_once(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    shutil.rmtree(path / "movie")
+    with pytest.raises(DamagedRecordingError, match="movie"):
+        Recording.load(path)
+    report = verify(path)
+    assert any(p.variable == "movie" and p.kind == "missing array" for p in report.problems)
+
+
+def test_cli_verify_exits_0_only_for_an_intact_store(saved, tmp_path, capsys):
+    path, _ = saved
+    assert main(["verify", str(path), "-q"]) == 0
+    assert "intact" in capsys.readouterr().out
+    broken = _copy(saved, tmp_path)
+    _first_chunk(broken, "A").unlink()
+    assert main(["verify", str(broken), "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "A/c/" in out and "missing" in out
+
+
+def test_a_format_1_store_still_loads_and_verifies_what_it_can(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["format_version"] = 1
+    del g.attrs["chunks_written"]
+    rec = Recording.load(path)
+    assert dataset_digests(rec.dataset) == saved[1]
+    report = rec.verify()
+    assert report.ok and any("format 1" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("value", ["abc", None, 1.9, True, 0])
+def test_a_format_version_that_is_not_a_whole_known_number_is_refused(saved, tmp_path, value):
+    path = _copy(saved, tmp_path)
+    zarr.open_group(str(path), mode="r+").attrs["format_version"] = value
+    with pytest.raises(RecordingFormatError, match="format_version") as e:
+        Recording.load(path)
+    assert repr(value) in str(e.value)
+
+
+def test_a_newer_format_version_is_refused(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    zarr.open_group(str(path), mode="r+").attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(RecordingFormatError, match="newer than this minisim"):
+        Recording.load(path)
+
+
+@pytest.mark.parametrize("key,value", [("render_algorithm", 999), ("minisim_version", "99.0")])
+def test_a_newer_render_algorithm_or_minisim_warns_and_loads(saved, tmp_path, key, value):
+    path = _copy(saved, tmp_path)
+    zarr.open_group(str(path), mode="r+").attrs[key] = value
+    with pytest.warns(NewerStoreWarning, match=str(value)):
+        rec = Recording.load(path)
+    assert dataset_digests(rec.dataset) == saved[1]
+
+
+def test_the_current_store_loads_without_a_version_warning(saved):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NewerStoreWarning)
+        Recording.load(saved[0])
+
+
+def test_checksums_do_not_change_the_data(saved):
+    """The crc32c is extra bytes per chunk: the decoded arrays are those simulated."""
+    path, digests = saved
+    rec = Recording.load(path)
+    assert dataset_digests(rec.dataset) == digests
+    assert np.asarray(rec.movie[0]).dtype == np.uint16
