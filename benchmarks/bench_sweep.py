@@ -3,12 +3,15 @@
 A sweep of 8 small recordings (128 x 128 px, 10 s at 20 fps, 4 densities x 2 seeds) is rendered
 from scratch with ``minisim.sweep.run`` on a LocalCluster of 1 and then 2 single-threaded worker
 processes; the table gives the wall time, recordings per minute and the scaling efficiency
-rate2 / (2 x rate1). Run: ``python benchmarks/bench_sweep.py [--workers 1 2 4]``.
+rate2 / (2 x rate1). Mode ``long`` spreads one longer recording (V4 CA1, 256 x 256 px, 2 min)
+over the workers instead: each worker builds the World and computes only the trace segments
+its blocks need (docs/segments.md). Run: ``python benchmarks/bench_sweep.py [--workers 1 2 4]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -23,12 +26,26 @@ SWEEP = {
 }
 
 
+#: One long recording spread over the workers ("long" mode): V4 CA1 at 256 x 256 px, 2 minutes.
+LONG = {
+    "base": {"sensor": {"width_px": 256, "height_px": 256}, "recording": {"duration_s": 120.0, "fps": 20}},
+    "grid": {"recording.seed": [0]},
+    "output": "out",
+}
+
+
 def bench(n_workers: int, root: Path, mode: str) -> tuple[int, float]:
-    from minisim import sweep
+    from minisim import presets, sweep
 
     out = root / f"{mode}-w{n_workers}"
     shutil.rmtree(out, ignore_errors=True)
-    sw = sweep.load_sweep(SWEEP, root=out)
+    if mode == "long":
+        v4 = json.loads(presets.scope("miniscope_v4_ca1").model_dump_json())
+        base = {**v4, "sensor": {**v4["sensor"], **LONG["base"]["sensor"]},
+                "recording": {**v4["recording"], **LONG["base"]["recording"]}}
+        sw = sweep.load_sweep({**LONG, "base": base}, root=out)
+    else:
+        sw = sweep.load_sweep(SWEEP, root=out)
     t0 = time.perf_counter()
     m = sweep.run(sw, scheduler="local", workers=n_workers, progress=False,
                   whole_below_mb=sweep.WHOLE_BELOW_MB if mode == "whole" else 0.0)
@@ -40,8 +57,9 @@ def bench(n_workers: int, root: Path, mode: str) -> tuple[int, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--modes", nargs="+", choices=["whole", "spread"], default=["whole", "spread"],
-                   help="whole: each recording one task (the default for small ones); spread: chunks")
+    p.add_argument("--modes", nargs="+", choices=["whole", "spread", "long"], default=["whole", "spread", "long"],
+                   help="whole: each recording one task (the default for small ones); spread: chunks; "
+                        "long: one 2-minute V4 CA1 256 px recording spread over the workers")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,8 +67,9 @@ def main() -> None:
             for n in args.workers:
                 count, seconds = bench(n, Path(tmp), mode)
                 rows.append((mode, n, count, seconds, count / seconds * 60))
-    print(f"sweep of {rows[0][2]} recordings, 128 x 128 px, 10 s at 20 fps; {os.cpu_count()} CPU cores; "
-          "LocalCluster, 1 thread per worker, wall time includes cluster start")
+    print(f"sweeps: whole/spread 8 recordings 128 x 128 px 10 s; long 1 recording V4 CA1 256 x 256 px "
+          f"120 s; 20 fps; {os.cpu_count()} CPU cores; LocalCluster, 1 thread per worker, wall time "
+          "includes cluster start")
     print(f"{'mode':>6} | {'workers':>7} | {'recordings':>10} | {'wall s':>7} | {'rec/min':>7} | {'efficiency':>10}")
     print("-" * 65)
     for mode, n, count, seconds, rate in rows:
