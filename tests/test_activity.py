@@ -59,6 +59,7 @@ def test_spike_counts_are_the_binned_spike_times():
         assert np.array_equal(counts, act.spikes[i])
 
 
+@pytest.mark.slow
 def test_mean_firing_rate_and_active_fraction_match_spec():
     spec = _spec(seed=3)
     a = spec.activity
@@ -194,6 +195,7 @@ def _mean_pairwise_count_correlation(correlation: float) -> float:
     return float(r[np.triu_indices(60, 1)].mean())
 
 
+@pytest.mark.slow
 def test_correlation_knob_raises_within_ensemble_correlation():
     r0, r5, r9 = (_mean_pairwise_count_correlation(c) for c in (0.0, 0.5, 0.9))
     assert abs(r0) < 0.03
@@ -206,6 +208,7 @@ def test_bleaching_off_gives_ones():
     assert np.array_equal(act.C, 1.0 + act.dff)
 
 
+@pytest.mark.slow
 def test_bleaching_follows_the_formula():
     beta, tau_s, fps = 0.3, 100.0, 20.0
     n = 4000

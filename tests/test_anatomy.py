@@ -383,6 +383,7 @@ def every_effect(**updates) -> Spec:
     return spec.with_updates(updates) if updates else spec
 
 
+@pytest.mark.slow
 def test_same_bytes_for_any_chunking_with_every_effect_on():
     rec = minisim.simulate(every_effect())
     movie = rec.dataset["movie"]
@@ -411,6 +412,7 @@ def test_ground_truth_explains_the_movie_with_every_other_effect_on():
     assert (movie == np.clip(np.rint(model), 0, 1023)).mean() > 0.999
 
 
+@pytest.mark.slow
 def test_preview_window_is_the_crop_of_the_full_render():
     spec = every_effect()
     full = render_block(build_world(spec), range(4, 12), (0, 80, 0, 96))
@@ -428,6 +430,7 @@ def v4_world():
     return build_world(spec)
 
 
+@pytest.mark.slow
 def test_v4_background_and_saturation_hit_the_8_bit_targets(v4_world):
     spec = v4_world.spec
     frames = render_block(v4_world, range(20), (0, 608, 0, 608))
@@ -437,6 +440,7 @@ def test_v4_background_and_saturation_hit_the_8_bit_targets(v4_world):
     assert 80 <= centre <= 120, centre
 
 
+@pytest.mark.slow
 def test_v4_cortex_background_and_saturation_hit_the_8_bit_targets():
     spec = presets.get("miniscope_v4_cortex_l23").with_updates({"recording.duration_s": 2.0})
     frames = render_block(build_world(spec), range(10), (0, 608, 0, 608))
@@ -444,6 +448,7 @@ def test_v4_cortex_background_and_saturation_hit_the_8_bit_targets():
     assert 80 <= frames[:, 254:354, 254:354].mean() <= 120
 
 
+@pytest.mark.slow
 def test_v4_in_focus_soma_is_10_to_20_percent_of_local_background(v4_world):
     sc = v4_world.scene
     W = 608
@@ -466,6 +471,7 @@ def test_v4_in_focus_soma_is_10_to_20_percent_of_local_background(v4_world):
     assert 0.10 <= np.median(ratios) <= 0.20, np.median(ratios)
 
 
+@pytest.mark.slow
 def test_v4_ca1_moderate_detectable_fraction_is_30_to_70_percent(v4_world):
     met = cell_metrics(v4_world)
     c = v4_world.scene.cells
@@ -507,6 +513,7 @@ def test_vasomotion_modulates_only_under_the_vessels_and_keeps_the_bytes_per_chu
 
 
 # ------------------------------------------------------------------------- crops are crops
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["miniscope_v4_cortex_l23", "generic_1p"])
 def test_a_smaller_sensor_window_is_the_centre_crop_of_the_full_sensor(name):
     """Vignette, falloff, glow, field curvature and vessels are placed in um from the optical

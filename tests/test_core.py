@@ -100,6 +100,7 @@ def test_prefix_stable_across_a_segment_boundary():
         assert np.array_equal(short[name].values, long[name].isel(frame=slice(0, n)).values), name
 
 
+@pytest.mark.slow
 def test_same_bytes_for_any_chunking():
     spec = _everything_on()
     digests = set()
@@ -109,6 +110,7 @@ def test_same_bytes_for_any_chunking():
     assert len(digests) == 1
 
 
+@pytest.mark.slow
 def test_same_bytes_for_any_chunking_of_the_saved_store(tmp_path):
     spec = _everything_on()
     stores = [simulate(spec).save(tmp_path / f"r{i}.zarr", chunks=c)
@@ -117,6 +119,7 @@ def test_same_bytes_for_any_chunking_of_the_saved_store(tmp_path):
     assert all(dataset_digests(s.dataset) == first for s in stores[1:])
 
 
+@pytest.mark.slow
 def test_same_bytes_for_threads_processes_and_local_cluster(tmp_path):
     from distributed import Client, LocalCluster
 
@@ -132,6 +135,7 @@ def test_same_bytes_for_threads_processes_and_local_cluster(tmp_path):
         assert dataset_digests(dist.dataset) == ref
 
 
+@pytest.mark.slow
 def test_ground_truth_explains_the_movie_without_motion_and_noise():
     spec = _everything_on(**{"motion.enabled": False, "sensor.noise": False,
                              "cells.density_per_mm3": 200000.0})
@@ -146,6 +150,7 @@ def test_ground_truth_explains_the_movie_without_motion_and_noise():
     assert ds.sizes["unit_id"] > 0 and float(ds.A.sum()) > 0
 
 
+@pytest.mark.slow
 def test_prefix_stable_when_the_duration_grows():
     short = simulate(_everything_on()).dataset
     long = simulate(_everything_on(**{"recording.duration_s": 2.5})).dataset
@@ -166,6 +171,7 @@ print(hashlib.sha256(rec.dataset.movie.values.tobytes() + rec.dataset.C.values.t
 """
 
 
+@pytest.mark.slow
 def test_bytes_do_not_depend_on_pythonhashseed():
     code = _HASH_SCRIPT.format(tests=os.path.dirname(__file__))
     outs = []
@@ -177,6 +183,7 @@ def test_bytes_do_not_depend_on_pythonhashseed():
     assert outs[0] == outs[1] and len(outs[0]) == 64
 
 
+@pytest.mark.slow
 def test_seed_changes_the_recording():
     """Another seed redraws every random ingredient (cells, motion, noise), so nearly every
     pixel changes; the same seed again gives the same bytes."""
@@ -191,6 +198,7 @@ def test_seed_changes_the_recording():
     assert (a.movie.values != b.movie.values).mean() > 0.9        # other noise everywhere
 
 
+@pytest.mark.slow
 def test_presets_simulate_lazily_over_their_full_field():
     rec = minisim.simulate(presets.scope("miniscope_v4_ca1").with_updates(
         {"recording.duration_s": 0.1}))

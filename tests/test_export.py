@@ -86,6 +86,7 @@ def _peak_bytes(fn, rec, path) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tiff", "minian", "nwb"])
 def test_export_memory_stays_flat_for_a_4x_longer_movie(short_and_long, tmp_path, kind):
     if kind == "nwb":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import small_spec
 
 from minisim import Recording, simulate
@@ -11,6 +12,7 @@ from minisim.cli import default_spec, main
 from minisim.studio.serve import prepare, voila_command
 
 
+@pytest.mark.slow
 def test_default_recording_has_hundreds_of_cells_in_view_and_30_detectable():
     """`minisim simulate -o recording.zarr` without a Spec: ground truth only (no movie rendered)."""
     spec = default_spec()

@@ -9,6 +9,7 @@ per-cell flags (in_focus, pnr, vessel_overlap_fraction).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from helpers import ALL_EFFECTS_OFF
 from scipy.spatial import cKDTree
@@ -122,6 +123,7 @@ def test_dendrites_extend_the_planted_footprint_beyond_the_soma():
     assert _support_radius_um(with_d, centre) > 5.0 + 10.0      # dendrites reach out
 
 
+@pytest.mark.slow
 def test_observed_footprint_is_the_planted_one_blurred_and_out_of_focus_cells_are_broad():
     spec = _small(**{**ALL_EFFECTS_OFF, "optics.defocus_enabled": True,
                      "cells.density_per_mm3": 20000.0, "cells.band_thickness_um": 120.0})
@@ -143,6 +145,7 @@ def test_observed_footprint_is_the_planted_one_blurred_and_out_of_focus_cells_ar
     assert np.array_equal(ds["in_focus"].values, np.abs(ds["defocus_um"].values) <= 3 * ds["radius_um"].values)
 
 
+@pytest.mark.slow
 def test_pnr_falls_with_defocus_and_detectable_follows_the_rule():
     # the same cells and spikes, in focus and then 40 um out of it (focus knob), over a background
     # (attenuation on, so a cell is as bright against it as in tissue)

@@ -61,6 +61,7 @@ def test_copy_to_a_chosen_folder_and_unknown_names(tmp_path, capsys):
     assert "unknown notebook" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_repository_quickstart_notebook_executes(tmp_path, monkeypatch):
     """notebooks/quickstart.ipynb (in the repository, not the package) runs top to bottom."""
     from pathlib import Path

@@ -32,6 +32,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert list(loaded.dataset.bg_component.values) == ["neuropil", "glow", "dark"]
 
 
+@pytest.mark.slow
 def test_footprints_are_stored_sparsely_and_a_loaded_recording_saves_the_same(tmp_path):
     # a field wider than one footprint tile: most (32 units x tile) chunks of A are all zero
     spec = small_spec(**{"sensor.width_px": 160, "sensor.height_px": 144, "sensor.noise_tile_px": 32,
@@ -60,6 +61,7 @@ def test_store_records_versions_and_the_spec(tmp_path):
     assert Spec.model_validate_json(attrs["spec"]) == small_spec()
 
 
+@pytest.mark.slow
 def test_save_refuses_an_existing_store_unless_overwrite(tmp_path):
     path = tmp_path / "r.zarr"
     simulate(small_spec()).save(path)
@@ -96,6 +98,7 @@ minisim.simulate(spec).save({path!r}, chunks={{"frame": 8}}, scheduler="synchron
 """
 
 
+@pytest.mark.slow
 def test_interrupted_save_leaves_nothing_under_the_name_and_an_incomplete_partial(tmp_path):
     """A killed save never leaves a store under its name: the chunks went to a partial beside
     it, which load reports as incomplete and the next save of the path removes."""
@@ -158,6 +161,7 @@ def test_cli_simulate_spec_and_spec_from_store(tmp_path, capsys):
     assert "optics.na" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_flat_memory_small_case(tmp_path):
     """Peak RSS of writing 10x more frames stays within 1.1x (the full case is a benchmark)."""
     script = Path(__file__).parents[1] / "benchmarks" / "bench_memory.py"

@@ -119,6 +119,7 @@ def test_generate_runs_in_the_background(tmp_path):
     assert "wrote" in panel.status.value
 
 
+@pytest.mark.slow
 def test_generate_writes_an_avi_of_every_frame(tmp_path):
     import imageio.v3 as iio
 
@@ -284,6 +285,7 @@ def test_a_burst_of_five_slider_changes_renders_at_most_twice_and_the_last_wins(
     panel.close()
 
 
+@pytest.mark.slow
 def test_generate_holds_previews_and_its_knobs_never_rebuild_panel_1(tmp_path):
     studio = Studio(small_spec(), debounce_s=0, path=str(tmp_path / "rec.zarr"))
     anatomy, gen = studio.anatomy, studio.generate

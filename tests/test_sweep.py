@@ -55,6 +55,7 @@ def swept(client, tmp_path_factory):
     return sw, manifest, refs
 
 
+@pytest.mark.slow
 def test_sweep_gives_the_same_bytes_as_single_saves(swept):
     sw, manifest, refs = swept
     assert len(sw) == 4 and list(manifest["status"]) == ["done"] * 4
@@ -63,6 +64,7 @@ def test_sweep_gives_the_same_bytes_as_single_saves(swept):
         assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
 
 
+@pytest.mark.slow
 def test_manifest_has_one_row_per_recording(swept):
     sw, _, _ = swept
     m = msweep.read_manifest(sw.output)
@@ -74,6 +76,7 @@ def test_manifest_has_one_row_per_recording(swept):
     assert all(int(s) > 0 for s in m["size_bytes"]) and all(float(s) > 0 for s in m["seconds"])
 
 
+@pytest.mark.slow
 def test_spread_recordings_give_the_same_bytes(client, swept, tmp_path):
     """whole_below_mb=0 spreads every recording's chunks over the workers: same stores."""
     _, _, refs = swept
@@ -84,6 +87,7 @@ def test_spread_recordings_give_the_same_bytes(client, swept, tmp_path):
         assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whole_below_mb", [msweep.WHOLE_BELOW_MB, 0.0], ids=["whole", "spread"])
 def test_killed_worker_still_completes_every_store(client, swept, tmp_path, whole_below_mb):
     _, _, refs = swept
@@ -114,6 +118,7 @@ def _mtimes(store: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_stores_and_redoes_incomplete_ones(client, swept, tmp_path):
     sw0, _, refs = swept
     shutil.copytree(sw0.output, tmp_path / "out")
@@ -131,6 +136,7 @@ def test_rerun_skips_finished_stores_and_redoes_incomplete_ones(client, swept, t
     assert sorted(p.name for p in sw.output.glob("rec-*")) == sorted(pt.store_name for pt in sw.points)
 
 
+@pytest.mark.slow
 def test_failing_recording_is_recorded_and_the_rest_complete(client, tmp_path):
     sw = msweep.load_sweep({"base": TINY, "seeds": [3, 4, 5], "output": "out"}, root=tmp_path)
     sw.output.mkdir()
@@ -182,6 +188,7 @@ def test_example_sweep_in_cluster_folder_is_valid():
     assert {pt.spec.sensor.width_px for pt in sw.points} == {608}
 
 
+@pytest.mark.slow
 def test_open_sweep_is_lazy_and_labels_recordings(swept):
     import dask.array as da
 
@@ -229,6 +236,7 @@ def _slurm_ready() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_sweep_through_a_real_slurm(tmp_path, swept):
     why = _slurm_ready()
     if why:
@@ -246,6 +254,7 @@ def test_sweep_through_a_real_slurm(tmp_path, swept):
         assert_same_store(tmp_path / "out" / store, refs / store)
 
 
+@pytest.mark.slow
 def test_cli_sweep_runs_and_resumes(tmp_path):
     """`minisim sweep FILE` in a fresh process (its own LocalCluster), then again: all skipped."""
     import sys
@@ -263,6 +272,7 @@ def test_cli_sweep_runs_and_resumes(tmp_path):
     assert is_complete(store)
 
 
+@pytest.mark.slow
 def test_killed_sweep_process_resumes_without_redoing_finished_stores(client, swept, tmp_path):
     """SIGKILL the whole `minisim sweep` process group after its first store; a rerun skips the
     finished stores untouched, redoes the rest, and every store is the single-save one."""
@@ -315,6 +325,7 @@ class _InFlight(SchedulerPlugin):
             self.now -= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bound", [1, 2])
 def test_recordings_in_flight_are_bounded(client, bound, tmp_path):
     """max_in_flight caps how many recordings the cluster holds at once (seen by the scheduler)."""

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import studio_smoke
 
 pytestmark = [
+    pytest.mark.slow,  # a Voila server and a headless browser: minutes
     pytest.mark.skipif(not (os.path.exists(studio_smoke.CHROMIUM) or shutil.which("chromium")),
                        reason=f"no Chromium at {studio_smoke.CHROMIUM}"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright"),
