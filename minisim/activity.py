@@ -4,7 +4,7 @@ This is the ``activity`` box of the scene (design.md, "Data flow"): pure numpy, 
 small next to the movie. The renderer multiplies a cell's resting image ``A`` by
 ``C = bleach * (1 + dff)``, so ``C`` is 1 for a cell at rest at t = 0.
 
-The model (physics.md §4, §5, §7.2, §7.3; the whole page is docs/activity.md):
+The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activity.md):
 
 * **Gate.** A unit is silent (never fires; probability ``1 - active_fraction``) or active.
   An active unit switches between *up* and *down* states, a two-state Markov process in
@@ -31,7 +31,7 @@ The model (physics.md §4, §5, §7.2, §7.3; the whole page is docs/activity.md
   ΔF/F = F([Ca]) / F(Ca_rest) - 1. a_i ~ LogNormal(0, ``amplitude_sd_ln``).
 * **Bleaching.** bleach(t) = (1 - β) + β exp(-(t + κ ∫₀ᵗ ΔF/F dt') / τ_b): bleaching goes with the
   light a cell emits, so active cells bleach faster (κ = ``activity_dependence``); causal, so
-  prefix-stable. The neuropil bleaches with β/2 and no activity term (physics.md §7.3).
+  prefix-stable. The neuropil bleaches with β/2 and no activity term (docs/physics.md §7.3).
 * **Neuropil course.** ``neuropil_f = (1 + fluctuation_fraction · ŷ(t)) · bleach_np(t)``, ŷ the
   ensemble drives averaged, low-passed with ``tissue.neuropil.tau_s`` and scaled to unit sd.
   It depends on the ensemble drives only, never on which units are simulated.
@@ -62,7 +62,7 @@ __all__ = ["SEGMENT_FRAMES", "Activity", "ActivityBatch", "dff_from_spikes", "ex
 #: without bumping the activity algorithm version.
 SEGMENT_FRAMES = 1024
 
-#: The neuropil (autofluorescence) bleaches with this fraction of the cells' β (physics.md §7.3).
+#: The neuropil (autofluorescence) bleaches with this fraction of the cells' β (docs/physics.md §7.3).
 NEUROPIL_BLEACH_RATIO = 0.5
 
 #: A jittered per-cell rise time is kept below this fraction of the cell's decay time, so the
@@ -110,13 +110,13 @@ class Activity:
 
 # ----------------------------------------------------------------------------- indicator
 def _hill_f(ca_nm: np.ndarray, a: ActivitySpec) -> np.ndarray:
-    """F/F_min = 1 + (R_f - 1) [Ca]^n / ([Ca]^n + K_d^n) (physics.md §4)."""
+    """F/F_min = 1 + (R_f - 1) [Ca]^n / ([Ca]^n + K_d^n) (docs/physics.md §4)."""
     x = np.power(np.asarray(ca_nm, np.float64) / a.kd_nm, a.hill_n)
     return 1.0 + (a.dynamic_range - 1.0) * x / (1.0 + x)
 
 
 def hill_dff(n_spikes: np.ndarray | float, activity: ActivitySpec, amplitude: float = 1.0) -> np.ndarray:
-    """ΔF/F of ``n_spikes`` summed spikes with no decay (the calibration of physics.md §4).
+    """ΔF/F of ``n_spikes`` summed spikes with no decay (the calibration of docs/physics.md §4).
 
     With ``hill_enabled`` False this is linear: ``amplitude * dff_per_spike * n_spikes``.
 

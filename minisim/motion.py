@@ -1,6 +1,6 @@
 """Brain motion: how far the tissue has moved under the scope in every frame.
 
-Rigid part (physics.md §7.1), summed per axis then softly bounded by
+Rigid part (docs/physics.md §7.1), summed per axis then softly bounded by
 ``max_displacement_um * tanh(d / max_displacement_um)`` so the render halo is guaranteed:
 * jitter: Ornstein-Uhlenbeck, sd ``rigid_sd_um``, correlation time ``rigid_tau_s``;
 * slow drift: OU with a 30 min time constant and sd ``drift_um``;
@@ -10,7 +10,7 @@ Rigid part (physics.md §7.1), summed per axis then softly bounded by
   by bouts (two-state, mean 5 s on / 20 s off, smoothed over 0.5 s).
 Non-rigid part: three plane-wave modes of wavelength ``nonrigid_length_um`` whose amplitudes
 are OU processes (sd ``nonrigid_amplitude_um`` / sqrt(3), 2 s), bounded at 3x that sd.
-Axial part (focus drift, physics.md §7.1 "Axial"): OU with sd ``axial_sd_um`` and correlation
+Axial part (focus drift, docs/physics.md §7.1 "Axial"): OU with sd ``axial_sd_um`` and correlation
 time ``rigid_tau_s``, bounded at 3x that sd (``axial_bound_um``); positive = tissue deeper.
 
 Draws are keyed by 1024-frame segments, and no state is carried from one segment to the next:

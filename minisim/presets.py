@@ -3,12 +3,12 @@
 Scopes (``scope(name)``): ``generic_1p`` (the library defaults, ``Spec()``),
 ``miniscope_v4_ca1`` (UCLA Miniscope V4 over a dense, thin CA1 pyramidal band through a GRIN
 relay, milder vasculature) and ``miniscope_v4_cortex_l23`` (V4 over sparser L2/3 somata in a
-thick band under thick pial vessels). The V4 optics and sensor are physics.md §2.1 and §6:
+thick band under thick pial vessels). The V4 optics and sensor are docs/physics.md §2.1 and §6:
 NA 0.3, 2.9x, PYTHON480 608 x 608 window of 4.8 um pixels (1.655 um in tissue, 1 mm FOV),
 8-bit output, 0.1 ADU/e-, field curvature R = 2500 um, falloff 0.7, vignette 0.6.
 
 Activity (``activity(name)``): ``quiet``, ``moderate`` (the default) and ``active``, the
-columns of physics.md §5.
+columns of docs/physics.md §5.
 
 Difficulty tiers (``tier(name, spec)``, ``get(scope, activity, tier=...)``): ``easy``,
 ``typical`` and ``hard``, dotted Spec updates of the confounds a pipeline must get past
@@ -48,7 +48,7 @@ _V4_SCOPE: dict[str, Any] = {
         "vignette": {"enabled": True, "corner_ratio": 0.6, "corner_radius_um": 711.6},
         "glow": {"sigma_um": 402.5, "center_offset_um": 75.5},
     },
-    # freely moving, physics.md §7.1, calibrated to the ``typical`` tier (docs/anatomy.md,
+    # freely moving, docs/physics.md §7.1, calibrated to the ``typical`` tier (docs/anatomy.md,
     # "Presets and tiers"): a few um of rigid motion with rare jumps, little oscillation and
     # little non-rigid motion left after rigid registration
     "motion": {

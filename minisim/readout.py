@@ -14,7 +14,7 @@ tests share one definition:
 Depth of field (Inoue / Shillaber): d = lambda n / NA^2 + n delta / NA, the wave-optical
 term plus the geometric term of one object-side pixel delta = pixel pitch / magnification
 (lambda the emission wavelength, n the tissue index). It is the axial range over which a
-point stays as sharp as the sampling allows; defocus blur itself follows physics.md §2.3.
+point stays as sharp as the sampling allows; defocus blur itself follows docs/physics.md §2.3.
 """
 
 from __future__ import annotations

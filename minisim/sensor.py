@@ -1,4 +1,4 @@
-"""The image sensor: how expected photoelectrons become an integer in ADU (physics.md §6).
+"""The image sensor: how expected photoelectrons become an integer in ADU (docs/physics.md §6).
 
 Read top to bottom, the way light becomes a number:
 

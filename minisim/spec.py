@@ -6,7 +6,7 @@ recording is chunked and which dask scheduler renders it are arguments of ``simu
 unit in each field name and checks every number's range, so a typo or an impossible value
 fails at once with an error that names the field, the value and the allowed range.
 
-``Spec()`` is the library default: the Generic 1p scope of ``physics.md`` §2.1 (NA 0.45,
+``Spec()`` is the library default: the Generic 1p scope of ``docs/physics.md`` §2.1 (NA 0.45,
 8x, 256 x 256 px of 3 um -> 0.375 um per pixel in tissue) looking at a CA1-like band.
 The named presets in :mod:`minisim.presets` start from it.
 """
@@ -35,7 +35,7 @@ class FieldCurvature(Section):
     """Petzval field curvature: the focal surface bows towards the objective off axis.
 
     z_f(r) = z_0 - (R - sqrt(R^2 - r^2)); R ~ 2500 um for a V4 without field flattener
-    (physics.md §2.4, prior impl.; estimate).
+    (docs/physics.md §2.4, prior impl.; estimate).
     """
 
     enabled: bool = False
@@ -43,7 +43,7 @@ class FieldCurvature(Section):
 
 
 class OpticsSpec(Section):
-    """Objective and focus. Values: physics.md §2.1 (Generic 1p column)."""
+    """Objective and focus. Values: docs/physics.md §2.1 (Generic 1p column)."""
 
     na: float = Field(0.45, gt=0.01, le=1.0, description="object-side numerical aperture")
     magnification: float = Field(8.0, ge=0.1, le=200.0)
@@ -72,7 +72,7 @@ class OpticsSpec(Section):
 
 # ----------------------------------------------------------------------------- sensor
 class SensorSpec(Section):
-    """Image sensor, photon to ADU. Values: physics.md §6 (Generic column)."""
+    """Image sensor, photon to ADU. Values: docs/physics.md §6 (Generic column)."""
 
     width_px: int = Field(256, ge=8, le=4096)
     height_px: int = Field(256, ge=8, le=4096)
@@ -110,7 +110,7 @@ class SensorSpec(Section):
 
 # ----------------------------------------------------------------------------- tissue
 class Scatter(Section):
-    """Scattered-light haze around every source (physics.md §2.5)."""
+    """Scattered-light haze around every source (docs/physics.md §2.5)."""
 
     enabled: bool = True
     scattering_length_um: float = Field(50.0, ge=1.0, le=5000.0)
@@ -119,7 +119,7 @@ class Scatter(Section):
 
 
 class Attenuation(Section):
-    """Depth dimming T(z) = exp(-z/L_ex - z/L_em) (physics.md §2.5, prior impl.)."""
+    """Depth dimming T(z) = exp(-z/L_ex - z/L_em) (docs/physics.md §2.5, prior impl.)."""
 
     enabled: bool = True
     excitation_length_um: float = Field(600.0, ge=1.0, le=1e5)
@@ -127,7 +127,7 @@ class Attenuation(Section):
 
 
 class Neuropil(Section):
-    """Diffuse out-of-focus and dendritic fluorescence (physics.md §7.2)."""
+    """Diffuse out-of-focus and dendritic fluorescence (docs/physics.md §7.2)."""
 
     enabled: bool = True
     photons_per_um2_s: float = Field(
@@ -148,7 +148,7 @@ class TissueSpec(Section):
 
 # ----------------------------------------------------------------------------- cells
 class CellBand(Section):
-    """One population of somata in a depth band (physics.md §3)."""
+    """One population of somata in a depth band (docs/physics.md §3)."""
 
     density_per_mm3: float = Field(45000.0, ge=0.0, le=500000.0)
     depth_um: float = Field(150.0, ge=0.0, le=3000.0, description="band centre below the surface")
@@ -185,7 +185,7 @@ class CellsSpec(CellBand):
 
 # ----------------------------------------------------------------------------- vessels
 class Vasomotion(Section):
-    """Hemodynamics: slow vessel dilation d(t) = d0 (1 + a sin(2 pi f t + phi)) (physics.md §7.4).
+    """Hemodynamics: slow vessel dilation d(t) = d0 (1 + a sin(2 pi f t + phi)) (docs/physics.md §7.4).
 
     Every chord through a vessel scales with its diameter, so the transmission under the
     vessels becomes T_v(x, t) = T_v(x) exp(-2 mu_a L(x) a sin(2 pi f t + phi)). The phase is
@@ -194,12 +194,12 @@ class Vasomotion(Section):
     """
 
     enabled: bool = False
-    amplitude_fraction: float = Field(0.03, ge=0.0, le=0.5, description="a: 2-5 % (physics.md §7.4)")
+    amplitude_fraction: float = Field(0.03, ge=0.0, le=0.5, description="a: 2-5 % (docs/physics.md §7.4)")
     frequency_hz: float = Field(0.1, gt=0.0, le=5.0, description="f: 0.05-0.2 Hz vasomotion")
 
 
 class VasculatureSpec(Section):
-    """Branching vessels that absorb light: T_v = exp(-2 mu_a L) (physics.md §2.5, §3)."""
+    """Branching vessels that absorb light: T_v = exp(-2 mu_a L) (docs/physics.md §2.5, §3)."""
 
     enabled: bool = True
     trunk_count: int = Field(3, ge=0, le=20)
@@ -217,7 +217,7 @@ class VasculatureSpec(Section):
 
 # ----------------------------------------------------------------------------- scope fields
 class Falloff(Section):
-    """LED illumination profile I(r) = 1 - (1 - edge_ratio)(r / edge_radius_um)^2 (physics.md §2.6).
+    """LED illumination profile I(r) = 1 - (1 - edge_ratio)(r / edge_radius_um)^2 (docs/physics.md §2.6).
 
     r is the distance from the optical axis in tissue, so a smaller sensor window sees the
     centre of the same profile (the default radius is the generic scope's half field).
@@ -229,7 +229,7 @@ class Falloff(Section):
 
 
 class Vignette(Section):
-    """Emission collection V(r) = 1 - (1 - corner_ratio)(r / corner_radius_um)^2 (physics.md §2.6).
+    """Emission collection V(r) = 1 - (1 - corner_ratio)(r / corner_radius_um)^2 (docs/physics.md §2.6).
 
     r is the distance from the optical axis in tissue (default radius: the generic scope's
     field corner), so a smaller sensor window is a crop of the same vignette.
@@ -252,7 +252,7 @@ class Glow(Section):
 
 
 class Bleaching(Section):
-    """F(t) = F(0) [(1 - beta) + beta exp(-t / tau_b)] (physics.md §7.3, Typical)."""
+    """F(t) = F(0) [(1 - beta) + beta exp(-t / tau_b)] (docs/physics.md §7.3, Typical)."""
 
     enabled: bool = True
     fraction: float = Field(0.25, ge=0.0, le=1.0)
@@ -271,7 +271,7 @@ class IlluminationSpec(Section):
 
 # ----------------------------------------------------------------------------- motion
 class MotionSpec(Section):
-    """Brain motion in object space (physics.md §7.1, Head-fixed column by default)."""
+    """Brain motion in object space (docs/physics.md §7.1, Head-fixed column by default)."""
 
     enabled: bool = True
     rigid_sd_um: float = Field(0.5, ge=0.0, le=50.0, description="jitter sd, per axis")
@@ -295,7 +295,7 @@ class MotionSpec(Section):
 
 # ----------------------------------------------------------------------------- activity
 INDICATORS: dict[str, dict[str, float]] = {
-    # physics.md §4: tau (s) -> ms; 1-AP dF/F; Hill constants; dCa per AP calibrated there.
+    # docs/physics.md §4: tau (s) -> ms; 1-AP dF/F; Hill constants; dCa per AP calibrated there.
     "GCaMP6f": {"tau_rise_ms": 30.0, "tau_decay_ms": 500.0, "dff_per_spike": 0.15, "kd_nm": 375.0,
                     "hill_n": 2.27, "dynamic_range": 52.0, "dca_per_spike_nm": 8.8},
     "GCaMP6s": {"tau_rise_ms": 100.0, "tau_decay_ms": 1500.0, "dff_per_spike": 0.25, "kd_nm": 144.0,
@@ -309,10 +309,10 @@ IndicatorName = Literal["GCaMP6f", "GCaMP6s", "jGCaMP7f", "jGCaMP8m"]
 
 
 class ActivitySpec(Section):
-    """Spikes and calcium (physics.md §4-5; Moderate preset and GCaMP6f by default).
+    """Spikes and calcium (docs/physics.md §4-5; Moderate preset and GCaMP6f by default).
 
     Naming an ``indicator`` fills every kinetic field that the input leaves out from the
-    indicator's row of physics.md §4, so ``{"indicator": "GCaMP6s"}`` is a whole 6s model.
+    indicator's row of docs/physics.md §4, so ``{"indicator": "GCaMP6s"}`` is a whole 6s model.
     """
 
     indicator: IndicatorName = "GCaMP6f"

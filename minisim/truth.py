@@ -46,10 +46,10 @@ DETECTABLE_DEFOCUS_RADII = 3.0
 def cell_metrics(world: render.World) -> dict[str, np.ndarray]:
     """Per-unit ground truth beyond A and C: peak SNR, focus, vessel overlap, detectability.
 
-    Peak SNR (physics.md §6): w = a / |a| over the pixels where the cell's sharp image exceeds
+    Peak SNR (docs/physics.md §6): w = a / |a| over the pixels where the cell's sharp image exceeds
     20 % of its maximum; SNR = max_t (w . a (C_t - C_0)) / sqrt(sum_p w_p^2 var_p), with var_p
     the per-pixel temporal variance (shot + dark + read + quantisation) at the mean image.
-    ``in_focus``: |dz| <= 3 soma radii (physics.md §8.10). ``oracle_r``, ``compactness`` and
+    ``in_focus``: |dz| <= 3 soma radii (docs/physics.md §8.10). ``oracle_r``, ``compactness`` and
     ``visibility`` are :func:`detectability`'s; a cell is *detectable* when its centre lies inside
     the field of view and they pass :data:`ORACLE_MIN_R`, :data:`COMPACT_MIN_FRACTION` and
     :data:`VISIBLE_MIN_DFF` (docs/anatomy.md, "Detectability").

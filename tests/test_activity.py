@@ -69,7 +69,7 @@ def test_mean_firing_rate_and_active_fraction_match_spec():
     # silent cells never fire; active cells all fire within 600 s
     assert np.all(measured[~act.active] == 0)
     assert np.all(measured[act.active] > 0)
-    assert abs(act.active.mean() - a.active_fraction) < 0.03          # ±3 pp (physics.md §8.8)
+    assert abs(act.active.mean() - a.active_fraction) < 0.03          # ±3 pp (docs/physics.md §8.8)
     assert abs(np.median(measured[act.active]) / a.rate_median_hz - 1) < 0.15
     # rate_hz is the cell's mean rate over the recording (gate included)
     assert abs(measured[act.active].sum() / act.rate_hz[act.active].sum() - 1) < 0.05
@@ -133,7 +133,7 @@ def test_dff_rises_monotonically_with_spike_count_and_saturates():
     assert d[-1] < a.dynamic_range / f_rest - 1
     peaks = [dff_from_spikes(np.full(k, 0.05), 400, 1000.0, a).max() for k in (1, 2, 5, 10, 20)]
     assert np.all(np.diff(peaks) > 0)
-    # supralinear at small counts (physics.md §4: 0.15 / 0.33 for 1 / 2 APs)
+    # supralinear at small counts (docs/physics.md §4: 0.15 / 0.33 for 1 / 2 APs)
     assert peaks[1] > 2 * peaks[0]
 
 

@@ -1,4 +1,4 @@
-"""Anatomy and scope: each optical and tissue effect, switched on alone, does what physics.md says.
+"""Anatomy and scope: each optical and tissue effect, switched on alone, does what docs/physics.md says.
 
 Every test starts from ``bare()``: a small V4-like field (1.655 um pixels) with every effect
 off and the sensor noise off, then switches on one effect and compares.
@@ -64,7 +64,7 @@ def moments(img: np.ndarray, d: float) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------- optics
 def test_in_focus_psf_fwhm_matches_the_gaussian_airy_core():
-    # physics.md §8.2: 2.355 * 0.21 lambda / NA; measured on an oversampled grid
+    # docs/physics.md §8.2: 2.355 * 0.21 lambda / NA; measured on an oversampled grid
     for spec, expect in ((presets.scope("miniscope_v4_ca1"), 0.87), (Spec(), 0.58)):
         spec = spec.with_updates({"optics.aberration_sigma_um": 0.0})
         s0 = optics.sigma0_um(spec)
@@ -104,7 +104,7 @@ def test_defocus_widens_the_footprint_and_keeps_its_light():
         tot, var = moments(sc.footprints_e(slice(v, v + 1))[0], d)
         assert var > last
         last = var
-        # sigma(dz)^2 adds to the soma's own spread (physics.md §8.3, within 10 %)
+        # sigma(dz)^2 adds to the soma's own spread (docs/physics.md §8.3, within 10 %)
         grow = float(optics.psf_sigma_um(spec0, sc.dz_um[v]) ** 2
                      - optics.psf_sigma_um(spec0, base.dz_um[u]) ** 2)
         assert var - var0 == pytest.approx(grow, rel=0.1)
@@ -138,7 +138,7 @@ def test_scatter_adds_a_broad_halo():
     far = np.hypot(y - ci, x - cj) * d > 25.0
     assert a_off[far].sum() < 1e-3 * a_off.sum()
     assert a_on[far].sum() > 0.1 * a_on.sum()
-    # the ballistic share at z = l_s is e^-1 of the emitted light (physics.md §8.5)
+    # the ballistic share at z = l_s is e^-1 of the emitted light (docs/physics.md §8.5)
     ls = on.spec.tissue.scatter.scattering_length_um
     eta = on.spec.tissue.scatter.scattered_collection_fraction
     b = np.exp(-1.0)
@@ -177,7 +177,7 @@ def test_vessels_darken_only_where_the_vessel_mask_is():
     np.testing.assert_array_equal(m_on[:, ~mask], m_off[:, ~mask])
     assert m_on[:, mask].mean() < 0.9 * m_off[:, mask].mean()
     assert (m_on <= m_off).all()
-    # a flat neuropil under a vessel keeps exp(-2 mu_a L) of its light (physics.md §2.5)
+    # a flat neuropil under a vessel keeps exp(-2 mu_a L) of its light (docs/physics.md §2.5)
     e_off = electrons(flat(**{"vasculature": upd()["vasculature"], "vasculature.enabled": False}))[0]
     e_on = electrons(flat(vasculature=upd()["vasculature"]))[0]
     t = np.exp(-2 * 0.02 * w_on.scene.vessel_chord_um[w_on.scene.margin_px :, w_on.scene.margin_px :][:80, :96])
@@ -241,7 +241,7 @@ def test_bleaching_dims_over_time():
     e = electrons(spec, range(200)).mean(axis=(1, 2))
     assert e[-1] < 0.9 * e[0]
     assert (np.diff(e) <= 1e-3).all()
-    # the neuropil (autofluorescence) bleaches with beta / 2 (physics.md §7.3)
+    # the neuropil (autofluorescence) bleaches with beta / 2 (docs/physics.md §7.3)
     assert e[-1] / e[0] == pytest.approx(1 - 0.2 * (1 - np.exp(-199 / 10 / 5.0)), rel=0.01)
 
 
@@ -435,7 +435,7 @@ def test_v4_background_and_saturation_hit_the_8_bit_targets(v4_world):
     spec = v4_world.spec
     frames = render_block(v4_world, range(20), (0, 608, 0, 608))
     top = 2**spec.sensor.bit_depth - 1
-    assert (frames == top).mean() < 1e-3  # physics.md §8.13
+    assert (frames == top).mean() < 1e-3  # docs/physics.md §8.13
     centre = frames[:, 254:354, 254:354].mean()
     assert 80 <= centre <= 120, centre
 
@@ -482,7 +482,7 @@ def test_v4_ca1_moderate_detectable_fraction_is_30_to_70_percent(v4_world):
 
 
 def test_vasomotion_modulates_only_under_the_vessels_and_keeps_the_bytes_per_chunking():
-    """Hemodynamics (physics.md §7.4): with vessels and vasomotion on (everything else off,
+    """Hemodynamics (docs/physics.md §7.4): with vessels and vasomotion on (everything else off,
     noise off), frames differ only under the vessel mask, by exp(-2 mu_a L delta(t)); the
     ground truth's vessel_dilation is delta(t); any chunking gives the same bytes."""
     spec = bare(**{"vasculature.enabled": True, "vasculature.depth_um": 40.0,

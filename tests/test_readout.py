@@ -15,8 +15,8 @@ def test_readout_geometry_of_the_v4():
     r = readout(presets.scope("miniscope_v4_ca1"))
     assert r["pixel_size_um"] == pytest.approx(4.8 / 2.9)
     assert r["fov_um"][0] == pytest.approx(1006.3, abs=0.1)
-    assert r["expected_cells_fov"] == pytest.approx(911.5, abs=0.5)  # physics.md §3: 912
-    # the preset focuses 20 um below the CA1 band centre on axis (physics.md §2.4): 150 + 20
+    assert r["expected_cells_fov"] == pytest.approx(911.5, abs=0.5)  # docs/physics.md §3: 912
+    # the preset focuses 20 um below the CA1 band centre on axis (docs/physics.md §2.4): 150 + 20
     assert r["focal_depth_um"] == 170.0
     lo, hi = r["focal_depth_range_um"]
     assert hi == 170.0 and 170.0 - lo == pytest.approx(100.0, abs=4)  # corner sag ~100 um
@@ -69,7 +69,7 @@ def test_side_view_focal_surface_bows_up_at_the_edges():
     sv = side_view(presets.scope("miniscope_v4_ca1"))
     z = sv["focal_z_um"]
     assert z[len(z) // 2] == pytest.approx(170.0, abs=0.1)
-    assert z[0] < z[len(z) // 2] - 40  # ~51 um sag at the FOV edge (physics.md §2.4)
+    assert z[0] < z[len(z) // 2] - 40  # ~51 um sag at the FOV edge (docs/physics.md §2.4)
     flat = side_view(Spec())["focal_z_um"]
     assert np.all(flat == flat[0])
 

@@ -1,4 +1,4 @@
-"""The sensor: photon transfer, the exact-Poisson branch, fixed pattern and saturation (physics.md §6)."""
+"""The sensor: photon transfer, the exact-Poisson branch, fixed pattern and saturation (docs/physics.md §6)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ is asked for: enlarging the field only adds cells.
 
 The candidate intensity is solved so that the surviving density equals ``density_per_mm3``
 (Matern II retains (1 - exp(-lambda v)) / v per volume, v the exclusion-sphere volume);
-the expected count is N = area x thickness x density (physics.md §3).
+the expected count is N = area x thickness x density (docs/physics.md §3).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Smooth fields: the scope's illumination, vignette and glow, and the tissue's neuropil.
 
-Scope-fixed (they do not move with the brain), physics.md §2.6:
+Scope-fixed (they do not move with the brain), docs/physics.md §2.6:
 * illumination falloff I(r) = 1 - (1 - e)(r / r_edge)^2, e the edge/centre ratio of the LED
   profile at r_edge = ``edge_radius_um``; multiplies fluorescence generation;
 * vignette V(r) = 1 - (1 - c)(r / r_corner)^2, c the corner/centre ratio at
@@ -11,7 +11,7 @@ Scope-fixed (they do not move with the brain), physics.md §2.6:
 Every one is a function of the position in um from the optical axis, never of the sensor's
 pixel count: a smaller sensor window sees the centre crop of the same fields (a crop is a crop).
 
-Tissue (moves with the brain), physics.md §7.2: the neuropil is a smooth random field
+Tissue (moves with the brain), docs/physics.md §7.2: the neuropil is a smooth random field
 1 + contrast g(y, x), g a unit-variance Gaussian field with correlation length l drawn as 64
 random Fourier features (keyed by the seed), so it can be evaluated at any point, for any
 window, without depending on the field of view.

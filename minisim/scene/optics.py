@@ -1,6 +1,6 @@
 """Optics of a one-photon scope in scattering tissue: what a soma looks like on the sensor.
 
-Each function is one physical effect of physics.md §2, as a pure numpy function, so the
+Each function is one physical effect of docs/physics.md §2, as a pure numpy function, so the
 anatomy tutorial can show them one at a time:
 
 * :func:`focal_depth_um` -- field curvature: z_f(r) = z_0 - (R - sqrt(R^2 - r^2))   (§2.4)

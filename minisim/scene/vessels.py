@@ -3,7 +3,7 @@
 Trunks cross the field as smooth random walks (heading sd 0.08 rad per 10 um step); each
 branch level spawns two daughters per vessel at 30-70 degrees with 0.6x the radius
 (Murray-like taper, estimate). Blood absorbs both the excitation and the emission leg:
-T_v = exp(-2 mu_a L), L the chord through the vessel above a point (physics.md §2.5: a 20 um
+T_v = exp(-2 mu_a L), L the chord through the vessel above a point (docs/physics.md §2.5: a 20 um
 vessel with mu_a = 0.02 /um gives T_v ~ 0.45). Vessels are keyed by trunk and branch index.
 """
 
@@ -100,7 +100,7 @@ def transmission(spec: Spec, chord_um: np.ndarray) -> np.ndarray:
 
 
 def dilation(spec: Spec, frames: np.ndarray) -> np.ndarray:
-    """Fractional vessel dilation a sin(2 pi f t + phi) at the given frames, float64 (physics.md §7.4).
+    """Fractional vessel dilation a sin(2 pi f t + phi) at the given frames, float64 (docs/physics.md §7.4).
 
     Zero when vessels or vasomotion are off. The phase phi is keyed by the seed only, so any
     frame's value is the same in any block.
