@@ -32,13 +32,18 @@ def _radius_um(y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     return np.hypot(Y, X)
 
 
+def _quadratic_profile(r_um: np.ndarray, ratio: float, radius_um: float) -> np.ndarray:
+    """1 on the axis, ``ratio`` at ``radius_um``, quadratic in r, floored at 0.05 (§2.6)."""
+    return np.clip(1 - (1 - ratio) * (r_um / radius_um) ** 2, 0.05, None)
+
+
 def illumination(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     """Relative excitation I(y, x), 1 at the centre."""
     f = spec.illumination.falloff
     r = _radius_um(y_um, x_um)
     if not f.enabled:
         return np.ones_like(r)
-    return np.clip(1 - (1 - f.edge_ratio) * (r / f.edge_radius_um) ** 2, 0.05, None)
+    return _quadratic_profile(r, f.edge_ratio, f.edge_radius_um)
 
 
 def vignette(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
@@ -47,7 +52,7 @@ def vignette(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     r = _radius_um(y_um, x_um)
     if not v.enabled:
         return np.ones_like(r)
-    return np.clip(1 - (1 - v.corner_ratio) * (r / v.corner_radius_um) ** 2, 0.05, None)
+    return _quadratic_profile(r, v.corner_ratio, v.corner_radius_um)
 
 
 def glow(spec: Spec, y_um: np.ndarray, x_um: np.ndarray, level: float) -> np.ndarray:
