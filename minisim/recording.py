@@ -192,7 +192,8 @@ def _unit_array(spec: Spec, n_units: int, kind: str):
 
 
 def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
-    """The Recording's Dataset: lazy movie, footprints and per-frame truth; the per-unit truth eager."""
+    """The Recording's Dataset: lazy movie, footprints, per-frame truth and the per-unit truth that
+    reads activity (pnr, detectability); the scene's per-unit truth eager."""
     import dask.array as da
 
     spec, sc, act = world.spec, world.scene, world.activity
@@ -210,7 +211,7 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
     traces = truth.lazy_traces(spec, n)
     ones = da.ones(T, dtype=np.float32, chunks=activity.SEGMENT_FRAMES)
     f = da.stack([traces["neuropil"], ones, ones])
-    metrics = truth.cell_metrics(world)
+    metrics = {**truth.static_metrics(world), **truth.lazy_activity_metrics(spec, n)}
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)

@@ -46,19 +46,56 @@ DETECTABLE_DEFOCUS_RADII = 3.0
 def cell_metrics(world: render.World) -> dict[str, np.ndarray]:
     """Per-unit ground truth beyond A and C: peak SNR, focus, vessel overlap, detectability.
 
-    Peak SNR (docs/physics.md §6): w = a / |a| over the pixels where the cell's sharp image exceeds
-    20 % of its maximum; SNR = max_t (w . a (C_t - C_0)) / sqrt(sum_p w_p^2 var_p), with var_p
-    the per-pixel temporal variance (shot + dark + read + quantisation) at the mean image.
-    ``in_focus``: |dz| <= 3 soma radii (docs/physics.md §8.10). ``oracle_r``, ``compactness`` and
-    ``visibility`` are :func:`detectability`'s; a cell is *detectable* when its centre lies inside
-    the field of view and they pass :data:`ORACLE_MIN_R`, :data:`COMPACT_MIN_FRACTION` and
+    The union of :func:`static_metrics` (cheap: from the scene alone) and
+    :func:`activity_metrics` (``pnr``, ``oracle_r``, ``compactness``, ``visibility`` and
+    ``detectable``: they read realised activity and rendered frames). A cell is *detectable*
+    when its centre lies inside the field of view and its oracle trace, compactness and
+    visibility pass :data:`ORACLE_MIN_R`, :data:`COMPACT_MIN_FRACTION` and
     :data:`VISIBLE_MIN_DFF` (docs/anatomy.md, "Detectability").
+    """
+    return {**static_metrics(world), **activity_metrics(world)}
+
+
+#: The per-unit variables of :func:`activity_metrics`, with their dtypes: the Dataset holds
+#: them lazily (:func:`lazy_activity_metrics`), so ``simulate()`` renders nothing for them.
+ACTIVITY_METRICS = {"pnr": np.float32, "detectable": bool, "oracle_r": np.float32,
+                    "compactness": np.float32, "visibility": np.float32}
+
+
+def static_metrics(world: render.World) -> dict[str, np.ndarray]:
+    """Per unit, from the scene alone: ``in_focus`` (|dz| <= 3 soma radii, docs/physics.md §8.10),
+    ``vessel_overlap_fraction``, ``defocus_um`` and ``psf_sigma_um``."""
+    spec, sc = world.spec, world.scene
+    H, W, m = spec.sensor.height_px, spec.sensor.width_px, sc.margin_px
+    n = len(sc.cells)
+    in_focus = np.abs(sc.dz_um) <= DETECTABLE_DEFOCUS_RADII * sc.cells.radius_um
+    mask = sc.vessel_chord_um > 0
+    overlap = np.zeros(n, np.float32)
+    for u, (i0, j0, patch) in enumerate(sc.planted):
+        where = patch_overlap(i0, j0, patch.shape, (-m, H + m, -m, W + m))
+        if where is not None:
+            in_patch, in_grid = where
+            overlap[u] = patch[in_patch][mask[in_grid]].sum()
+    return {
+        "in_focus": in_focus,
+        "vessel_overlap_fraction": overlap,
+        "defocus_um": sc.dz_um.astype(np.float32),
+        "psf_sigma_um": sc.sigma_um.astype(np.float32),
+    }
+
+
+def peak_snr(world: render.World) -> np.ndarray:
+    """Per unit, the peak SNR of its realised activity (docs/physics.md §6), float32.
+
+    w = a / |a| over the pixels where the cell's sharp image exceeds 20 % of its maximum;
+    SNR = max_t (w . a (C_t - C_0)) / sqrt(sum_p w_p^2 var_p), with var_p the per-pixel temporal
+    variance (shot + dark + read + quantisation) at the mean image. The activity is the first
+    segment's: a bounded keyed sample (docs/segments.md).
     """
     spec, sc = world.spec, world.scene
     H, W, m = spec.sensor.height_px, spec.sensor.width_px, sc.margin_px
     K = spec.sensor.gain_adu_per_e
     n = len(sc.cells)
-    # realised activity from the first segment: a bounded keyed sample (docs/segments.md)
     C, f_np = world.traces(range(min(world.n_frames, activity.SEGMENT_FRAMES)))
     mean_c = C.mean(axis=1, keepdims=True).astype(np.float32)
     mean_e = render.render_electrons_static(world, mean_c, np.float32([f_np.mean()]))[0]
@@ -88,28 +125,41 @@ def cell_metrics(world: render.World) -> dict[str, np.ndarray]:
         wgt = a / np.sqrt((a * a).sum())
         noise = np.sqrt((wgt * wgt * var_adu.ravel()[p]).sum())
         pnr[u] = float((wgt * a).sum() * max(swing[u], 0) / noise)
-    c = sc.cells
-    in_focus = np.abs(sc.dz_um) <= DETECTABLE_DEFOCUS_RADII * c.radius_um
+    return pnr
+
+
+def activity_metrics(world: render.World) -> dict[str, np.ndarray]:
+    """Per unit: ``pnr`` (:func:`peak_snr`), :func:`detectability`'s three measures and the
+    ``detectable`` rule over them (centre inside the field of view as well)."""
+    spec, c = world.spec, world.scene.cells
     half_h, half_w = spec.fov_um[0] / 2, spec.fov_um[1] / 2
     inside_fov = (np.abs(c.y_um) < half_h) & (np.abs(c.x_um) < half_w)
-    mask = sc.vessel_chord_um > 0
-    overlap = np.zeros(n, np.float32)
-    for u, (i0, j0, patch) in enumerate(sc.planted):
-        where = patch_overlap(i0, j0, patch.shape, (-m, H + m, -m, W + m))
-        if where is not None:
-            in_patch, in_grid = where
-            overlap[u] = patch[in_patch][mask[in_grid]].sum()
     det = detectability(world)
-    return {
-        "pnr": pnr,
-        "in_focus": in_focus,
-        "detectable": inside_fov & (det["oracle_r"] >= ORACLE_MIN_R)
-        & (det["compactness"] >= COMPACT_MIN_FRACTION) & (det["visibility"] >= VISIBLE_MIN_DFF),
-        **det,
-        "vessel_overlap_fraction": overlap,
-        "defocus_um": sc.dz_um.astype(np.float32),
-        "psf_sigma_um": sc.sigma_um.astype(np.float32),
-    }
+    detectable = (inside_fov & (det["oracle_r"] >= ORACLE_MIN_R)
+                  & (det["compactness"] >= COMPACT_MIN_FRACTION)
+                  & (det["visibility"] >= VISIBLE_MIN_DFF))
+    return {"pnr": peak_snr(world), "detectable": detectable, **det}
+
+
+def _activity_metrics_task(spec_json: str) -> np.ndarray:
+    """All of :func:`activity_metrics` as one float64 (variables, units) array (one dask task)."""
+    met = activity_metrics(render.get_world(spec_json))
+    return np.stack([np.asarray(met[name], np.float64) for name in ACTIVITY_METRICS])
+
+
+def lazy_activity_metrics(spec: Spec, n_units: int) -> dict:
+    """:func:`activity_metrics` as dask arrays over ``unit_id``, all from one task.
+
+    They read realised activity and render the oracle's frames, which takes seconds on a full
+    V4 field, so the Dataset holds them lazily: ``simulate()`` computes none of them, and a save
+    (or ``.values``) computes the one task that gives them all.
+    """
+    import dask
+    import dask.array as da
+
+    both = da.from_delayed(dask.delayed(_activity_metrics_task, pure=True)(spec.model_dump_json()),
+                           shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
+    return {name: both[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
 
 
 # --------------------------------------------------------------------------- detectability

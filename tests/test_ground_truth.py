@@ -255,13 +255,15 @@ def test_a_bright_cell_under_a_thick_vessel_is_not_detectable_though_its_oracle_
 
 def test_a_far_defocused_cell_is_not_detectable():
     focused = _detect_world(**{"vasculature.enabled": False})
-    deep = _detect_world(**{"vasculature.enabled": False, "optics.focus_offset_um": 40.0})
+    # 50-70 um from the focal surface: NA 0.3 blurs a 5 um soma ~3x wider and spreads its light
+    # (at 35-40 um, with the typical tier's faint dendrites, some still pass: a soft blob)
+    deep = _detect_world(**{"vasculature.enabled": False, "optics.focus_offset_um": 60.0})
     m, md = truth.cell_metrics(focused), truth.cell_metrics(deep)
     sel = np.flatnonzero(_centred(focused) & m["detectable"])
     assert len(sel) >= 3
     ids = list(deep.scene.cells.unit_id)
     moved = np.array([ids.index(u) for u in focused.scene.cells.unit_id[sel]])
-    assert np.all(np.abs(deep.scene.dz_um[moved]) > 25)
+    assert np.all(np.abs(deep.scene.dz_um[moved]) > 50)
     assert not md["detectable"][moved].any()
     # the blur spreads its light: less of it near the centre, a smaller ripple on the local level
     assert np.all(md["compactness"][moved] < m["compactness"][sel])
