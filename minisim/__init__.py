@@ -2,13 +2,15 @@
 
 A recording is a pure function of its :class:`Spec`: ``simulate(spec)`` returns a lazy
 :class:`Recording` (dask-backed movie, labelled xarray ground truth), ``Recording.save``
-computes it chunk by chunk into zarr, ``Recording.load`` opens it again lazily.
+computes it chunk by chunk into zarr, ``Recording.load`` opens it again lazily, and
+``score(truth, estimate)`` scores a cell-extraction pipeline's output against the ground truth.
 The public API is this page and nothing else.
 """
 
 from . import presets
 from ._version import __version__
 from .recording import IncompleteRecordingError, Recording, simulate
+from .score import score
 from .spec import Spec
 
 
@@ -33,6 +35,7 @@ __all__ = [
     "__version__",
     "open_sweep",
     "presets",
+    "score",
     "simulate",
     "simulate_video",
 ]
