@@ -32,27 +32,25 @@ def _radius_um(y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     return np.hypot(Y, X)
 
 
-def _quadratic_profile(r_um: np.ndarray, ratio: float, radius_um: float) -> np.ndarray:
-    """1 on the axis, ``ratio`` at ``radius_um``, quadratic in r, floored at 0.05 (§2.6)."""
-    return np.clip(1 - (1 - ratio) * (r_um / radius_um) ** 2, 0.05, None)
+def _quadratic_profile(enabled: bool, ratio: float, radius_um: float, y_um: np.ndarray,
+                       x_um: np.ndarray) -> np.ndarray:
+    """1 on the axis, ``ratio`` at ``radius_um``, quadratic in r, floored at 0.05 (§2.6); 1 if off."""
+    r = _radius_um(y_um, x_um)
+    if not enabled:
+        return np.ones_like(r)
+    return np.clip(1 - (1 - ratio) * (r / radius_um) ** 2, 0.05, None)
 
 
 def illumination(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     """Relative excitation I(y, x), 1 at the centre."""
     f = spec.illumination.falloff
-    r = _radius_um(y_um, x_um)
-    if not f.enabled:
-        return np.ones_like(r)
-    return _quadratic_profile(r, f.edge_ratio, f.edge_radius_um)
+    return _quadratic_profile(f.enabled, f.edge_ratio, f.edge_radius_um, y_um, x_um)
 
 
 def vignette(spec: Spec, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     """Relative collection V(y, x), 1 at the centre, ``corner_ratio`` at ``corner_radius_um``."""
     v = spec.illumination.vignette
-    r = _radius_um(y_um, x_um)
-    if not v.enabled:
-        return np.ones_like(r)
-    return _quadratic_profile(r, v.corner_ratio, v.corner_radius_um)
+    return _quadratic_profile(v.enabled, v.corner_ratio, v.corner_radius_um, y_um, x_um)
 
 
 def glow(spec: Spec, y_um: np.ndarray, x_um: np.ndarray, level: float) -> np.ndarray:
