@@ -75,6 +75,7 @@ def test_cli_overwrite_refuses_a_folder_minisim_did_not_write(tmp_path, capsys):
     assert (target / "thesis.tex").read_text() == "years of work"
 
 
+@pytest.mark.slow
 def test_overwrite_never_replaces_the_current_folder_or_a_parent(store, tmp_path, monkeypatch):
     inner = tmp_path / "a" / "b"
     inner.mkdir(parents=True)
@@ -130,6 +131,7 @@ def test_a_recording_loaded_incomplete_cannot_be_saved_as_complete(store, tmp_pa
 
 
 # --------------------------------------------------------------------------- 5. one writer
+@pytest.mark.slow
 def test_a_second_writer_is_told_who_holds_the_path(tmp_path):
     path = tmp_path / "t.zarr"
     with _safe_io.exclusive_lock(path), pytest.raises(_safe_io.TargetLockedError) as e:
@@ -284,6 +286,7 @@ def test_an_absurd_cell_count_is_refused_before_placement():
     assert "cells would be placed" in str(e.value)
 
 
+@pytest.mark.slow
 def test_resource_plan_estimates_the_cells_a_scene_places():
     from minisim.recording import resource_plan
 
