@@ -580,6 +580,8 @@ def open_sweep(folder: str | Path, *, include_spec: bool = True):
         ds = ds.assign_coords(unit=("unit_id", np.arange(ds.sizes["unit_id"]))).swap_dims({"unit_id": "unit"})
         if "spike" in ds.sizes:  # stores may carry a spike table (docs/segments.md)
             ds = ds.assign_coords(spike=np.arange(ds.sizes["spike"]))
+        if "frame" not in ds.indexes:  # stores keep no frame index (it grows with the length):
+            ds = ds.assign_coords(frame=np.arange(ds.sizes["frame"]))  # outer-join needs one
         ds.attrs = {}
         datasets.append(ds)
     fill = {name: _fill_for(v.dtype) for ds in datasets for name, v in ds.variables.items()
