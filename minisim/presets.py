@@ -74,8 +74,9 @@ _SCOPES: dict[str, dict[str, Any]] = {
                   "brightness_photons_per_s": 1.2e7, **_V4_CELLS_TYPICAL},
         "vasculature": {"trunk_count": 3, "trunk_radius_um": 14.0, "depth_um": 120.0,
                         "absorption_per_um": 0.015, "field_um": 1006.3},
-        # calibrated: ~100 ADU (~950 e-) at the FOV centre with cells, glow and dark (§6)
-        "tissue": {"neuropil": {"photons_per_um2_s": 10500.0}},
+        # calibrated: ~110 ADU at the FOV centre with cells, glow and dark (§6), and an
+        # in-focus soma ~19 % of its local background with the typical tier's faint dendrites
+        "tissue": {"neuropil": {"photons_per_um2_s": 12000.0}},
     },
     "miniscope_v4_cortex_l23": {
         **_V4_SCOPE,
