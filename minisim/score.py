@@ -541,7 +541,7 @@ def score(truth: Any, estimate: Any, *, convention: str = "minisim", registratio
     ...                     recording={"duration_s": 1.0, "seed": 1},
     ...                     optics={"magnification": 2.0})
     >>> rec = minisim.simulate(spec)
-    >>> s = score(rec, from_minian(rec))
+    >>> s = score(rec, from_minian(rec), registration="none")  # the truth, unregistered
     >>> s.f1, s.precision, s.recall
     (1.0, 1.0, 1.0)
     """
