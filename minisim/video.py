@@ -280,6 +280,7 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
     ['tiny.avi', 'tiny.spec.json', 'tiny.video.json']
     """
     from . import render
+    from .resources import check_resources
 
     spec = Spec() if spec is None else spec
     if not isinstance(spec, Spec):
@@ -289,6 +290,7 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
     pct = _check_options(mapping, percentiles)
     paths = _check_path(path, spec, overwrite)
     block = render.normalize_chunks(spec, {"frame": VIDEO_FRAME_BLOCK, **(chunks or {})})
+    check_resources(spec)  # cells and memory, before the scene is built
     # The scene and the lazy movie only: the Recording's other ground truth is not needed
     # here, and its per-frame arrays would grow with the movie's length.
     world = render.build_world(spec, truth=False)  # C only: nothing else grows with the length

@@ -387,3 +387,23 @@ def test_lock_and_partial_names_never_match_a_sweep_store_glob(tmp_path):
     target = tmp_path / "rec-0123.zarr"
     names = [_safe_io.lock_path(target).name, _safe_io.write_aside(target).name]
     assert not [n for n in names if Path(n).match("rec-*.zarr")]
+
+
+def test_simulate_and_simulate_video_refuse_an_absurd_cell_count_before_building_the_scene(
+        tmp_path, monkeypatch):
+    from minisim import render
+
+    built = []
+    real = render.build_world
+    monkeypatch.setattr(render, "build_world", lambda *a, **k: built.append(1) or real(*a, **k))
+    spec = small_spec(**{"cells.density_per_mm3": 5e5, "cells.band_thickness_um": 3000.0,
+                         "sensor.width_px": 600, "sensor.height_px": 600})
+    with pytest.raises(ValueError, match="cells would be placed"):
+        simulate(spec)
+    with pytest.raises(ValueError, match="cells would be placed"):
+        minisim.simulate_video(spec, tmp_path / "big.avi", progress=False)
+    assert built == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # the same spec, a sane density, does build its scene: the counter counts
+    minisim.simulate_video(small_spec(), tmp_path / "ok.avi", progress=False)
+    assert built == [1]
