@@ -1,6 +1,7 @@
 """Writing outputs without losing anything: write aside then swap, overwrite only our own, one writer.
 
-Every writer of minisim (zarr store, video, notebook copy, sweep store) goes through three steps:
+Every writer of minisim (zarr store, video, notebook copy, sweep store, TIFF and NWB export) goes
+through three steps:
 
 1. :func:`check_overwritable` before any work: an existing target is replaced only when it is
    something minisim wrote (a store whose root attrs carry ``format_version`` and ``spec``, a
@@ -11,7 +12,8 @@ Every writer of minisim (zarr store, video, notebook copy, sweep store) goes thr
    :class:`TargetLockedError` naming them. A lock left by a dead process on this host is taken
    over with a warning.
 3. :func:`write_aside` gives a fresh sibling ``<target>.partial-<id>`` to write into, and
-   :func:`swap_into_place` moves it onto the target once complete. The old target is removed only
+   :func:`swap_into_place` moves it onto the target once complete (:func:`locked_aside` is
+   steps 2 and 3 in one ``with`` block, as the TIFF and NWB exports use them). The old target is removed only
    after the new one is in place: on Linux the two are exchanged in one ``renameat2`` call; where
    that is not available the old one is first renamed to ``<target>.old-<id>``, and
    :func:`recover` (run by the next writer, or by a load that finds the target missing) moves it
@@ -292,6 +294,31 @@ def recover(target: str | Path) -> bool:
     for p in (*olds, *_siblings(target, "partial")):
         _remove(p)
     return restored
+
+
+@contextlib.contextmanager
+def locked_aside(target: str | Path, beside: dict[Path, str] | None = None) -> Iterator[Path]:
+    """One writer, written aside, swapped in: the whole write of a file (or folder) ``target``.
+
+    Holds ``target``'s :func:`exclusive_lock` for the whole block (a second writer gets
+    :class:`TargetLockedError` naming this one) and yields a fresh sibling path
+    (:func:`write_aside`) to write into. When the block ends, each text file of ``beside``
+    (path -> text, e.g. the ``<name>.spec.json`` that marks an export as minisim's) is written
+    atomically, then the partial is swapped onto ``target`` (:func:`swap_into_place`). When the
+    block raises, the partial is removed and ``target`` is left as it was. Check whether
+    ``target`` may be replaced before entering and again inside (another writer may have
+    finished it in between).
+    """
+    with exclusive_lock(target):
+        partial = write_aside(target)
+        try:
+            yield partial
+            for path, text in (beside or {}).items():
+                write_text_atomic(path, text)
+            swap_into_place(partial, target)
+        except BaseException:
+            _remove(partial)
+            raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -14,10 +14,12 @@ computed one block of frames at a time from the (lazy or loaded) arrays.
   ``OnePhotonSeries`` written in chunks, footprints as image masks of a
   ``PlaneSegmentation``, C and S as ``RoiResponseSeries``, the Spec in the file's notes.
 
-Every export is written to a temporary sibling ``<path>.partial-<uuid>`` and renamed into
-place when complete, so a file (or folder) at ``path`` is always whole. ``overwrite=True``
-replaces only what minisim wrote: a TIFF or NWB file with its ``<name>.spec.json`` beside it,
-a minian folder with its ``spec.json`` inside.
+Every export is written to a temporary sibling ``<path>.partial-<id>`` and moved into place
+when complete, so a file (or folder) at ``path`` is always whole; a TIFF or NWB export also
+holds ``<path>.lock`` while it writes (:func:`minisim._safe_io.locked_aside`), so a second
+export to the same path is refused naming the first. ``overwrite=True`` replaces only what
+minisim wrote: a TIFF or NWB file with its ``<name>.spec.json`` beside it, a minian folder with
+its ``spec.json`` inside.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _safe_io
 from .spec import Spec
 
 #: Frames per block read from the movie while streaming an export.
@@ -114,12 +117,6 @@ def _replace(partial: Path, path: Path) -> None:
         os.replace(partial, path)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = _partial(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _discard(partial: Path) -> None:
     if partial.is_dir():
         shutil.rmtree(partial, ignore_errors=True)
@@ -171,15 +168,10 @@ def to_tiff(ds_or_rec: Any, path: str | Path, *, overwrite: bool = False,
         kwargs["resolution"] = (1.0 / d, 1.0 / d)
         kwargs["metadata"] = {"axes": "TYX", "finterval": 1.0 / spec.recording.fps, "unit": "um",
                               "spacing": d}
-    partial = _partial(path)
-    try:
+    with _safe_io.locked_aside(path, beside={marker: spec.model_dump_json(indent=2) + "\n"}) as partial:
+        _check_target(path, marker, overwrite)  # again, holding the lock
         with tifffile.TiffWriter(partial, bigtiff=big, imagej=not big) as tif:
             tif.write(_movie_frames(movie, block_frames), **kwargs)
-        _write_text_atomic(marker, spec.model_dump_json(indent=2) + "\n")
-        _replace(partial, path)
-    except BaseException:
-        _discard(partial)
-        raise
     return path
 
 
@@ -383,16 +375,11 @@ def to_nwb(ds_or_rec: Any, path: str | Path, *, overwrite: bool = False,
         fl.add_roi_response_series(RoiResponseSeries(
             name=name, data=data, rois=rois, rate=fps, unit=unit, description=f"{what} (minisim {name})"))
 
-    partial = _partial(path)
-    try:
+    with _safe_io.locked_aside(path, beside={marker: spec.model_dump_json(indent=2) + "\n"}) as partial:
+        _check_target(path, marker, overwrite)  # again, holding the lock
         with warnings.catch_warnings():
-            # the temporary name ends in .partial-<uuid>, not .nwb, until it is renamed
+            # the temporary name ends in .partial-<id>, not .nwb, until it is swapped in
             warnings.filterwarnings("ignore", message="The file path provided", category=UserWarning)
             with NWBHDF5IO(str(partial), "w") as io:
                 io.write(nwb)
-        _write_text_atomic(marker, spec.model_dump_json(indent=2) + "\n")
-        _replace(partial, path)
-    except BaseException:
-        _discard(partial)
-        raise
     return path

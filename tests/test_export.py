@@ -122,6 +122,64 @@ def test_tiff_refuses_to_overwrite_a_file_minisim_did_not_write(saved, tmp_path)
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+
+def _gated(ds: xr.Dataset, from_frame: int):
+    """``ds`` whose movie blocks at frame ``from_frame`` and later wait for ``release``:
+    (dataset, started, release). ``started`` is set once a late frame is being computed."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def hold(block, block_info=None):
+        if block_info[None]["chunk-location"][0] >= from_frame:
+            started.set()
+            assert release.wait(120), "the test never released the first export"
+        return block
+
+    movie = ds["movie"].data.rechunk({0: 1})
+    gated = ds.assign(movie=ds["movie"].copy(data=movie.map_blocks(hold, dtype=movie.dtype)))
+    return gated, started, release
+
+
+@pytest.mark.parametrize("kind", ["tiff", "nwb"])
+def test_a_second_export_to_a_path_being_written_is_told_who_holds_it(saved, tmp_path, kind):
+    """Two exports to one path at once: the second is refused naming the first's process and
+    host, writes nothing, and the first finishes whole with no lock or partial left behind."""
+    import os
+    import socket
+    import threading
+
+    from minisim._safe_io import TargetLockedError
+
+    if kind == "nwb":
+        pynwb = pytest.importorskip("pynwb")
+    write = {"tiff": export.to_tiff, "nwb": export.to_nwb}[kind]
+    out = tmp_path / f"rec.{'tif' if kind == 'tiff' else 'nwb'}"
+    # frames 10.. wait: the first export is then inside its write (NWB reads frames 0-4 before)
+    gated, started, release = _gated(saved.dataset, from_frame=10)
+    first: dict = {}
+    writer = threading.Thread(target=lambda: first.update(path=write(gated, out, block_frames=5)))
+    writer.start()
+    try:
+        assert started.wait(120), "the first export never reached frame 10"
+        with pytest.raises(TargetLockedError) as refused:
+            write(saved, out, block_frames=5)
+        assert f"process {os.getpid()} on host {socket.gethostname()}" in str(refused.value)
+        assert str(out) in str(refused.value)
+        assert not out.exists()  # the second wrote nothing; the first is still writing aside
+    finally:
+        release.set()
+        writer.join(120)
+    assert first["path"] == out
+    movie = saved.dataset["movie"].values
+    if kind == "tiff":
+        np.testing.assert_array_equal(tifffile.imread(out), movie)
+    else:
+        with pynwb.NWBHDF5IO(str(out), "r") as io:
+            np.testing.assert_array_equal(io.read().acquisition["OnePhotonSeries"].data[:], movie)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, export.spec_path(out).name])
+
+
 # --------------------------------------------------------------------------- minian
 def open_like_minian(folder) -> xr.Dataset:
     """What minian's open_minian does: xarray.open_zarr of every sub-folder, merged."""
