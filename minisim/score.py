@@ -26,6 +26,8 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from .scene.optics import pixel_index
+
 #: A footprint's *core*: its pixels at or above this fraction of its own maximum. Centroids
 #: are the value-weighted centroids of the core; the "caiman" convention binarises at it.
 CORE_FRACTION = 0.2
@@ -401,10 +403,10 @@ def _load_truth(truth: Any, est: Estimate, registration) -> _Truth:
     else:
         csr = _dense_units_to_csr(A)
     pos = np.asarray(ds["position"].values, np.float64)
-    ys = np.asarray(ds["y_um"].values) if "y_um" in ds.coords else (np.arange(H) - (H - 1) / 2) * d
-    xs = np.asarray(ds["x_um"].values) if "x_um" in ds.coords else (np.arange(W) - (W - 1) / 2) * d
-    half_y, half_x = (ys[-1] - ys[0] + d) / 2, (xs[-1] - xs[0] + d) / 2
-    inside = (np.abs(pos[:, 1]) < half_y) & (np.abs(pos[:, 2]) < half_x)
+    # a cell counts when its centre lies on a pixel of the field: pixel i covers index
+    # [i - 1/2, i + 1/2) (scene.optics, the one home of pixel <-> tissue geometry)
+    row, col = pixel_index(pos[:, 1], H, d), pixel_index(pos[:, 2], W, d)
+    inside = (row > -0.5) & (row < H - 0.5) & (col > -0.5) & (col < W - 0.5)
     radius = np.asarray(ds["radius_um"].values, np.float64) if "radius_um" in ds else np.full(len(pos), 5.0)
     vm = np.asarray(ds["vessel_mask"].values, bool) if "vessel_mask" in ds else np.zeros((H, W), bool)
     if shift != (0.0, 0.0) and vm.any():
