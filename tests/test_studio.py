@@ -11,6 +11,7 @@ from helpers import small_spec
 
 from minisim import Spec, presets
 from minisim.recording import Recording, simulate
+from minisim.spec import field_info
 from minisim.studio import (
     ActivityPanel,
     AnatomyPanel,
@@ -20,9 +21,8 @@ from minisim.studio import (
     Studio,
 )
 from minisim.studio._fields import (
-    _bounds,
-    field_info,
     get_value,
+    limits,
     make_widget,
     slider_range,
     spec_paths,
@@ -247,7 +247,7 @@ def test_every_numeric_knob_is_a_slider_over_its_field_range():
             w = make_widget(path, get_value(spec, path))
             if isinstance(w, (W.Checkbox, W.Dropdown)) or path == "recording.seed":
                 continue
-            if None in _bounds(field_info(path)):
+            if None in limits(path):
                 assert isinstance(w, (W.IntText, W.FloatText)), path
                 continue
             assert isinstance(w, sliders), path

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..spec import Spec, field_info
+from ..spec import Spec, field_bounds, field_info
 from ..spec import get_path as get_value  # noqa: F401  (the panels read values by path)
 
 
@@ -29,16 +29,11 @@ def spec_paths(section: str, skip: tuple[str, ...] = ("extra_bands",)) -> list[s
     return out
 
 
-def _bounds(info) -> tuple[float | None, float | None]:
-    lo = hi = None
-    for m in info.metadata:
-        for attr in ("ge", "gt"):
-            if getattr(m, attr, None) is not None:
-                lo = getattr(m, attr)
-        for attr in ("le", "lt"):
-            if getattr(m, attr, None) is not None:
-                hi = getattr(m, attr)
-    return lo, hi
+def limits(path: str) -> tuple[float | None, float | None]:
+    """(lowest, highest) value the Spec allows at ``path`` (None where it sets no bound),
+    from :func:`minisim.spec.field_bounds`; whether an end is open does not matter to a slider."""
+    b = field_bounds(path)
+    return b.get("ge", b.get("gt")), b.get("le", b.get("lt"))
 
 
 #: Quantities that span decades from (almost) zero: log sliders from ``hi * LOG_FLOOR``.
@@ -62,7 +57,7 @@ def slider_range(path: str) -> tuple[float, float, bool]:
     one of :data:`LOG_FROM_ZERO` (its slider starts at ``max * LOG_FLOOR``).
     """
     info = field_info(path)
-    lo, hi = _bounds(info)
+    lo, hi = limits(path)
     if lo is None or hi is None:
         raise ValueError(f"{path} has no finite range for a slider (bounds {lo}, {hi})")
     lo, hi = float(lo), float(hi)
@@ -94,7 +89,7 @@ def make_widget(path: str, value: Any):
     info = field_info(path)
     ann = info.annotation
     label = path.split(".")[-1]
-    lo, hi = _bounds(info)
+    lo, hi = limits(path)
     tip = info.description or ""
     if lo is not None or hi is not None:
         tip = f"{tip} [{lo} .. {hi}]".strip()

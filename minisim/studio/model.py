@@ -190,13 +190,18 @@ class Debouncer:
             self._timer.daemon = True
             self._timer.start()
 
-    def pause(self) -> None:
-        """Drop a scheduled run but remember it (a Generate starts)."""
+    def _drop_timer(self, remember: bool) -> None:
+        """Cancel a scheduled run; ``remember`` it as pending (True) or forget any (False)."""
         with self._lock:
-            if self._timer is not None:
+            had = self._timer is not None
+            if had:
                 self._timer.cancel()
                 self._timer = None
-                self._pending = True
+            self._pending = (self._pending or had) if remember else False
+
+    def pause(self) -> None:
+        """Drop a scheduled run but remember it (a Generate starts)."""
+        self._drop_timer(remember=True)
         if not self._running:
             self.on_busy(False)
 
@@ -209,11 +214,7 @@ class Debouncer:
 
     def cancel(self) -> None:
         """Drop a scheduled run (one in flight finishes)."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._pending = False
+        self._drop_timer(remember=False)
 
     def run_now(self) -> None:
         self.cancel()
