@@ -19,6 +19,7 @@ point stays as sharp as the sampling allows; defocus blur itself follows docs/ph
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,8 +51,8 @@ def readout(spec: Spec, window: tuple[int, int, int, int] | None = None,
     spec : the Spec.
     window : (y0, y1, x0, x1) sensor pixels of a preview window (its cell count is given).
     world : a :class:`minisim.render.World` built for ``window``; when given, the cells
-        centred in the window and the detectable ones among them
-        (:func:`minisim.truth.cell_metrics`) are counted.
+        centred in the window and the detectable ones among them are counted
+        (:func:`detectable_count`).
 
     Returns
     -------
@@ -83,15 +84,66 @@ def readout(spec: Spec, window: tuple[int, int, int, int] | None = None,
         out["window"] = tuple(int(v) for v in window)
         out["expected_cells_window"] = expected_count(spec, (y1 - y0) * (x1 - x0) * d * d * 1e-6)
     if world is not None:
-        from .truth import cell_metrics
-
-        y0, y1, x0, x1 = window if window is not None else (
-            0, spec.sensor.height_px, 0, spec.sensor.width_px)
-        inside = _centres_in_window(spec, world.scene.cells, (y0, y1, x0, x1))
-        detectable = cell_metrics(world)["detectable"]
-        out["cells_window"] = int(inside.sum())
-        out["detectable_window"] = int((detectable & inside).sum())
+        out["cells_window"], out["detectable_window"] = detectable_count(world, window)
     return out
+
+
+def cells_in_window(world: Any, window: tuple[int, int, int, int] | None = None) -> int:
+    """How many of ``world``'s cells have their centre over ``window`` (default: the sensor)."""
+    return int(_centres_in_window(world.spec, world.scene.cells, _window_of(world.spec, window)).sum())
+
+
+def detectable_count(world: Any, window: tuple[int, int, int, int] | None = None,
+                     checkpoint: Callable[[], None] | None = None) -> tuple[int, int]:
+    """(cells centred in ``window``, how many of them are detectable) for a World built for it.
+
+    Detectable is :func:`minisim.truth.activity_metrics`' rule, judged on the frames the
+    World serves (the oracle renders up to :data:`minisim.truth.ORACLE_FRAMES` of them: the
+    costly part, seconds on a V4 preview window). ``checkpoint``, when given, is called before
+    each read of the World's traces, motion or footprints, so a caller can stop the count
+    there by raising from it (the studio does when a newer redraw is asked for); the World
+    is left as it was.
+
+    Examples
+    --------
+    >>> from minisim import presets
+    >>> from minisim.render import build_world
+    >>> spec = presets.scope("miniscope_v4_ca1").with_updates(
+    ...     {"sensor.width_px": 64, "sensor.height_px": 64, "recording.duration_s": 1.0})
+    >>> cells, detectable = detectable_count(build_world(spec, (16, 48, 16, 48)), (16, 48, 16, 48))
+    >>> 0 <= detectable <= cells
+    True
+    """
+    from .truth import activity_metrics
+
+    inside = _centres_in_window(world.spec, world.scene.cells, _window_of(world.spec, window))
+    judged = world if checkpoint is None else _Polled(world, checkpoint)
+    detectable = activity_metrics(judged)["detectable"]
+    return int(inside.sum()), int((detectable & inside).sum())
+
+
+class _Polled:
+    """A World (or its Scene) that calls ``checkpoint`` before each of its costly reads."""
+
+    _POLLED = frozenset({"traces", "motion", "footprints_e", "tissue_e"})
+
+    def __init__(self, inner: Any, checkpoint: Callable[[], None]):
+        self._inner, self._checkpoint = inner, checkpoint
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name == "scene":
+            return _Polled(value, self._checkpoint)
+        if name in self._POLLED:
+            def polled(*args, **kwargs):
+                self._checkpoint()
+                return value(*args, **kwargs)
+            return polled
+        return value
+
+
+def _window_of(spec: Spec, window) -> tuple[int, int, int, int]:
+    return tuple(window) if window is not None else (0, spec.sensor.height_px, 0, spec.sensor.width_px)
 
 
 def _centres_in_window(spec: Spec, cells, window) -> np.ndarray:

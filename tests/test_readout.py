@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minisim import Spec, presets
-from minisim.readout import depth_of_field_um, preview_window, readout, side_view
+from minisim.readout import depth_of_field_um, detectable_count, preview_window, readout, side_view
 from minisim.render import build_world
 from minisim.scene.cells import expected_count
 
@@ -86,3 +86,24 @@ def test_side_view_cells_lie_in_their_band_and_slab():
     # cortex: the thick pial/penetrating vessels sit on top of the L2/3 band and shade it
     assert spec.vasculature.depth_um < sv["band_top_um"][0] < bottom
     assert sv["front_face_um"] == -spec.optics.tissue_gap_um
+
+
+def test_a_count_stopped_at_a_checkpoint_leaves_the_world_as_it_was():
+    spec = presets.scope("miniscope_v4_ca1").with_updates(
+        {"sensor.width_px": 96, "sensor.height_px": 96, "recording.duration_s": 1.0})
+    window = preview_window(spec, cell_budget=20)
+    world = build_world(spec, window)
+    polls = []
+
+    def checkpoint():  # the studio's: a newer redraw was asked for after the third step
+        polls.append(1)
+        if len(polls) == 3:
+            raise InterruptedError
+
+    with pytest.raises(InterruptedError):
+        detectable_count(world, window, checkpoint)
+    everywhere = []
+    got = detectable_count(world, window, lambda: everywhere.append(1))
+    assert len(everywhere) > 10  # the count can be stopped all along, not only at its start
+    assert got == detectable_count(build_world(spec, window), window)
+    assert got == tuple(readout(spec, window, world)[k] for k in ("cells_window", "detectable_window"))

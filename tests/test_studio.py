@@ -368,3 +368,123 @@ def test_file_actions_fail_with_clear_errors(tmp_path):
         studio.generate.generate(wait=True)
     assert "must end in .zarr" in studio.generate.status.value
     studio.close()
+
+
+def _another_value(spec: Spec, path: str):
+    """A valid value for ``path`` other than the current one (the Spec's validation decides)."""
+    import typing
+
+    info = field_info(path)
+    v = get_value(spec, path)
+    if info.annotation is bool:
+        candidates = [not v]
+    elif typing.get_origin(info.annotation) is typing.Literal:
+        candidates = [o for o in typing.get_args(info.annotation) if o != v]
+    else:
+        lo, hi = limits(path)
+        step = 1 if info.annotation is int else max(abs(v) * 0.4, 0.01)
+        candidates = [v + step, v - step, (lo + v) / 2 if lo is not None else v / 2]
+        candidates = [info.annotation(c) for c in candidates
+                      if (lo is None or c >= lo) and (hi is None or c <= hi) and c != v]
+    for c in candidates:
+        try:
+            return spec.with_updates({path: c})
+        except ValueError:
+            continue
+    raise AssertionError(f"no other valid value for {path} = {v!r}")
+
+
+def _leaf_paths(prefix: str) -> list[str]:
+    section = prefix.split(".")[0]
+    return [p for p in spec_paths(section) if p == prefix or p.startswith(prefix + ".")]
+
+
+def test_a_scene_free_knob_keeps_the_scene_and_the_preview_is_a_fresh_render():
+    from minisim.render import build_world, render_block
+
+    model = SpecModel(V4_SMALL)
+    panel = AnatomyPanel(model, debounce_s=0, cell_budget=20, preview_frames=3)
+    built = panel.cache.scenes_built
+    for path, value in (("sensor.read_noise_e", 9.0), ("activity.rate_median_hz", 3.0)):
+        model.update({path: value})  # a Panel 1 knob, then a Panel 2 one: Panel 1 redraws
+        assert panel.cache.scenes_built == built, path  # the scene was kept
+        window = panel.preview_window
+        fresh = build_world(model.spec, window, n_frames=10)
+        np.testing.assert_array_equal(panel.preview_frames_data,
+                                      render_block(fresh, range(3), window))
+    panel.widgets["cells.density_per_mm3"].value = 60000.0  # anatomy: a new scene
+    assert panel.cache.scenes_built == built + 1
+    panel.close()
+
+
+@pytest.mark.slow
+def test_scene_free_fields_keep_the_scene_and_the_preview_bytes():
+    """Every field of SCENE_FREE, changed alone: the preview on the kept scene is byte for byte
+    the render of a freshly built World (so keeping the scene never shows a wrong image)."""
+    from minisim.render import build_world, render_block
+    from minisim.studio.preview import SCENE_FREE, PreviewCache
+
+    window = (8, 88, 8, 88)
+    base = V4_SMALL.with_updates({"illumination.bleaching.enabled": True,
+                                  "vasculature.vasomotion.enabled": True})
+    cache = PreviewCache()
+    cache.world(base, window, 10)
+    paths = [p for prefix in SCENE_FREE for p in _leaf_paths(prefix)
+             if p != "recording.duration_s"]
+    assert len(paths) > 40
+    for path in paths:
+        spec = _another_value(base, path)
+        kept = cache.world(spec, window, 10)
+        assert cache.scenes_built == 1, path
+        fresh = build_world(spec, window, n_frames=10)
+        np.testing.assert_array_equal(render_block(kept, range(4), window),
+                                      render_block(fresh, range(4), window), err_msg=path)
+        assert cache.side_view(spec, side_view_figure) is cache.side_view(base, side_view_figure)
+
+
+def test_a_warm_redraw_renders_again_without_a_new_scene_or_count():
+    model = SpecModel(V4_SMALL)
+    panel = AnatomyPanel(model, debounce_s=0, cell_budget=20, preview_frames=2)
+    first, counts = dict(panel.readout), panel.cache.counts_made
+    assert "detectable_window" in first and counts == 1
+    panel.redraw_now()
+    assert panel.readout == first and panel.cache.counts_made == counts
+    assert panel.cache.scenes_built == 1
+    panel.close()
+
+
+def test_the_image_shows_before_the_count_and_a_newer_request_stops_the_count():
+    """The preview and readout show first ("counting…"); a slider change while the detectable
+    cells are counted stops that count, and the count shown is the newest Spec's."""
+    from minisim.readout import detectable_count
+    from minisim.render import build_world
+
+    model = SpecModel(V4_SMALL)
+    panel = AnatomyPanel(model, debounce_s=0, cell_budget=20, preview_frames=2)
+    panel._debouncer.delay_s = 0.05  # from now on, redraws run in the background
+    shown, changed = [], []
+
+    def on_spinner(change):
+        if "counting" in change["new"]:
+            shown.append(panel.readout_html.value)
+            if not changed:  # the first count has begun: a newer request arrives now
+                changed.append(True)
+                panel.widgets["sensor.read_noise_e"].value = 7.0
+
+    panel.spinner.observe(on_spinner, names="value")
+    starts, runs, made = panel._debouncer.starts, panel._debouncer.runs, panel.cache.counts_made
+    panel.widgets["sensor.read_noise_e"].value = 5.0
+    t_end = time.monotonic() + 120
+    while (panel._debouncer.busy or panel._debouncer.runs == runs) and time.monotonic() < t_end:
+        time.sleep(0.05)
+    assert changed and all("counting…" in html for html in shown)
+    assert panel._debouncer.starts - starts == 2 and panel._debouncer.runs - runs == 1
+    assert panel.cache.counts_made == made + 1  # the stopped count never finished
+    spec = model.spec
+    assert spec.sensor.read_noise_e == 7.0 == panel.preview_spec.sensor.read_noise_e
+    window = panel.preview_window
+    want = detectable_count(build_world(spec, window, n_frames=10), window)
+    assert (panel.readout["cells_window"], panel.readout["detectable_window"]) == want
+    assert f"{want[1]} of {want[0]} cells" in panel.readout_html.value
+    assert panel.spinner.value == ""
+    panel.close()

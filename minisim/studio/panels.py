@@ -25,6 +25,7 @@ from ..activity import simulate_activity
 from ..spec import INDICATORS, Spec
 from ._fields import get_value, make_widget, spec_paths
 from .model import Cancelled, Debouncer, SpecModel
+from .preview import PreviewCache, count_key
 
 PREVIEW_FRAMES = 20
 TRACE_UNITS = 10
@@ -222,6 +223,8 @@ class AnatomyPanel(SpecPanel):
         self.preview_window: tuple[int, int, int, int] | None = None
         self.readout: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        #: scenes, worlds, side views and counts of recent redraws (see .preview)
+        self.cache = PreviewCache()
         #: in a Studio, changes of fps or seed (Generate's knobs) only mark the preview out of
         #: date; it redraws when its tab is shown again (:meth:`refresh`)
         self.defer_recording_changes = False
@@ -269,7 +272,10 @@ class AnatomyPanel(SpecPanel):
         self.model.set(Spec.model_validate(spec.model_dump()))
 
     def redraw(self) -> None:
-        from ..render import get_world, render_block
+        """Draw the preview, readout and side view of the current Spec, then count its
+        detectable cells (the slow part, shown as "counting…" until done; a newer request
+        stops it at its next step)."""
+        from ..render import render_block
 
         spec = self.model.spec
         window = readout.preview_window(spec, self.cell_budget)
@@ -279,7 +285,7 @@ class AnatomyPanel(SpecPanel):
         # the full render); the readout's detectable count is judged on that stretch of activity
         n_world = min(spec.recording.n_frames, max(n, round(TRACE_MAX_S * spec.recording.fps)))
         self.checkpoint()
-        world = get_world(spec.model_dump_json(), window, n_world)
+        world = self.cache.world(spec, window, n_world)
         self.checkpoint()
         t1 = time.perf_counter()
         frames = render_block(world, range(n), window)
@@ -287,13 +293,14 @@ class AnatomyPanel(SpecPanel):
         y0, y1, x0, x1 = window
         self.model.render_speed_px_per_s = n * (y1 - y0) * (x1 - x0) / max(t2 - t1, 1e-6)
         self.checkpoint()
-        r = readout.readout(spec, window, world)
+        r = readout.readout(spec, window)
+        r["cells_window"] = readout.cells_in_window(world, window)
+        ckey = count_key(spec, window, n_world)
+        counted = self.cache.count(ckey)
+        if counted is not None:
+            r["cells_window"], r["detectable_window"] = counted
+        side_png = self.cache.side_view(spec, lambda s: _png(side_view_figure(s)))
         t3 = time.perf_counter()
-        sv = readout.side_view(spec)
-        side_png = _png(side_view_figure(spec, sv))
-        t4 = time.perf_counter()
-        self.timings = {"world_s": t1 - t0, "render_s": t2 - t1, "readout_s": t3 - t2,
-                        "side_view_s": t4 - t3}
         if self.model.spec != spec:  # changed meanwhile: the next redraw shows it
             return
         self.preview_frames_data = frames
@@ -304,6 +311,21 @@ class AnatomyPanel(SpecPanel):
         self.preview.value = image_png(frames.max(axis=0))
         self.side_image.value = side_png
         self.readout_html.value = readout_html(r)
+        t4 = time.perf_counter()
+        self.timings = {"world_s": t1 - t0, "render_s": t2 - t1, "side_view_s": t3 - t2,
+                        "shown_s": t4 - t0, "count_s": 0.0}
+        if counted is not None:
+            return
+        self.checkpoint()
+        self.spinner.value = SPINNER.replace("drawing…", "counting detectable cells…")
+        counted = readout.detectable_count(world, window, self.checkpoint)
+        self.cache.keep_count(ckey, counted)
+        self.timings["count_s"] = time.perf_counter() - t4
+        self._show_busy(self._debouncer.stale)  # "drawing…" again only if a newer request waits
+        if self.model.spec != spec:
+            return
+        self.readout = {**r, "cells_window": counted[0], "detectable_window": counted[1]}
+        self.readout_html.value = readout_html(self.readout)
 
 
 def readout_html(r: dict[str, Any]) -> str:
@@ -325,6 +347,9 @@ def readout_html(r: dict[str, Any]) -> str:
     if "detectable_window" in r:
         rows.append(("Detectable in window",
                      f"{r['detectable_window']} of {r['cells_window']} cells"))
+    elif "cells_window" in r:
+        rows.append(("Detectable in window",
+                     f"<i>counting…</i> of {r['cells_window']} cells"))
     body = "".join(f"<tr><td style='padding-right:1em'>{k}</td><td>{v}</td></tr>" for k, v in rows)
     return f"<table class='minisim-readout'>{body}</table>"
 
