@@ -488,3 +488,20 @@ def test_the_image_shows_before_the_count_and_a_newer_request_stops_the_count():
     assert f"{want[1]} of {want[0]} cells" in panel.readout_html.value
     assert panel.spinner.value == ""
     panel.close()
+
+
+def test_panel_1_waits_while_another_tab_is_shown():
+    """An activity change made on Panel 2 does not rebuild Panel 1 behind it (it would compete
+    with Panel 2's own preview); Panel 1 redraws once when its tab is shown again."""
+    studio = Studio(small_spec(), debounce_s=0)
+    anatomy = studio.anatomy
+    starts = anatomy.redraw_starts
+    studio.tabs.selected_index = 1
+    studio.activity.widgets["activity.rate_median_hz"].value = 2.0
+    studio.activity.preset_buttons["active"].click()
+    assert anatomy.redraw_starts == starts and anatomy.out_of_date
+    assert "changed in another tab" in anatomy.status.value
+    assert studio.activity.traces is not None and studio.activity.spike_ticks > 0
+    studio.tabs.selected_index = 0
+    assert anatomy.redraw_starts == starts + 1 and anatomy.preview_spec == studio.spec
+    studio.close()

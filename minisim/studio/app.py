@@ -37,8 +37,9 @@ class Studio:
         self.tabs = W.Tab(children=[p.widget for p in self.panels])
         for i, p in enumerate(self.panels):
             self.tabs.set_title(i, p.title)
-        # Generate's knobs (fps, seed) leave Panel 1 out of date instead of rebuilding it, and
-        # the Generate estimate's probe save runs only while its tab is shown
+        # Generate's knobs (fps, seed), and any change while another tab is shown, leave Panel 1
+        # out of date instead of rebuilding it; the Generate estimate's probe save runs only
+        # while its tab is shown
         self.anatomy.defer_recording_changes = True
         self.tabs.observe(self._on_tab, names="selected_index")
         self.widget = W.VBox([
@@ -53,6 +54,7 @@ class Studio:
         return self.model.spec
 
     def _on_tab(self, change) -> None:
+        self.anatomy.hidden = change["new"] != 0
         if change["new"] == 0:
             self.anatomy.refresh()
         elif change["new"] == 2:

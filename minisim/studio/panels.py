@@ -225,9 +225,11 @@ class AnatomyPanel(SpecPanel):
         self.timings: dict[str, float] = {}
         #: scenes, worlds, side views and counts of recent redraws (see .preview)
         self.cache = PreviewCache()
-        #: in a Studio, changes of fps or seed (Generate's knobs) only mark the preview out of
-        #: date; it redraws when its tab is shown again (:meth:`refresh`)
+        #: in a Studio, changes of fps or seed (Generate's knobs), and any change while another
+        #: tab is shown (``hidden``), only mark the preview out of date; it redraws when its tab
+        #: is shown again (:meth:`refresh`), so it never competes with the tab in view
         self.defer_recording_changes = False
+        self.hidden = False
         self.out_of_date = False
         self._drawn_key: str | None = None
         knobs = _accordion(groups, SECTION_TITLES)
@@ -250,10 +252,11 @@ class AnatomyPanel(SpecPanel):
         if self.preview_key(new) == self._drawn_key:
             return  # e.g. a new duration: the preview's frames are the same (prefix-stable)
         only_recording = old.model_dump(exclude={"recording"}) == new.model_dump(exclude={"recording"})
-        if only_recording and self.defer_recording_changes:
+        if self.defer_recording_changes and (only_recording or self.hidden):
             self.out_of_date = True
-            self.status.value = ("<span style='color:#666'>the preview is out of date (fps or seed "
-                                 "changed in Generate); it redraws when this tab is shown</span>")
+            why = "fps or seed changed in Generate" if only_recording else "changed in another tab"
+            self.status.value = (f"<span style='color:#666'>the preview is out of date ({why}); "
+                                 "it redraws when this tab is shown</span>")
             return
         self.schedule_redraw()
 
