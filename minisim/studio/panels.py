@@ -56,14 +56,18 @@ def _png(fig) -> bytes:
 
 
 def image_png(img: np.ndarray) -> bytes:
-    """A grey PNG of a 2-D image, stretched between its 0.5 and 99.9 percentiles."""
-    from matplotlib.image import imsave
+    """An 8-bit grey PNG of a 2-D image, stretched between its 0.5 and 99.9 percentiles.
+
+    One channel, light compression: a 608 x 608 preview encodes in a few milliseconds (an RGBA
+    PNG through matplotlib took ~0.5 s on a loaded machine, a quarter of a redraw).
+    """
+    from PIL import Image  # matplotlib's own image dependency
 
     img = np.asarray(img, float)
     lo, hi = np.percentile(img, [0.5, 99.9]) if img.size else (0.0, 1.0)
+    grey = np.round(np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
     buf = io.BytesIO()
-    imsave(buf, np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1), cmap="gray", vmin=0, vmax=1,
-           format="png")
+    Image.fromarray(grey).save(buf, format="PNG", compress_level=1)  # uint8 2-D: mode "L"
     return buf.getvalue()
 
 
