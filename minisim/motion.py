@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 from scipy.signal import lfilter
 
 from .rng import ou_segment, reset_gate_state, rng
@@ -201,26 +202,52 @@ def axial_weights(motion: Motion, bound_um: float, frames: range) -> np.ndarray:
     return np.column_stack([np.maximum(-a, 0.0), np.maximum(a, 0.0)]).astype(np.float32)
 
 
+def mode_patterns(motion: Motion, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+    """The non-rigid modes' spatial patterns sin(k . r + phase), (N_MODES, len(y), len(x)) float64."""
+    Y, X = np.meshgrid(np.asarray(y_um, np.float64), np.asarray(x_um, np.float64), indexing="ij")
+    return np.stack([np.sin(motion.mode_k[k, 0] * Y + motion.mode_k[k, 1] * X + motion.mode_phase[k])
+                     for k in range(N_MODES)])
+
+
+def displacement_terms(motion: Motion, pixel_um: float, frames: range) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: rigid displacement (frames, 2) and mode amplitudes (frames, N_MODES), in px."""
+    f = np.asarray(frames) - motion.first_frame
+    return (np.ascontiguousarray(motion.rigid_um[f] / pixel_um, np.float64),
+            np.ascontiguousarray(motion.mode_amp_um[f] / pixel_um, np.float64))
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j):
+    """(dy, dx) float32 of pixel (i, j) in frame row t: rigid plus the modes (docs/physics.md §7.1)."""
+    dy = rigid_px[t, 0]
+    dx = rigid_px[t, 1]
+    for k in range(patterns.shape[0]):
+        a = amp_px[t, k] * patterns[k, i, j]
+        dy += a * mode_dir[k, 0]
+        dx += a * mode_dir[k, 1]
+    return np.float32(dy), np.float32(dx)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _displacement(rigid_px, amp_px, mode_dir, patterns, dy, dx):
+    for t in range(dy.shape[0]):
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
+                dy[t, i, j], dx[t, i, j] = pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j)
+
+
 def displacement_px(
     motion: Motion, pixel_um: float, frames: range, y_um: np.ndarray, x_um: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(dy, dx) in pixels, float32 (len(frames), len(y), len(x)): where the tissue has moved.
 
     Every pixel's value depends only on its own coordinates and the frame, never on the
-    window it is computed in, so tiles join without seams.
+    window it is computed in, so tiles join without seams. The renderer's warp computes the
+    same values pixel by pixel (:func:`pixel_displacement`) inside its gather.
     """
-    f = np.asarray(frames) - motion.first_frame
-    Y, X = np.meshgrid(y_um, x_um, indexing="ij")
-    patterns = [np.sin(motion.mode_k[k, 0] * Y + motion.mode_k[k, 1] * X + motion.mode_phase[k])
-                for k in range(N_MODES)]
-    dy = np.empty((len(f), *Y.shape), np.float32)
-    dx = np.empty((len(f), *Y.shape), np.float32)
-    for i, t in enumerate(f):  # frame by frame (float64 sums, cache-sized), then to float32
-        ry = np.full(Y.shape, motion.rigid_um[t, 0] / pixel_um)
-        rx = np.full(Y.shape, motion.rigid_um[t, 1] / pixel_um)
-        for k, pattern in enumerate(patterns):
-            a = motion.mode_amp_um[t, k] / pixel_um
-            ry = ry + a * motion.mode_dir[k, 0] * pattern
-            rx = rx + a * motion.mode_dir[k, 1] * pattern
-        dy[i], dx[i] = ry, rx
+    rigid, amp = displacement_terms(motion, pixel_um, frames)
+    pat = mode_patterns(motion, y_um, x_um)
+    dy = np.empty((len(rigid), *pat.shape[1:]), np.float32)
+    dx = np.empty_like(dy)
+    _displacement(rigid, amp, np.ascontiguousarray(motion.mode_dir, np.float64), pat, dy, dx)
     return dy, dx

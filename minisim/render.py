@@ -26,17 +26,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from . import sensor as _sensor
 from .activity import SEGMENT_FRAMES, Activity, ActivityBatch
-from .motion import Motion, axial_weights, displacement_px, motion_frames, motion_segment
+from .motion import (Motion, axial_weights, displacement_terms, mode_patterns, motion_frames, motion_segment,
+                     pixel_displacement)
 from .scene import Scene, build_scene
 from .scene.optics import pixel_center_um
 from .scene.vessels import dilation, dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
-RENDER_ALGORITHM = 2
+RENDER_ALGORITHM = 3
 
 
 class World:
@@ -179,6 +181,8 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
     y0, y1, x0, x1 = window
     f = np.arange(frames.start, frames.stop)
     C, fn = world.traces(frames)
+    vi = sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]
+    vg = sc.vignette[y0:y1, x0:x1] * sc.glow_e[y0:y1, x0:x1]
     if spec.motion.enabled:
         m = sc.margin_px
         motion = world.motion(frames)
@@ -187,34 +191,41 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
         if _hemodynamics_on(spec):
             tissue = tissue * dilation_factor(spec, sc.vessel_chord_um[y0 : y1 + 2 * m, x0 : x1 + 2 * m], f)
         H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
-        ys, xs = np.arange(y0, y1), np.arange(x0, x1)
-        dy, dx = displacement_px(motion, d, frames, pixel_center_um(ys, H, d),
-                                 pixel_center_um(xs, W, d))
-        # bilinear pull from the tissue, frame by frame (cache-sized working set); one flat
-        # index per output pixel and four 1-D takes (3-index fancy indexing was ~2x slower)
-        yf, xf = ys.astype(np.float32)[:, None], xs.astype(np.float32)[None, :]
-        Ww = tissue.shape[2]
-        moved = np.empty((len(f), y1 - y0, x1 - x0), np.float32)
-        for t in range(len(f)):
-            sy, sx = yf - dy[t], xf - dx[t]
-            iy, ix = np.floor(sy), np.floor(sx)
-            fy, fx = sy - iy, sx - ix
-            at = (iy.astype(np.int64) - (y0 - m)) * Ww + (ix.astype(np.int64) - (x0 - m))
-            flat = tissue[t].reshape(-1)
-            moved[t] = (
-                ((1 - fy) * (1 - fx)) * flat.take(at)
-                + ((1 - fy) * fx) * flat.take(at + 1)
-                + (fy * (1 - fx)) * flat.take(at + Ww)
-                + (fy * fx) * flat.take(at + (Ww + 1))
-            )
+        rigid, amp = displacement_terms(motion, d, frames)
+        pat = mode_patterns(motion, pixel_center_um(np.arange(y0, y1), H, d),
+                            pixel_center_um(np.arange(x0, x1), W, d))
+        out = np.empty((len(f), y1 - y0, x1 - x0), np.float32)
+        _warp(np.ascontiguousarray(tissue, np.float32), m, rigid, amp,
+              np.ascontiguousarray(motion.mode_dir, np.float64), pat, vi, vg, out)
+        return out
     else:
         moved = sc.tissue_e(C, fn, window)
         if _hemodynamics_on(spec):
             m = sc.margin_px
             moved = moved * dilation_factor(spec, sc.vessel_chord_um[y0 + m : y1 + m, x0 + m : x1 + m], f)
-    vi = sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]
-    vg = sc.vignette[y0:y1, x0:x1] * sc.glow_e[y0:y1, x0:x1]
     return (vi * moved + vg).astype(np.float32, copy=False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _warp(tissue, m, rigid_px, amp_px, mode_dir, patterns, vi, vg, out):
+    """out[t] = vi * (tissue[t] pulled from p - d(p, t), bilinear) + vg: the motion warp, one
+    gather per pixel. ``tissue`` covers the window plus a margin of ``m`` px on every side
+    (the motion's bound keeps every sample inside it; indices are clamped all the same)."""
+    T, h, w = out.shape
+    hp, wp = tissue.shape[1], tissue.shape[2]
+    for t in range(T):
+        for i in range(h):
+            for j in range(w):
+                dy, dx = pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j)
+                sy = np.float64(i + m) - dy
+                sx = np.float64(j + m) - dx
+                iy = min(max(int(np.floor(sy)), 0), hp - 2)
+                ix = min(max(int(np.floor(sx)), 0), wp - 2)
+                fy = sy - iy
+                fx = sx - ix
+                v = ((1.0 - fy) * ((1.0 - fx) * tissue[t, iy, ix] + fx * tissue[t, iy, ix + 1])
+                     + fy * ((1.0 - fx) * tissue[t, iy + 1, ix] + fx * tissue[t, iy + 1, ix + 1]))
+                out[t, i, j] = vi[i, j] * v + vg[i, j]
 
 
 def render_block(world: World, frames: range, window: tuple[int, int, int, int]) -> np.ndarray:

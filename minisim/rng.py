@@ -10,11 +10,19 @@ The entropy handed to ``numpy.random.SeedSequence`` is
 (stable across processes and releases), the length stops ``(..., 1)`` and ``(..., 1, 0)``
 from colliding (SeedSequence pads its entropy with zeros), and the zigzag map lets indices be
 negative (tissue columns left of the optical axis).
+
+Per-pixel randomness (the sensor) is counter-based instead: Philox4x32-10 (Salmon et al. 2011)
+keyed by (seed, stream) through that same SeedSequence, with the counter (x, y, frame) of the
+pixel, so every pixel of every frame has its own four 32-bit words, drawn by no Generator
+object and in no order: a window of a frame is the crop of the whole frame by construction.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 from scipy.signal import lfilter
 
 # Fixed stream ids. Never renumber: they are part of the bytes of every recording.
@@ -25,8 +33,8 @@ STREAMS: dict[str, int] = {
     "vessels": 4,          # per trunk
     "neuropil_map": 5,     # spatial modes of the neuropil
     "glow": 6,
-    "sensor_fixed": 7,     # PRNU / DSNU / hot pixels per noise tile
-    "sensor_noise": 8,     # per (frame, noise tile)
+    "sensor_fixed": 7,     # PRNU / DSNU / hot pixels: Philox key, counter (x, y)
+    "sensor_noise": 8,     # shot + read noise: Philox key, counter (x, y, frame)
     "motion": 9,           # per motion segment
     "activity_unit": 10,   # per (unit, segment): gate, rate, spikes
     "activity_params": 11, # per unit: rate, kinetics jitter, amplitude
@@ -68,6 +76,152 @@ def rng(seed: int, stream: str, *indices: int) -> np.random.Generator:
     True
     """
     return np.random.Generator(np.random.PCG64(seed_sequence(seed, stream, *indices)))
+
+
+# ----------------------------------------------------------------------------- counter-based
+def philox_key(seed: int, stream: str, *indices: int) -> tuple[int, int]:
+    """The 64-bit Philox key (two uint32 as ints) of one keyed stream (from its SeedSequence)."""
+    k = seed_sequence(seed, stream, *indices).generate_state(2, np.uint32)
+    return int(k[0]), int(k[1])
+
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_LO = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def philox4x32(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of the counter (c0..c3) under the key (k0, k1): four uint32 (as uint64).
+
+    Every argument is a uint64 holding 32 bits. The Random123 known-answer vectors hold
+    (tests/test_sensor.py).
+    """
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = ((p1 >> _S32) ^ c1 ^ k0, p1 & _LO, (p0 >> _S32) ^ c3 ^ k1, p0 & _LO)
+        k0 = (k0 + _W0) & _LO
+        k1 = (k1 + _W1) & _LO
+    return c0, c1, c2, c3
+
+
+#: 2**-32: a uint32 word w gives the uniform (w + 0.5) 2**-32 in (0, 1), never 0 or 1
+_U32 = 2.0**-32
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def word_uniform(w):
+    """A uint32 word as a uniform in (0, 1): (w + 1/2) / 2**32 (float64, never 0 or 1)."""
+    return (np.float64(w) + 0.5) * _U32
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _quantile_central(q):
+    r = 0.180625 - q * q
+    return q * (((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
+                     + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
+                   + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
+                 + 1.3314166789178437745e2) * r + 3.3871328727963666080e0) / (
+        ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r
+             + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r
+           + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r
+         + 4.2313330701600911252e1) * r + 1.0)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _quantile_tail(u):
+    q = u - 0.5
+    r = math.sqrt(-math.log(u if q < 0 else 1.0 - u))
+    if r <= 5.0:
+        r -= 1.6
+        z = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
+                  + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
+                + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
+              + 4.63033784615654529590e0) * r + 1.42343711074968357734e0) / (
+            ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
+                 + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
+               + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
+             + 2.05319162663775882187e0) * r + 1.0)
+    else:
+        r -= 5.0
+        z = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
+                  + 1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r
+                + 2.96560571828504891230e-1) * r + 1.78482653991729133580e0) * r
+              + 5.46378491116411436990e0) * r + 6.65790464350110377720e0) / (
+            ((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r
+                 + 1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r
+               + 1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r
+             + 5.99832206555887937690e-1) * r + 1.0)
+    return -z if q < 0 else z
+
+
+#: |u - 1/2| up to which the normal quantile is the central rational function alone
+QUANTILE_CENTRAL = 0.425
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def normal_quantile(u):
+    """The standard normal quantile of ``u`` in (0, 1) (float64; Wichura 1988, AS241 PPND16,
+    relative error ~1e-16).
+
+    Only arithmetic in the central 85 % (|u - 1/2| <= 0.425); one log and one sqrt in the tails.
+    """
+    q = u - 0.5
+    if abs(q) <= QUANTILE_CENTRAL:
+        return _quantile_central(q)
+    return _quantile_tail(u)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def words_to_normals(words, z):
+    """``z[j]`` = the normal of uint32 word ``words[j]`` (as :func:`word_normal`), for a row.
+
+    Two passes, the same values: the central rational function for every element (a loop the
+    compiler vectorises), then the tails where they apply.
+    """
+    for j in range(words.shape[0]):
+        z[j] = _quantile_central(word_uniform(words[j]) - 0.5)
+    for j in range(words.shape[0]):
+        u = word_uniform(words[j])
+        if abs(u - 0.5) > QUANTILE_CENTRAL:
+            z[j] = _quantile_tail(u)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def word_normal(w):
+    """A uint32 word as a standard normal: the quantile of (w + 1/2) / 2**32 (float64).
+
+    Fixed consumption (one word, no rejection), so a pixel's normal depends only on its
+    counter; the tails end at |z| = 6.34 (the quantile of 2**-33).
+    """
+    return normal_quantile(word_uniform(w))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pixel_words(k0, k1, frames, y0, y1, x0, x1, out):
+    for t in range(frames.shape[0]):
+        f = np.uint64(frames[t])
+        for i in range(y1 - y0):
+            for j in range(x1 - x0):
+                w = philox4x32(np.uint64(x0 + j), np.uint64(y0 + i), f & _LO, f >> _S32, k0, k1)
+                for q in range(4):
+                    out[t, i, j, q] = w[q]
+
+
+def pixel_words(seed: int, stream: str, frames, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The four Philox words (frames, h, w, 4) uint32 of every pixel of ``window`` = (y0, y1, x0, x1).
+
+    Pixel (y, x) of frame t uses the counter (x, y, t mod 2**32, t div 2**32) under the key of
+    (seed, stream): what the sensor draws from, for tests and for anyone checking the scheme.
+    """
+    y0, y1, x0, x1 = window
+    frames = np.asarray(frames, np.int64)
+    out = np.empty((len(frames), y1 - y0, x1 - x0, 4), np.uint32)
+    k0, k1 = philox_key(seed, stream)
+    _pixel_words(np.uint64(k0), np.uint64(k1), frames, y0, y1, x0, x1, out)
+    return out
 
 
 # ----------------------------------------------------------------------------- keyed processes

@@ -20,11 +20,11 @@ hash_presets = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hash_presets)
 
 #: The render algorithm these digests belong to.
-PINNED_ALGORITHM = 2
+PINNED_ALGORITHM = 3
 
 PINNED = {
     "generic_1p": {
-        "A": "f6b2825d59cb70c1",
+        "A": "ac7212f7c26b8391",
         "A_planted": "02e5c70b1342553b",
         "C": "7c74f4e1887c7e52",
         "S": "86b0c90317c9ae53",
@@ -38,8 +38,8 @@ PINNED = {
         "f": "15c2a6aa8256a1c5",
         "in_focus": "baede0ace2823e8d",
         "motion": "efcb00b3f6977722",
-        "movie": "e5694638a23841b3",
-        "oracle_r": "e87b31d3cbc9cbd1",
+        "movie": "64de4098dc693444",
+        "oracle_r": "e234c6594c094b4f",
         "pnr": "175c74fdf6cccd21",
         "position": "0fd6205d4924a7be",
         "psf_sigma_um": "6895a722e85eddf7",
@@ -48,10 +48,10 @@ PINNED = {
         "vessel_dilation": "ef462512f1080e61",
         "vessel_mask": "980027f2e34e91e9",
         "vessel_overlap_fraction": "b851fecc853b4538",
-        "visibility": "d79e6f3fd009e170",
+        "visibility": "14c362cc0ca080af",
     },
     "miniscope_v4_ca1": {
-        "A": "306573daa8d2e587",
+        "A": "503f48cefa1879cf",
         "A_planted": "4c0ce874b836f170",
         "C": "461ac5b070383c79",
         "S": "b0151ae69b67e3c9",
@@ -65,8 +65,8 @@ PINNED = {
         "f": "15c2a6aa8256a1c5",
         "in_focus": "1b45cd73011ba793",
         "motion": "7faabf98470a6317",
-        "movie": "c519c5efdfa05e6b",
-        "oracle_r": "21f888a05090dde9",
+        "movie": "9e0d1707952d7adc",
+        "oracle_r": "6b6a0525cc1cc590",
         "pnr": "b1ee52bf15978ded",
         "position": "b683a1e4fe1e7ce6",
         "psf_sigma_um": "baceac035a5de002",
@@ -75,25 +75,25 @@ PINNED = {
         "vessel_dilation": "ef462512f1080e61",
         "vessel_mask": "0b5b11f2e2120bce",
         "vessel_overlap_fraction": "612db5a4056ba36c",
-        "visibility": "d2eff4d3bf02a125",
+        "visibility": "a88350e6b750a67e",
     },
     "miniscope_v4_cortex_l23": {
-        "A": "ae7f61dd815c91b3",
+        "A": "33c81f68cd70997a",
         "A_planted": "ba6842b97adca5e1",
         "C": "2a2dad3385325d17",
         "S": "fc8a0f227a7fa558",
         "active": "edfd588c176c1f13",
         "b": "9fea247b26d6db03",
         "band": "103545f9619c694d",
-        "compactness": "d3ace915f1c63ac5",
+        "compactness": "89b76bca6d686d1e",
         "defocus_um": "7fe0c1f076b8ac04",
         "detectable": "54288aaa60a036c2",
         "dff": "5b768199fe0f30b2",
         "f": "15c2a6aa8256a1c5",
         "in_focus": "28e6cfdbf9eb7d6d",
         "motion": "7faabf98470a6317",
-        "movie": "ea34b727c3e4b0ac",
-        "oracle_r": "33296c89ee6621d9",
+        "movie": "a711635b6abc8bff",
+        "oracle_r": "df339ac4b61a928a",
         "pnr": "8189b96a8127e749",
         "position": "792e84f6af95d316",
         "psf_sigma_um": "136795a9b111e0e0",
@@ -102,7 +102,7 @@ PINNED = {
         "vessel_dilation": "ef462512f1080e61",
         "vessel_mask": "0b5b11f2e2120bce",
         "vessel_overlap_fraction": "2fb4d57ad71bd0e5",
-        "visibility": "cc7359a916476d09",
+        "visibility": "fdb9c70721ea9451",
     },
 }
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import ALL_EFFECTS_OFF
+from scipy.special import ndtri
 from scipy.stats import poisson
 
 import minisim
 from minisim import Spec, presets
 from minisim.render import build_world, render_block
-from minisim.sensor import expose, poisson_from_normal
+from minisim.rng import normal_quantile, philox4x32, pixel_words, rng
+from minisim.sensor import expose, fixed_pattern, shot_and_read_e
 
 #: a flat, static scene: the confounds off except the neuropil (the light source) and the noise
 QUIET_SCOPE = {
@@ -82,15 +84,73 @@ def test_exact_poisson_branch_has_mean_and_variance_lambda():
     np.testing.assert_allclose(counts, poisson.pmf(np.arange(12), 3.0), atol=0.003)
 
 
-def test_poisson_from_normal_matches_poisson_on_both_sides_of_the_threshold():
-    z = np.random.default_rng(1).standard_normal(400_000).astype(np.float32)
+@pytest.mark.parametrize("read_noise_e", [0.0, 8.0])
+def test_shot_and_read_noise_has_poisson_moments_plus_read_variance_on_both_sides_of_the_threshold(read_noise_e):
+    g = rng(1, "cells", 99)
+    z = g.standard_normal(400_000)
+    u = g.random(400_000)
     for lam in (0.5, 4.0, 9.5, 10.5, 50.0, 1000.0):
-        n = poisson_from_normal(np.full(z.shape, lam, np.float32), z, 10.0)
-        assert n.min() >= 0 and (n == np.round(n)).all()
-        assert n.mean() == pytest.approx(lam, rel=0.01)
-        assert n.var() == pytest.approx(lam, rel=0.03)
-        skew = ((n - n.mean()) ** 3).mean() / n.std() ** 3
-        assert skew == pytest.approx(1 / np.sqrt(lam), abs=0.05)
+        e = shot_and_read_e(np.full(z.shape, lam), z, u, read_noise_e, 10.0, 1e6).astype(np.float64)
+        v, n = lam + read_noise_e**2, e.size
+        # within 5 standard errors of the moments of Poisson(lam) + N(0, sr^2)
+        assert e.mean() == pytest.approx(lam, abs=5 * np.sqrt(v / n))
+        assert e.var() == pytest.approx(v, rel=0.03)
+        # third central moment: lam (the shot noise's; the read noise is symmetric)
+        assert ((e - e.mean()) ** 3).mean() == pytest.approx(lam, abs=5 * np.sqrt(15 * v**3 / n))
+        if lam < 10.0 and read_noise_e == 0:  # exact Poisson below the threshold: integer counts
+            np.testing.assert_array_equal(e, np.round(e))
+            counts = np.bincount(e.astype(int), minlength=8)[:8] / e.size
+            np.testing.assert_allclose(counts, poisson.pmf(np.arange(8), lam), atol=0.003)
+
+
+def test_shot_and_read_noise_stops_at_the_full_well():
+    z = np.linspace(-4, 4, 1001)
+    e = shot_and_read_e(np.full(z.shape, 900.0), z, 0.5, 0.0, 10.0, 1000.0)
+    assert e.max() == 1000.0 and (e[z > 3.4] == 1000.0).all() and (e[z < 3] < 1000.0).all()
+
+
+def test_philox4x32_gives_the_random123_known_answers():
+    u = np.uint64
+    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, want in cases:
+        assert tuple(int(w) for w in philox4x32(*map(u, counter), *map(u, key))) == want
+
+
+def test_normal_quantile_is_the_normal_quantile_to_float64_precision():
+    p = np.concatenate([np.linspace(1e-9, 1 - 1e-9, 20001), np.geomspace(2.0**-33, 0.2, 2001)])
+    got = np.array([normal_quantile(x) for x in p])
+    np.testing.assert_allclose(got, ndtri(p), rtol=1e-13, atol=1e-15)
+
+
+def test_pixel_normals_are_standard_normal_and_independent_of_their_neighbours():
+    from minisim.rng import word_normal  # the per-word normal the sensor uses
+    w = pixel_words(5, "sensor_noise", [0, 1], (0, 200, 0, 300))
+    z = np.vectorize(word_normal, otypes=[np.float64])(w[..., 0])
+    assert abs(z.mean()) < 0.01 and z.var() == pytest.approx(1.0, rel=0.01)
+    assert abs(((z - z.mean()) ** 3).mean()) < 0.03 and ((z - z.mean()) ** 4).mean() == pytest.approx(3.0, rel=0.03)
+    for a, b in ((z[0, :, 1:], z[0, :, :-1]), (z[0, 1:], z[0, :-1]), (z[1], z[0])):  # x, y, frame
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+
+
+@pytest.mark.parametrize("window", [(3, 41, 5, 58), (17, 18, 0, 64), (0, 64, 63, 64), (29, 64, 1, 36)])
+def test_any_window_of_a_frame_is_the_crop_of_the_whole_frame(window):
+    """Per-pixel counters: windows aligned to nothing (odd sizes, single rows and columns) give
+    the crop of the full frame, for the draws, the fixed pattern and the exposed ADU."""
+    s = presets.scope("miniscope_v4_ca1").sensor.model_copy(update={"hot_pixel_fraction": 0.02})
+    y0, y1, x0, x1 = window
+    sig = np.linspace(0.0, 2000.0, 9 * 64 * 64, dtype=np.float32).reshape(9, 64, 64)
+    sig[:, :8] = 2.5  # a dark band: the exact-Poisson branch too
+    full = expose(sig, s, 11, range(100, 109), (0, 64, 0, 64), 20.0)
+    part = expose(np.ascontiguousarray(sig[3:7, y0:y1, x0:x1]), s, 11, range(103, 107), window, 20.0)
+    np.testing.assert_array_equal(part, full[3:7, y0:y1, x0:x1])
+    for a, b in zip(fixed_pattern(s, 11, window), fixed_pattern(s, 11, (0, 64, 0, 64))):
+        np.testing.assert_array_equal(a, b[y0:y1, x0:x1])
+    np.testing.assert_array_equal(pixel_words(11, "sensor_noise", range(103, 107), window),
+                                  pixel_words(11, "sensor_noise", range(100, 109), (0, 64, 0, 64))[3:7, y0:y1, x0:x1])
+    assert len(np.unique(full[:, 8:].reshape(9, -1), axis=0)) == 9  # and the frames differ
 
 
 def test_noise_off_gives_the_mean_exactly():
