@@ -107,10 +107,12 @@ def main() -> None:
             for motion in (False, True):
                 for name, python, code in cases:
                     out = Path(tmp) / (f"r{rep}_{motion}.avi" if "1.0.3" in name else f"r{rep}_{motion}.zarr")
+                    load = os.getloadavg()[0]
                     res = run(python, code, args.frames, motion, out)
                     results.setdefault((name, motion), []).append(res)
                     print(f"  run {rep + 1}/{args.repeats} {name:22s} motion={motion!s:5s} "
-                          f"{args.frames / res['wall_s']:6.1f} frames/s  {res['rss_mb']:7.0f} MB", flush=True)
+                          f"{args.frames / res['wall_s']:6.1f} frames/s  {res['rss_mb']:7.0f} MB  "
+                          f"load {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\nrace: V4 x CA1 608x608 px, {args.frames} frames at 20 fps, median of {args.repeats} "
           f"alternating runs; {platform.machine()}, {os.cpu_count()} cores")
     print(f"{'writer':24s} {'motion':>6s} {'frames/s':>9s} {'peak RSS MB':>12s} {'ratio (fps)':>12s}")

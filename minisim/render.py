@@ -30,8 +30,15 @@ from numba import njit
 
 from . import sensor as _sensor
 from .activity import SEGMENT_FRAMES, Activity, ActivityBatch
-from .motion import (Motion, axial_weights, displacement_terms, mode_patterns, motion_frames, motion_segment,
-                     pixel_displacement)
+from .motion import (
+    Motion,
+    axial_weights,
+    displacement_terms,
+    mode_patterns,
+    motion_frames,
+    motion_segment,
+    pixel_displacement,
+)
 from .scene import Scene, build_scene
 from .scene.optics import pixel_center_um
 from .scene.vessels import dilation, dilation_factor
@@ -210,19 +217,23 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
 def _warp(tissue, m, rigid_px, amp_px, mode_dir, patterns, vi, vg, out):
     """out[t] = vi * (tissue[t] pulled from p - d(p, t), bilinear) + vg: the motion warp, one
     gather per pixel. ``tissue`` covers the window plus a margin of ``m`` px on every side
-    (the motion's bound keeps every sample inside it; indices are clamped all the same)."""
+    (the motion's bound keeps every sample inside it; positions are clamped all the same)."""
     T, h, w = out.shape
     hp, wp = tissue.shape[1], tissue.shape[2]
+    sy = np.empty(w)
+    sx = np.empty(w)
     for t in range(T):
         for i in range(h):
+            # a row of sample positions, then the row's gathers (a tighter gather loop)
             for j in range(w):
                 dy, dx = pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j)
-                sy = np.float64(i + m) - dy
-                sx = np.float64(j + m) - dx
-                iy = min(max(int(np.floor(sy)), 0), hp - 2)
-                ix = min(max(int(np.floor(sx)), 0), wp - 2)
-                fy = sy - iy
-                fx = sx - ix
+                sy[j] = min(max(np.float64(i + m) - dy, 0.0), hp - 2.0)
+                sx[j] = min(max(np.float64(j + m) - dx, 0.0), wp - 2.0)
+            for j in range(w):
+                iy = np.int64(sy[j])
+                ix = np.int64(sx[j])
+                fy = sy[j] - iy
+                fx = sx[j] - ix
                 v = ((1.0 - fy) * ((1.0 - fx) * tissue[t, iy, ix] + fx * tissue[t, iy, ix + 1])
                      + fy * ((1.0 - fx) * tissue[t, iy + 1, ix] + fx * tissue[t, iy + 1, ix + 1]))
                 out[t, i, j] = vi[i, j] * v + vg[i, j]

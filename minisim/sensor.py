@@ -170,7 +170,7 @@ def expose(
     if not sensor.noise:
         v = np.float32(sensor.offset_adu) + K * (signal_e + dark_e)
         return np.clip(np.rint(v), 0, top).astype(np.uint16)
-    y0, y1, x0, x1 = window
+    y0, _, x0, _ = window
     prnu, dsnu, hot = fixed_pattern(sensor, seed, window)
     hot_e = hot / np.float32(fps)
     k0, k1 = philox_key(seed, "sensor_noise")
