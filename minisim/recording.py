@@ -72,6 +72,13 @@ def _unit_block(spec_json: str, kind: str, block_info=None):
     return (K * (sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]))[None] * fp
 
 
+def _time_chunk(n_frames: int, fps: float, block_id=None) -> np.ndarray:
+    """Frame times in s of segment ``block_id[0]`` (a blockwise graph: ``da.arange`` built one
+    task per segment up front, 1.3 MB for a 24-hour recording)."""
+    t0 = block_id[0] * activity.SEGMENT_FRAMES
+    return np.arange(t0, min(t0 + activity.SEGMENT_FRAMES, n_frames), dtype=np.float64) / fps
+
+
 def _unit_array(spec: Spec, n_units: int, kind: str):
     """(unit_id, height, width) footprints, lazily, in blocks of 32 units x the movie's tiles.
 
@@ -90,7 +97,8 @@ def _unit_array(spec: Spec, n_units: int, kind: str):
 
 def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
     """The Recording's Dataset: lazy movie, footprints, per-frame truth and the per-unit truth that
-    reads activity (pnr, detectability); the scene's per-unit truth eager."""
+    reads footprints or activity (vessel overlap, pnr, detectability); the rest of the scene's
+    per-unit truth eager (nothing here builds a footprint)."""
     import dask.array as da
 
     spec, sc, act = world.spec, world.scene, world.activity
@@ -108,7 +116,8 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
     traces = truth.lazy_traces(spec, n)
     ones = da.ones(T, dtype=np.float32, chunks=activity.SEGMENT_FRAMES)
     f = da.stack([traces["neuropil"], ones, ones])
-    metrics = {**truth.static_metrics(world), **truth.lazy_activity_metrics(spec, n)}
+    # the scene's per-unit truth at once; what needs footprints or activity lazily
+    metrics = {**truth.scene_metrics(world), **truth.lazy_unit_metrics(spec, n)}
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)
@@ -151,7 +160,8 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
         },
         coords={
             # no index over frames (it would grow with the recording): select with isel
-            "time_s": ("frame", da.arange(T, chunks=activity.SEGMENT_FRAMES, dtype=np.float64) / fps),
+            "time_s": ("frame", da.map_blocks(_time_chunk, T, fps, dtype=np.float64,
+                                              chunks=da.core.normalize_chunks(activity.SEGMENT_FRAMES, (T,)))),
             "height": np.arange(H, dtype=np.int64),
             "width": np.arange(W, dtype=np.int64),
             "y_um": ("height", ys),

@@ -9,6 +9,8 @@ calls these; it computes none of them itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -46,42 +48,52 @@ DETECTABLE_DEFOCUS_RADII = 3.0
 def cell_metrics(world: render.World) -> dict[str, np.ndarray]:
     """Per-unit ground truth beyond A and C: peak SNR, focus, vessel overlap, detectability.
 
-    The union of :func:`static_metrics` (cheap: from the scene alone) and
-    :func:`activity_metrics` (``pnr``, ``oracle_r``, ``compactness``, ``visibility`` and
-    ``detectable``: they read realised activity and rendered frames). A cell is *detectable*
-    when its centre lies inside the field of view and its oracle trace, compactness and
-    visibility pass :data:`ORACLE_MIN_R`, :data:`COMPACT_MIN_FRACTION` and
-    :data:`VISIBLE_MIN_DFF` (docs/anatomy.md, "Detectability").
+    The union of :func:`static_metrics` (from the scene alone) and :func:`activity_metrics`
+    (``pnr``, ``oracle_r``, ``compactness``, ``visibility`` and ``detectable``: they read
+    realised activity and rendered frames). A cell is *detectable* when its centre lies inside
+    the field of view and its oracle trace, compactness and visibility pass
+    :data:`ORACLE_MIN_R`, :data:`COMPACT_MIN_FRACTION` and :data:`VISIBLE_MIN_DFF`
+    (docs/anatomy.md, "Detectability"). Computed here, eagerly, from ``world`` (the studio's
+    window); a Recording holds the same values lazily (:func:`lazy_unit_metrics`).
     """
     return {**static_metrics(world), **activity_metrics(world)}
 
 
 #: The per-unit variables of :func:`activity_metrics`, with their dtypes: the Dataset holds
-#: them lazily (:func:`lazy_activity_metrics`), so ``simulate()`` renders nothing for them.
+#: them lazily (:func:`lazy_unit_metrics`), so ``simulate()`` renders nothing for them.
 ACTIVITY_METRICS = {"pnr": np.float32, "detectable": bool, "oracle_r": np.float32,
                     "compactness": np.float32, "visibility": np.float32}
 
 
-def static_metrics(world: render.World) -> dict[str, np.ndarray]:
-    """Per unit, from the scene alone: ``in_focus`` (|dz| <= 3 soma radii, docs/physics.md §8.10),
-    ``vessel_overlap_fraction``, ``defocus_um`` and ``psf_sigma_um``."""
+def scene_metrics(world: render.World) -> dict[str, np.ndarray]:
+    """Per unit, from the cells and the optics alone (no footprint): ``in_focus`` (|dz| <= 3
+    soma radii, docs/physics.md §8.10), ``defocus_um`` and ``psf_sigma_um``."""
+    sc = world.scene
+    return {
+        "in_focus": np.abs(sc.dz_um) <= DETECTABLE_DEFOCUS_RADII * sc.cells.radius_um,
+        "defocus_um": sc.dz_um.astype(np.float32),
+        "psf_sigma_um": sc.sigma_um.astype(np.float32),
+    }
+
+
+def vessel_overlap(world: render.World) -> np.ndarray:
+    """Per unit, float32: the share of its planted footprint that lies under a vessel."""
     spec, sc = world.spec, world.scene
     H, W, m = spec.sensor.height_px, spec.sensor.width_px, sc.margin_px
-    n = len(sc.cells)
-    in_focus = np.abs(sc.dz_um) <= DETECTABLE_DEFOCUS_RADII * sc.cells.radius_um
     mask = sc.vessel_chord_um > 0
-    overlap = np.zeros(n, np.float32)
+    overlap = np.zeros(len(sc.cells), np.float32)
     for u, (i0, j0, patch) in enumerate(sc.planted):
         where = patch_overlap(i0, j0, patch.shape, (-m, H + m, -m, W + m))
         if where is not None:
             in_patch, in_grid = where
             overlap[u] = patch[in_patch][mask[in_grid]].sum()
-    return {
-        "in_focus": in_focus,
-        "vessel_overlap_fraction": overlap,
-        "defocus_um": sc.dz_um.astype(np.float32),
-        "psf_sigma_um": sc.sigma_um.astype(np.float32),
-    }
+    return overlap
+
+
+def static_metrics(world: render.World) -> dict[str, np.ndarray]:
+    """Per unit, from the scene alone: :func:`scene_metrics` and ``vessel_overlap_fraction``
+    (:func:`vessel_overlap`, which builds the planted footprints)."""
+    return {**scene_metrics(world), "vessel_overlap_fraction": vessel_overlap(world)}
 
 
 def peak_snr(world: render.World) -> np.ndarray:
@@ -93,7 +105,7 @@ def peak_snr(world: render.World) -> np.ndarray:
     segment's: a bounded keyed sample (docs/segments.md).
     """
     spec, sc = world.spec, world.scene
-    H, W, m = spec.sensor.height_px, spec.sensor.width_px, sc.margin_px
+    W = spec.sensor.width_px
     K = spec.sensor.gain_adu_per_e
     n = len(sc.cells)
     C, f_np = world.traces(range(min(world.n_frames, activity.SEGMENT_FRAMES)))
@@ -105,19 +117,15 @@ def peak_snr(world: render.World) -> np.ndarray:
     else:
         var_adu = np.full_like(lam, 1 / 12)
     vi = (sc.vignette * sc.illumination).ravel()
-    csc = sc.sharp_e.tocsc()
-    Wp = W + 2 * m
+    indptr, ii, jj, data = sc.sharp_columns()  # each unit's sharp image in the field
     pnr = np.zeros(n, np.float32)
     swing = (C.max(axis=1) - C[:, 0]) if C.shape[1] else np.zeros(n)
     for u in range(n):
-        rows = csc.indices[csc.indptr[u] : csc.indptr[u + 1]]
-        vals = csc.data[csc.indptr[u] : csc.indptr[u + 1]]
-        i, j = rows // Wp - m, rows % Wp - m
-        inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
-        if not inside.any():
+        lo, hi = indptr[u], indptr[u + 1]
+        if lo == hi:
             continue
-        p = i[inside] * W + j[inside]
-        a = K * vals[inside].astype(np.float64) * vi[p]
+        p = ii[lo:hi].astype(np.int64) * W + jj[lo:hi]
+        a = K * data[lo:hi].astype(np.float64) * vi[p]
         if not a.max() > 0:
             continue
         core = a > 0.2 * a.max()
@@ -131,35 +139,97 @@ def peak_snr(world: render.World) -> np.ndarray:
 def activity_metrics(world: render.World) -> dict[str, np.ndarray]:
     """Per unit: ``pnr`` (:func:`peak_snr`), :func:`detectability`'s three measures and the
     ``detectable`` rule over them (centre inside the field of view as well)."""
+    return _with_rule(world, peak_snr(world), detectability(world))
+
+
+def _with_rule(world: render.World, pnr: np.ndarray, det: dict) -> dict[str, np.ndarray]:
+    """The ``detectable`` rule over :func:`detectability`'s measures, with ``pnr`` beside."""
     spec, c = world.spec, world.scene.cells
     half_h, half_w = spec.fov_um[0] / 2, spec.fov_um[1] / 2
     inside_fov = (np.abs(c.y_um) < half_h) & (np.abs(c.x_um) < half_w)
-    det = detectability(world)
     detectable = (inside_fov & (det["oracle_r"] >= ORACLE_MIN_R)
                   & (det["compactness"] >= COMPACT_MIN_FRACTION)
                   & (det["visibility"] >= VISIBLE_MIN_DFF))
-    return {"pnr": peak_snr(world), "detectable": detectable, **det}
+    return {"pnr": pnr, "detectable": detectable, **det}
 
 
-def _activity_metrics_task(spec_json: str) -> np.ndarray:
-    """All of :func:`activity_metrics` as one float64 (variables, units) array (one dask task)."""
-    met = activity_metrics(render.get_world(spec_json))
-    return np.stack([np.asarray(met[name], np.float64) for name in ACTIVITY_METRICS])
+# --------------------------------------------------------------------------- lazily, in a Dataset
+#: The per-unit variables :func:`lazy_unit_metrics` holds lazily, with their dtypes.
+LAZY_UNIT_METRICS = {**ACTIVITY_METRICS, "vessel_overlap_fraction": np.float32}
 
 
-def lazy_activity_metrics(spec: Spec, n_units: int) -> dict:
-    """:func:`activity_metrics` as dask arrays over ``unit_id``, all from one task.
+def lazy_unit_metrics(spec: Spec, n_units: int) -> dict:
+    """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
+    :func:`cell_metrics`, as a graph of small tasks.
 
-    They read realised activity and render the oracle's frames, which takes seconds on a full
-    V4 field, so the Dataset holds them lazily: ``simulate()`` computes none of them, and a save
-    (or ``.values``) computes the one task that gives them all.
+    The footprint cores (:func:`footprint_cores`, once), each oracle batch of ORACLE_BATCH
+    frames (rendered, registered and read through the cores), ``pnr`` (first segment) and
+    ``vessel_overlap`` are tasks of their own, and the variance of C over the whole recording
+    is a reduction over its segments: one small task per segment (a 24-hour recording's 1,700
+    segments in parallel), then one that adds them in segment order. Traces come from the
+    process's World (its segment cache, shared with the C, dF/F and S chunks). Nothing here is
+    built per segment, and ``simulate()`` computes none of it.
     """
     import dask
     import dask.array as da
 
-    both = da.from_delayed(dask.delayed(_activity_metrics_task, pure=True)(spec.model_dump_json()),
-                           shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
-    return {name: both[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
+    delayed = dask.delayed(pure=True)
+    sj = spec.model_dump_json()
+    T = spec.recording.n_frames
+    cores = delayed(_cores_task)(sj)
+    batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
+    n_seg = -(-T // activity.SEGMENT_FRAMES)
+    # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
+    # segment order by one task that takes them all (a blockwise contraction)
+    parts = da.map_blocks(_moments_chunk, sj, T, chunks=((3,), (n_units,), (1,) * n_seg),
+                          dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+    sums = da.blockwise(fold_moments, "ij", parts, "ijk", concatenate=True, dtype=np.float64,
+                        meta=np.empty((0, 0), np.float64))
+    sums = sums.to_delayed(optimize_graph=False).ravel()[0]
+    both = delayed(_metrics_task)(sj, cores, batches, sums, delayed(_pnr_task)(sj))
+    got = da.from_delayed(both, shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
+    out = {name: got[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
+    overlap = delayed(_vessel_overlap_task)(sj)
+    out["vessel_overlap_fraction"] = da.from_delayed(overlap, shape=(n_units,), dtype=np.float32)
+    return out
+
+
+def _cores_task(spec_json: str) -> FootprintCores:
+    return footprint_cores(render.get_world(spec_json))
+
+
+def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores) -> OracleBatch:
+    """The oracle on frames [t0, t1), rendered here (the same bytes as the movie's)."""
+    world = render.get_world(spec_json)
+    frames = range(t0, t1)
+    C, f_np = world.traces(frames)
+    movie = render.render_block(world, frames, cores.window)
+    rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
+    return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
+
+
+def _moments_chunk(spec_json: str, n_frames: int, block_id=None) -> np.ndarray:
+    """(3, units, 1): :func:`trace_moments_part` of segment ``block_id[2]``'s C."""
+    seg, L = block_id[2], activity.SEGMENT_FRAMES
+    C = render.get_world(spec_json).traces(range(seg * L, min((seg + 1) * L, n_frames)))[0]
+    return np.stack(trace_moments_part(C))[:, :, None]
+
+
+def _pnr_task(spec_json: str) -> np.ndarray:
+    return peak_snr(render.get_world(spec_json))
+
+
+def _vessel_overlap_task(spec_json: str) -> np.ndarray:
+    return vessel_overlap(render.get_world(spec_json))
+
+
+def _metrics_task(spec_json: str, cores: FootprintCores, batches: list, sums: np.ndarray,
+                  pnr: np.ndarray) -> np.ndarray:
+    """:data:`ACTIVITY_METRICS` as one float64 (variables, units) array."""
+    world = render.get_world(spec_json)
+    det = detectability_from(cores, batches, trace_moments(sums, world.n_frames))
+    met = _with_rule(world, pnr, det)
+    return np.stack([np.asarray(met[name], np.float64) for name in ACTIVITY_METRICS])
 
 
 # --------------------------------------------------------------------------- detectability
@@ -167,6 +237,8 @@ def lazy_activity_metrics(spec: Spec, n_units: int) -> dict:
 #: evenly over the recording (all frames of a shorter one). Fixed by the Spec and the length.
 ORACLE_FRAMES = 128
 ORACLE_SEGMENTS = 4
+#: Frames the oracle reads and projects at a time (its batches start at each run's start).
+ORACLE_BATCH = 16
 #: A cell is detectable when, with its centre inside the field, its oracle trace correlates
 #: >= ORACLE_MIN_R with C, its footprint keeps >= COMPACT_MIN_FRACTION of its energy within
 #: COMPACT_RADII soma radii of its centre, and its peak dF/F over the local image at its core is
@@ -193,18 +265,156 @@ def oracle_frames(n_frames: int) -> list[range]:
     return [range(int(s), int(s) + seg) for s in starts]
 
 
-def _trace_moments(world: render.World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per unit over every frame: variance, maximum and mean of C (running, 1024 frames at a time)."""
-    n, T = len(world.scene.cells), world.n_frames
-    s1, s2 = np.zeros(n), np.zeros(n)
-    top = np.full(n, -np.inf)
-    for t0 in range(0, T, 1024):
-        C = world.traces(range(t0, min(t0 + 1024, T)))[0].astype(np.float64)
-        s1 += C.sum(axis=1)
-        s2 += (C * C).sum(axis=1)
-        top = np.maximum(top, C.max(axis=1))
+def oracle_batches(n_frames: int) -> list[range]:
+    """:func:`oracle_frames` cut into batches of ORACLE_BATCH frames from each run's start.
+
+    >>> oracle_batches(40)
+    [range(0, 16), range(16, 32), range(32, 40)]
+    """
+    return [range(t0, min(t0 + ORACLE_BATCH, run.stop))
+            for run in oracle_frames(n_frames) for t0 in range(run.start, run.stop, ORACLE_BATCH)]
+
+
+def trace_moments_part(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum, sum of squares and maximum per unit (float64) of a block of C (units, frames)."""
+    C = np.asarray(C).astype(np.float64)
+    if C.shape[1] == 0:
+        n = C.shape[0]
+        return np.zeros(n), np.zeros(n), np.full(n, -np.inf)
+    return C.sum(axis=1), (C * C).sum(axis=1), C.max(axis=1)
+
+
+def fold_moments(parts: np.ndarray) -> np.ndarray:
+    """(3, units): the :func:`trace_moments_part` of every segment ((3, units, segments)),
+    sums added in segment order, maxima taken."""
+    n = parts.shape[1]
+    s1, s2, top = np.zeros(n), np.zeros(n), np.full(n, -np.inf)
+    for k in range(parts.shape[2]):
+        s1 += parts[0, :, k]
+        s2 += parts[1, :, k]
+        top = np.maximum(top, parts[2, :, k])
+    return np.stack([s1, s2, top])
+
+
+def trace_moments(sums: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit over every frame: variance, maximum and mean of C, from :func:`fold_moments`."""
+    s1, s2, top = sums
+    T = n_frames
     mean = s1 / max(T, 1)
     return np.maximum(s2 / max(T, 1) - mean * mean, 0.0), np.where(T > 0, top, 0.0), mean
+
+
+def _trace_moments(world: render.World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`trace_moments` of the World's whole recording, a segment at a time (eager)."""
+    T, L = world.n_frames, activity.SEGMENT_FRAMES
+    parts = [np.stack(trace_moments_part(world.traces(range(t0, min(t0 + L, T)))[0]))
+             for t0 in range(0, T, L)]
+    if not parts:
+        parts = [np.stack(trace_moments_part(np.zeros((len(world.scene.cells), 0), np.float32)))]
+    return trace_moments(fold_moments(np.stack(parts, axis=2)), T)
+
+
+@dataclass
+class FootprintCores:
+    """Per unit, from its footprint as imaged (K V I A over the window): the core (pixels >= 20 %
+    of its peak, weighted by A) as rows of a sparse matrix over the window's pixels, its sum and
+    sum of squares, and the compactness."""
+
+    window: tuple[int, int, int, int]
+    core: sp.csr_matrix        # (units, h w)
+    a_sum: np.ndarray
+    a_sq: np.ndarray
+    compactness: np.ndarray    # float32
+
+
+def footprint_cores(world: render.World) -> FootprintCores:
+    """:class:`FootprintCores` of every unit, one unit's footprint box at a time
+    (:meth:`minisim.scene.Scene.footprint_box`: the scene's own sparse images, never the whole
+    field per unit)."""
+    spec, sc = world.spec, world.scene
+    H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+    window = sc.window if sc.window is not None else (0, H, 0, W)
+    y0, y1, x0, x1 = window
+    h, w = y1 - y0, x1 - x0
+    K = np.float32(spec.sensor.gain_adu_per_e)
+    n = len(sc.cells)
+    c = sc.cells
+    vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
+    cy = pixel_index(c.y_um, H, d) - y0  # in window pixels
+    cx = pixel_index(c.x_um, W, d) - x0
+    reach = COMPACT_RADII * c.radius_um / d
+    compactness = np.zeros(n, np.float32)
+    rows, cols, vals = [], [], []
+    for u in range(n):
+        got = sc.footprint_box(u, window)
+        if got is None:
+            continue
+        (by0, by1, bx0, bx1), box = got
+        fp = vi[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] * box
+        peak = fp.max()
+        if not peak > 0:
+            continue
+        bi, bj = np.nonzero(fp >= np.float32(_CORE_FRACTION) * peak)
+        rows.append(np.full(len(bi), u))
+        cols.append((bi + by0 - y0) * w + (bj + bx0 - x0))
+        vals.append(fp[bi, bj])
+        # energy within COMPACT_RADII soma radii: a small box (window pixels)
+        ya, yb = max(int(cy[u] - reach[u]), 0), min(int(cy[u] + reach[u]) + 2, h)
+        xa, xb = max(int(cx[u] - reach[u]), 0), min(int(cx[u] + reach[u]) + 2, w)
+        if ya < yb and xa < xb:
+            yy, xx = np.mgrid[ya:yb, xa:xb]
+            near = (yy - cy[u]) ** 2 + (xx - cx[u]) ** 2 <= reach[u] ** 2
+            part = np.zeros((yb - ya, xb - xa), np.float32)  # the footprint there (0 outside its box)
+            ia, ib = max(ya, by0 - y0), min(yb, by1 - y0)
+            ja, jb = max(xa, bx0 - x0), min(xb, bx1 - x0)
+            if ia < ib and ja < jb:
+                part[ia - ya : ib - ya, ja - xa : jb - xa] = fp[ia - (by0 - y0) : ib - (by0 - y0),
+                                                                ja - (bx0 - x0) : jb - (bx0 - x0)]
+            energy = (fp.astype(np.float64) ** 2).sum()
+            compactness[u] = (part.astype(np.float64)[near] ** 2).sum() / energy
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
+    core = sp.csr_matrix((cat(vals, np.float32), (cat(rows, int), cat(cols, int))), shape=(n, h * w))
+    a_sum = np.asarray(core.sum(axis=1), np.float64).ravel()
+    a_sq = np.asarray(core.multiply(core).sum(axis=1), np.float64).ravel()
+    return FootprintCores(window, core, a_sum, a_sq, compactness)
+
+
+@dataclass
+class OracleBatch:
+    """What the oracle keeps of a batch of frames: the residual through each core (units,
+    frames), C there (units, frames) and the core-weighted image summed over the frames."""
+
+    err: np.ndarray
+    C: np.ndarray
+    image: np.ndarray
+    n_frames: int
+
+
+def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.ndarray,
+                 f_np: np.ndarray, rigid_um: np.ndarray | None, cores: FootprintCores) -> OracleBatch:
+    """The oracle on ``frames`` of the movie (uint16, the cores' window): registered by the true
+    rigid displacement ``rigid_um`` (None without motion), the true model subtracted, read
+    through each unit's core (:func:`detectability`)."""
+    from scipy import ndimage
+
+    spec, sc = world.spec, world.scene
+    y0, y1, x0, x1 = cores.window
+    K = np.float32(spec.sensor.gain_adu_per_e)
+    vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
+    level = np.float32(spec.sensor.offset_adu) + K * np.float32(spec.sensor.dark_current_e_per_s / spec.recording.fps)
+    Y = movie.astype(np.float32) - level
+    if rigid_um is not None:
+        rigid_px = rigid_um / spec.pixel_size_um
+        for i, shift in enumerate(rigid_px):  # a perfect rigid registration
+            Y[i] = ndimage.shift(Y[i], -shift, order=1, mode="nearest")
+    tissue = sc.tissue_e(C, f_np, (y0, y1, x0, x1))
+    model = vi * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1]
+    k = len(frames)
+    resid = (Y - model).reshape(k, -1).T.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.asarray(cores.core @ resid) / cores.a_sq[:, None]
+    image = np.asarray(cores.core @ Y.reshape(k, -1).T.astype(np.float64)).sum(axis=1)
+    return OracleBatch(err, C.astype(np.float64), image, k)
 
 
 def detectability(world: render.World) -> dict[str, np.ndarray]:
@@ -226,81 +436,43 @@ def detectability(world: render.World) -> dict[str, np.ndarray]:
       over the mean (registered) image there, offset removed: low beside a much brighter
       neighbour or in a bright background.
 
-    A World built for a window is judged on that window alone.
+    A World built for a window is judged on that window alone. Here the oracle's frames are
+    rendered from ``world``; a Recording reads them from its movie (:func:`lazy_unit_metrics`),
+    the same bytes.
     """
-    from scipy import ndimage
+    cores = footprint_cores(world)
+    batches = []
+    for frames in oracle_batches(world.n_frames):
+        C, f_np = world.traces(frames)
+        movie = render.render_block(world, frames, cores.window)
+        rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
+        batches.append(oracle_batch(world, frames, movie, C, f_np, rigid_um, cores))
+    return detectability_from(cores, batches, _trace_moments(world))
 
-    spec, sc = world.spec, world.scene
-    H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
-    y0, y1, x0, x1 = sc.window if sc.window is not None else (0, H, 0, W)
-    h, w = y1 - y0, x1 - x0
-    K = np.float32(spec.sensor.gain_adu_per_e)
-    n = len(sc.cells)
-    c = sc.cells
-    vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
-    cy = pixel_index(c.y_um, H, d) - y0  # in window pixels
-    cx = pixel_index(c.x_um, W, d) - x0
-    reach = COMPACT_RADII * c.radius_um / d
-    compactness = np.zeros(n, np.float32)
-    rows, cols, vals = [], [], []
-    for u0 in range(0, n, 32):
-        fp = vi[None] * sc.footprints_e(slice(u0, min(u0 + 32, n)), (y0, y1, x0, x1))
-        flat = fp.reshape(len(fp), -1)
-        peak = flat.max(axis=1)
-        energy = (flat.astype(np.float64) ** 2).sum(axis=1)
-        k, p = np.nonzero(flat >= (_CORE_FRACTION * peak)[:, None])
-        lit = peak[k] > 0
-        rows.append(u0 + k[lit])
-        cols.append(p[lit])
-        vals.append(flat[k[lit], p[lit]])
-        for k in np.flatnonzero(peak > 0):  # energy within COMPACT_RADII soma radii: a small box
-            u = u0 + k
-            ya, yb = max(int(cy[u] - reach[u]), 0), min(int(cy[u] + reach[u]) + 2, h)
-            xa, xb = max(int(cx[u] - reach[u]), 0), min(int(cx[u] + reach[u]) + 2, w)
-            if ya < yb and xa < xb:
-                yy, xx = np.mgrid[ya:yb, xa:xb]
-                near = (yy - cy[u]) ** 2 + (xx - cx[u]) ** 2 <= reach[u] ** 2
-                box = fp[k, ya:yb, xa:xb].astype(np.float64)
-                compactness[u] = (box[near] ** 2).sum() / energy[k]
-    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-    core = sp.csr_matrix((cat(vals, np.float32), (cat(rows, int), cat(cols, int))), shape=(n, h * w))
-    a_sum = np.asarray(core.sum(axis=1), np.float64).ravel()
-    a_sq = np.asarray(core.multiply(core).sum(axis=1), np.float64).ravel()
 
-    level = np.float32(spec.sensor.offset_adu) + K * np.float32(spec.sensor.dark_current_e_per_s / spec.recording.fps)
-    err_parts, c_parts = [], []
+def detectability_from(cores: FootprintCores, batches: list, moments: tuple) -> dict[str, np.ndarray]:
+    """:func:`detectability`'s measures from the cores, the oracle batches (in order) and the
+    trace moments (:func:`trace_moments`)."""
+    n = cores.core.shape[0]
     image = np.zeros(n)
     n_read = 0
-    for seg in oracle_frames(world.n_frames):
-        for t0 in range(seg.start, seg.stop, 16):
-            frames = range(t0, min(t0 + 16, seg.stop))
-            C, f_np = world.traces(frames)
-            Y = render.render_block(world, frames, (y0, y1, x0, x1)).astype(np.float32) - level
-            if spec.motion.enabled:
-                rigid_px = world.motion(frames).rigid_um / d
-                for i, shift in enumerate(rigid_px):  # a perfect rigid registration
-                    Y[i] = ndimage.shift(Y[i], -shift, order=1, mode="nearest")
-            tissue = sc.tissue_e(C, f_np, (y0, y1, x0, x1))
-            model = vi * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1]
-            resid = (Y - model).reshape(len(frames), -1).T.astype(np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                err_parts.append(np.asarray(core @ resid) / a_sq[:, None])
-            c_parts.append(C.astype(np.float64))
-            image += np.asarray(core @ Y.reshape(len(frames), -1).T.astype(np.float64)).sum(axis=1)
-            n_read += len(frames)
-    e = np.concatenate(err_parts, axis=1)
-    cs = np.concatenate(c_parts, axis=1)
+    for b in batches:
+        image += b.image
+        n_read += b.n_frames
+    e = np.concatenate([b.err for b in batches], axis=1) if batches else np.zeros((n, 0))
+    cs = np.concatenate([b.C for b in batches], axis=1) if batches else np.zeros((n, 0))
     e -= e.mean(axis=1, keepdims=True)
     cs -= cs.mean(axis=1, keepdims=True)
     var_e, cov = (e * e).mean(axis=1), (e * cs).mean(axis=1)
-    var_c, top, mean_c = _trace_moments(world)
+    var_c, top, mean_c = moments
     swing = top - mean_c
+    a_sq, a_sum = cores.a_sq, cores.a_sum
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (var_c + cov) / np.sqrt(var_c * (var_c + 2 * cov + var_e))
         vis = (a_sq / a_sum) * swing / (image / max(n_read, 1) / a_sum)
     ok = (a_sq > 0) & (var_c > 0)
     return {
         "oracle_r": np.where(ok & np.isfinite(r), r, 0.0).astype(np.float32),
-        "compactness": compactness,
+        "compactness": cores.compactness,
         "visibility": np.where((a_sq > 0) & np.isfinite(vis) & (vis > 0), vis, 0.0).astype(np.float32),
     }

@@ -42,7 +42,9 @@ def _simulate_peak_bytes(duration_s: float) -> int:
     spec = small_spec(**{"recording.duration_s": duration_s, "recording.fps": 20.0})
     tracemalloc.start()
     try:
-        simulate(spec)
+        # 1,024-frame movie blocks: dask's per-block bookkeeping (sizes, offsets) of the default
+        # 32-frame blocks is ~3 MB a day by itself, now that simulate() builds no footprints
+        simulate(spec, chunks={"frame": 1024})
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -69,7 +71,7 @@ def test_simulate_allocates_nothing_proportional_to_the_duration():
     minute, hour, day = (_simulate_peak_bytes(s) for s in (60.0, 3600.0, 86400.0))
     # an hour holds 60x the frames of a minute (72,000 vs 1,200), a day 1,440x (1.7 M): a
     # per-frame array of 4 bytes would add 0.3 MB (hour) and 7 MB (day), of 8 bytes 14 MB. What
-    # grows is dask's list of block sizes (54,000 movie blocks a day here): ~2 MB
+    # grows is dask's list of block sizes (1,700 blocks a day of each lazy variable): ~2 MB
     assert hour - minute < 1e6
     assert day - minute < 4e6
 

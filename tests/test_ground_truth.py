@@ -204,6 +204,73 @@ def test_footprints_of_any_window_are_crops_of_the_whole_field():
         assert np.array_equal(sc.planted_dense(units, (y0, y1, x0, x1)), planted[:, y0:y1, x0:x1])
 
 
+def test_footprint_box_holds_all_of_a_units_footprint():
+    # A and the metrics read each unit's footprint from its own box: everything outside it is 0
+    spec = _small(**{"cells.density_per_mm3": 20000.0})
+    sc = minisim.render.build_world(spec).scene
+    n = len(sc.cells)
+    whole = sc.footprints_e(slice(0, n))
+    boxed = np.zeros_like(whole)
+    for u in range(n):
+        got = sc.footprint_box(u)
+        if got is not None:
+            (y0, y1, x0, x1), box = got
+            boxed[u, y0:y1, x0:x1] = box
+            bounds = sc.footprint_bounds()[u]
+            assert bounds[0] <= y0 and y1 <= bounds[1] and bounds[2] <= x0 and x1 <= bounds[3]
+        else:
+            assert not whole[u].any()
+    assert whole.any()
+    assert np.array_equal(boxed, whole)
+
+
+def _across_a_segment(**updates):
+    # 1,100 frames: two trace segments, the oracle's four runs spread over both
+    return presets.scope("miniscope_v4_ca1").with_updates(
+        {"sensor.width_px": 48, "sensor.height_px": 40, "recording.duration_s": 55.0,
+         "recording.seed": 5, **updates})
+
+
+@pytest.mark.parametrize("motion", [True, False])
+def test_lazy_unit_metrics_are_the_eager_cell_metrics_bit_for_bit(motion):
+    spec = _across_a_segment(**{"motion.enabled": motion})
+    ds = minisim.simulate(spec).dataset
+    eager = truth.cell_metrics(build_world(spec))
+    for name in (*truth.ACTIVITY_METRICS, "vessel_overlap_fraction", "in_focus", "defocus_um"):
+        lazy = ds[name].values
+        assert lazy.dtype == eager[name].dtype, name
+        assert np.array_equal(lazy, eager[name]), name
+    assert ds["pnr"].values.max() > 0 and ds["oracle_r"].values.max() > 0
+
+
+def test_trace_moments_are_a_reduction_over_segments_equal_to_one_pass():
+    spec = _across_a_segment(**{"motion.enabled": False})
+    world = build_world(spec)
+    C = world.traces(range(world.n_frames))[0].astype(np.float64)
+    var_c, top, mean_c = truth._trace_moments(world)
+    np.testing.assert_allclose(mean_c, C.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(var_c, C.var(axis=1), rtol=1e-9, atol=1e-15)
+    assert np.array_equal(top, C.max(axis=1))
+    # in a Recording each segment's part is a task of its own (parallel), not one serial task
+    ds = minisim.simulate(spec).dataset
+    graph = dict(ds["oracle_r"].data.__dask_graph__())
+    parts = [k for k in graph if isinstance(k, tuple) and k[0].startswith("_moments_chunk")]
+    assert len(parts) == len(ds["C"].data.chunks[1]) == 2
+
+
+def test_simulate_builds_no_footprint_and_a_process_builds_them_once():
+    spec = _small(**{"recording.duration_s": 2.0})
+    rec = minisim.simulate(spec)
+    scene = minisim.render.get_world(spec.model_dump_json()).scene
+    assert scene._footprints is None  # simulate() placed the cells, drew no footprint
+    a = rec.dataset["A"].values
+    built = scene._footprints
+    assert built is not None and a.any()
+    assert rec.dataset["oracle_r"].values.max() > 0
+    assert rec.dataset["movie"][:2].values.any()
+    assert scene._footprints is built  # A, the metrics and the movie share one build
+
+
 # ------------------------------------------------------------------------- detectable: the rule
 #: A 64 x 64 px V4 CA1 window, 10 s, every cell firing ~1 Hz, focus on the band, no motion:
 #: each case below changes one thing about the same cells.

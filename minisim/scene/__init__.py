@@ -22,6 +22,9 @@ preview is bit for bit a crop of the full render.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,14 +41,20 @@ _SHARP_TRUNCATE = 4.0
 
 @dataclass
 class Scene:
+    """The static scene of a Spec (or of the cells that reach a ``window`` of it).
+
+    Built by :func:`build_scene`. The cells, their per-cell optics and the fields are there at
+    once; the footprints (``sharp_e``, ``halo_e``, ``axial_e``, ``planted``: the costly part,
+    ~1 ms a cell) are built on first use, once per Scene, so ``simulate()`` builds none of them
+    and a process that renders, or reads ``A``, builds them once for all of it.
+    """
+
     spec: Spec
     cells: Cells
     margin_px: int
     coarse_px: int                 # F: pixels between halo nodes
     node_origin: tuple[int, int]   # (a0, b0): node index of coarse row 0 / column 0
     node_shape: tuple[int, int]
-    sharp_e: sp.csr_matrix         # (padded pixels, units) electrons per frame at C = 1
-    halo_e: sp.csr_matrix          # (coarse nodes, units)
     neuropil_e: np.ndarray         # (Hp, Wp) float32 electrons per frame at f = 1
     vessel_chord_um: np.ndarray    # (Hp, Wp)
     illumination: np.ndarray       # (H, W) float32
@@ -53,12 +62,57 @@ class Scene:
     glow_e: np.ndarray             # (H, W) float32
     dz_um: np.ndarray              # per unit: depth minus local focal depth
     sigma_um: np.ndarray           # per unit: PSF sigma at its defocus
-    planted: list                  # per unit: (i0, j0, patch) planted footprint, sums to 1
     window: tuple[int, int, int, int] | None
-    # focus drift: sharp footprints at dz - b and dz + b minus those at dz (b = axial_bound_um)
     axial_bound_um: float = 0.0
-    axial_e: tuple = field(default_factory=tuple)
     node_anchor: tuple[int, int] = (0, 0)  # (oy, ox): pixel offset of the coarse node grid
+    # what the footprints are built from (build_scene's state), and the footprints once built
+    _build: _Build | None = field(default=None, repr=False)
+    _footprints: Footprints | None = field(default=None, repr=False)
+
+    def footprints(self) -> Footprints:
+        """The cells' footprints, built on first use (once; threads wait for the one build)."""
+        fp = self._footprints
+        if fp is None:
+            with _FOOTPRINT_LOCK:
+                fp = self._footprints
+                if fp is None:
+                    fp = self._footprints = build_footprints(self._build)
+        return fp
+
+    @property
+    def sharp_e(self) -> sp.csr_matrix:
+        """(padded pixels, units) electrons per frame at C = 1, the sharp (ballistic) image."""
+        return self.footprints().sharp_e
+
+    @sharp_e.setter
+    def sharp_e(self, value: sp.csr_matrix) -> None:
+        self.footprints().sharp_e = value
+        self.__dict__.pop("_unit_columns", None)
+
+    @property
+    def halo_e(self) -> sp.csr_matrix:
+        """(coarse nodes, units) electrons per frame at C = 1, the scattered halo."""
+        return self.footprints().halo_e
+
+    @halo_e.setter
+    def halo_e(self, value: sp.csr_matrix) -> None:
+        self.footprints().halo_e = value
+        self.__dict__.pop("_unit_columns", None)
+
+    @property
+    def axial_e(self) -> tuple:
+        """Focus drift: sharp footprints at dz - b and dz + b minus those at dz (b =
+        ``axial_bound_um``), () without focus drift."""
+        return self.footprints().axial_e
+
+    @axial_e.setter
+    def axial_e(self, value: tuple) -> None:
+        self.footprints().axial_e = value
+
+    @property
+    def planted(self) -> list:
+        """Per unit: (i0, j0, patch), the planted footprint in sensor pixels, summing to 1."""
+        return self.footprints().planted
 
     @property
     def padded_shape(self) -> tuple[int, int]:
@@ -80,10 +134,8 @@ class Scene:
         margin; ``axial_w`` (frames, 2) are the focus-drift weights of the footprints at -b and
         +b (see :func:`minisim.motion.axial_weights`), None for none. One fixed summation path
         for every window: sparse rows in unit order, the focus-drift corrections, then the
-        bilinear halo, then the neuropil, per pixel in one compiled pass (``_kernels``).
+        bilinear halo, then the neuropil.
         """
-        from ._kernels import assemble_tissue
-
         y0, y1, x0, x1 = rows
         m = self.margin_px
         Wp = self.padded_shape[1]
@@ -93,31 +145,31 @@ class Scene:
         jj = np.arange(x0, x1) + m
         idx = (ii[:, None] * Wp + jj[None, :]).ravel()
         Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
-        sharp = np.ascontiguousarray(self.sharp_e[idx] @ Cx, np.float32)
-        corrs, weights = [], []
+        out = np.asarray(self.sharp_e[idx] @ Cx)[:, :T].T.reshape(T, h, w)
+        corrs = []
         if axial_w is not None and self.axial_e:
             for k, mat in enumerate(self.axial_e):
                 if axial_w[:, k].any():
-                    corrs.append(np.asarray(mat[idx] @ Cx, np.float32))
-                    weights.append(axial_w[:, k])
-        corr = np.stack(corrs) if corrs else np.zeros((0, 1, 1), np.float32)
-        aw = np.ascontiguousarray(np.stack(weights, axis=1) if weights else np.zeros((T, 0)), np.float64)
-        if self.halo_e.nnz:
-            nodes, nb, ny, nx, fy, fx = self._halo_nodes(Cx, y0, y1, x0, x1)
-        else:
-            nodes, nb = np.zeros((0, 1), np.float32), 1
-            ny = nx = np.zeros(max(h, w), np.int64)
-            fy = fx = np.zeros(max(h, w), np.float64)
-        neuropil = np.ascontiguousarray(self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m], np.float32)
-        res = np.empty((T, h, w), np.float32)
-        assemble_tissue(sharp, corr, aw, nodes, nb, ny, nx, fy, fx, neuropil,
-                        np.ascontiguousarray(f_np[:T], np.float64), res)
-        return res
+                    corrs.append((k, np.asarray(mat[idx] @ Cx)[:, :T].T.reshape(T, h, w)))
+        halo = self._halo(Cx, y0, y1, x0, x1)[:T] if self.halo_e.nnz else None
+        neuropil = self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m]
+        # the sums frame by frame (each frame's working set stays in cache): the same float32
+        # operations in the same order as whole-block broadcasting, so the same bytes
+        # (``out`` is a strided view of the unit sum, so each frame goes to a contiguous result
+        # of out's dtype, cast on assignment)
+        res = np.empty((T, h, w), out.dtype)
+        for t in range(T):
+            o = out[t]
+            for k, corr in corrs:
+                o = o + axial_w[t, k] * corr[t]
+            if halo is not None:
+                o = o + halo[t]
+            res[t] = o + neuropil * f_np[t]
+        return res.astype(np.float32, copy=False)
 
-    def _halo_nodes(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None):
-        """The halo nodes that pixel rows [y0, y1) x [x0, x1) interpolate: (nodes (node rows x
-        nb, frames) float32 = mat @ Cx, nb, and per pixel row / column its node ``ny``, ``nx``
-        and fraction ``fy``, ``fx`` (float64) below it)."""
+    def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
+        """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
+        Cx's rows, default every unit) over pixel rows [y0, y1) x [x0, x1)."""
         F = self.coarse_px
         a0, b0 = self.node_origin
         nb = self.node_shape[1]
@@ -129,19 +181,16 @@ class Scene:
         rb = np.arange(ja, jb + 1) - b0
         idx = (ra[:, None] * nb + rb[None, :]).ravel()
         mat = (self.halo_e if mat is None else mat)[idx]
-        nodes = np.ascontiguousarray(mat @ Cx, np.float32)
+        nodes = np.asarray(mat @ Cx).T.reshape(Cx.shape[1], len(ra), len(rb))
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
-        return (nodes, len(rb), ys // F - ia, xs // F - ja,
-                (ys - (ys // F) * F) / F, (xs - (xs // F) * F) / F)
-
-    def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
-        """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
-        Cx's rows, default every unit) over pixel rows [y0, y1) x [x0, x1): (frames, h, w)."""
-        from ._kernels import halo_interp
-
-        nodes, nb, ny, nx, fy, fx = self._halo_nodes(Cx, y0, y1, x0, x1, mat)
-        out = np.empty((nodes.shape[1], len(ny), len(nx)), np.float32)
-        halo_interp(nodes, nb, ny, nx, fy, fx, out)
+        ny, nx = ys // F - ia, xs // F - ja
+        fy = ((ys - (ys // F) * F) / F).astype(np.float32)[:, None]
+        fx = ((xs - (xs // F) * F) / F).astype(np.float32)[None, :]
+        w00, w01, w10, w11 = (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
+        out = np.empty((nodes.shape[0], len(ys), len(xs)), nodes.dtype)
+        for t in range(nodes.shape[0]):  # frame by frame: cache-sized gathers, same bytes
+            r0, r1 = nodes[t, ny], nodes[t, ny + 1]  # each node row gathered once
+            out[t] = w00 * r0[:, nx] + w01 * r0[:, nx + 1] + w10 * r1[:, nx] + w11 * r1[:, nx + 1]
         return out
 
     # --------------------------------------------------------------- ground-truth footprints
@@ -161,14 +210,95 @@ class Scene:
             self.__dict__["_unit_columns"] = cols
         return cols
 
+    def sharp_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each unit's sharp image on the sensor: (indptr, row i, column j, value), unit u's
+        pixels at [indptr[u], indptr[u + 1]), in row-major order."""
+        return self._sensor_columns()[:4]
+
+    def _halo_boxes(self) -> np.ndarray:
+        """(units, 4) int64: the sensor pixels [y0, y1) x [x0, x1) each unit's halo nodes weigh
+        on (node k + a0 weighs on pixels [(k + a0 - 1) F, (k + a0 + 1) F) plus the anchor;
+        elsewhere its halo is exactly 0); an empty box for a unit without a halo."""
+        boxes = self.__dict__.get("_halo_boxes_px")
+        if boxes is None:
+            halo = self._sensor_columns()[4]
+            n = halo.shape[1]
+            boxes = np.zeros((n, 4), np.int64)
+            has = np.diff(halo.indptr) > 0
+            if has.any():
+                F, (a0, b0), nb = self.coarse_px, self.node_origin, self.node_shape[1]
+                oy, ox = self.node_anchor
+                starts = halo.indptr[:-1][has]
+                ka, kb = halo.indices // nb, halo.indices % nb
+                boxes[has, 0] = (np.minimum.reduceat(ka, starts) + a0 - 1) * F + oy
+                boxes[has, 1] = (np.maximum.reduceat(ka, starts) + a0 + 1) * F + oy
+                boxes[has, 2] = (np.minimum.reduceat(kb, starts) + b0 - 1) * F + ox
+                boxes[has, 3] = (np.maximum.reduceat(kb, starts) + b0 + 1) * F + ox
+            self.__dict__["_halo_boxes_px"] = boxes
+        return boxes
+
+    def footprint_box(self, u: int, window: tuple[int, int, int, int] | None = None
+                      ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """Unit ``u``'s tissue footprint (sharp + halo, float32) over the smallest box of
+        ``window`` (default: the sensor) that holds all of it: ((y0, y1, x0, x1), box), or None
+        where none of it falls in the window. The values are those of :meth:`footprints_e`
+        (which pastes these boxes), built from the Scene's own sparse images."""
+        H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
+        wy0, wy1, wx0, wx1 = (0, H, 0, W) if window is None else window
+        indptr, ii, jj, data, halo_csc = self._sensor_columns()
+        a, b = indptr[u], indptr[u + 1]
+        i, j, v = ii[a:b], jj[a:b], data[a:b]
+        keep = (i >= wy0) & (i < wy1) & (j >= wx0) & (j < wx1)
+        i, j, v = i[keep], j[keep], v[keep]
+        hy0, hy1, hx0, hx1 = self._halo_boxes()[u]
+        hy0, hy1, hx0, hx1 = max(wy0, hy0), min(wy1, hy1), max(wx0, hx0), min(wx1, hx1)
+        has_halo = hy0 < hy1 and hx0 < hx1
+        if not len(i) and not has_halo:
+            return None
+        ys = [int(i.min()), int(i.max()) + 1] if len(i) else []
+        xs = [int(j.min()), int(j.max()) + 1] if len(j) else []
+        if has_halo:
+            ys, xs = ys + [int(hy0), int(hy1)], xs + [int(hx0), int(hx1)]
+        y0, y1, x0, x1 = min(ys), max(ys), min(xs), max(xs)
+        box = np.zeros((y1 - y0, x1 - x0), np.float32)
+        box[i - y0, j - x0] = v
+        if has_halo:
+            # one unit: each node row has one entry v, and mat @ [[1]] is v exactly on any path
+            one = np.ones((1, 1), np.float32)
+            part = box[hy0 - y0 : hy1 - y0, hx0 - x0 : hx1 - x0]
+            part[:] = part + self._halo(one, hy0, hy1, hx0, hx1, mat=halo_csc[:, u : u + 1].tocsr())[0]
+        return (y0, y1, x0, x1), box
+
+    def footprint_bounds(self) -> np.ndarray:
+        """(units, 4) int64: the sensor box [y0, y1) x [x0, x1) that holds each unit's whole
+        footprint (sharp and halo; may reach beyond the sensor), empty for a unit with none."""
+        got = self.__dict__.get("_footprint_bounds_px")
+        if got is None:
+            indptr, ii, jj, _, _ = self._sensor_columns()
+            n = len(indptr) - 1
+            got = self._halo_boxes().copy()
+            has = np.diff(indptr) > 0
+            if has.any():
+                starts = indptr[:-1][has]
+                sharp = np.column_stack([np.minimum.reduceat(ii, starts), np.maximum.reduceat(ii, starts) + 1,
+                                         np.minimum.reduceat(jj, starts), np.maximum.reduceat(jj, starts) + 1])
+                halo = got[has]
+                empty = (halo[:, 0] >= halo[:, 1]) | (halo[:, 2] >= halo[:, 3])
+                halo[empty] = sharp[empty]
+                got[has] = np.column_stack([np.minimum(sharp[:, 0], halo[:, 0]), np.maximum(sharp[:, 1], halo[:, 1]),
+                                            np.minimum(sharp[:, 2], halo[:, 2]), np.maximum(sharp[:, 3], halo[:, 3])])
+            assert got.shape == (n, 4)
+            self.__dict__["_footprint_bounds_px"] = got
+        return got
+
     def footprints_e(self, units: slice, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Dense tissue footprints (n, h, w) float32 of a slice of units over a sensor window.
 
-        Each footprint is its own columns of the sparse images (sharp + halo): the same values
-        ``tissue_e`` gives with a one-hot C, at a cost that grows with neither the total number
-        of units nor the field (a unit's pixels outside ``window`` are skipped, and the halo
-        is interpolated only where its nodes reach). ``window`` = (y0, y1, x0, x1), default
-        the whole sensor; any window is the same crop of the whole.
+        Each footprint is its own columns of the sparse images (sharp + halo,
+        :meth:`footprint_box`): the same values ``tissue_e`` gives with a one-hot C, at a cost
+        that grows with neither the total number of units nor the field (a unit whose light
+        misses ``window`` costs a bounds check). ``window`` = (y0, y1, x0, x1), default the
+        whole sensor; any window is the same crop of the whole.
         """
         H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
         y0, y1, x0, x1 = (0, H, 0, W) if window is None else window
@@ -179,26 +309,14 @@ class Scene:
         out = np.zeros((n, y1 - y0, x1 - x0), np.float32)
         if n == 0:
             return out
-        indptr, ii, jj, data, halo_csc = self._sensor_columns()
-        a, b = indptr[u0], indptr[u1]
-        i, j = ii[a:b], jj[a:b]
-        keep = (i >= y0) & (i < y1) & (j >= x0) & (j < x1)
-        if keep.any():
-            k = np.repeat(np.arange(n), np.diff(indptr[u0 : u1 + 1]))
-            out[k[keep], i[keep] - y0, j[keep] - x0] = data[a:b][keep]
-        halo = halo_csc[:, u0:u1]
-        if halo.nnz:
-            # only the pixels these units' halo nodes reach: node (k + a0) weighs on pixels
-            # [(k + a0 - 1) F, (k + a0 + 1) F); elsewhere the halo is exactly 0
-            F, (a0, b0), nb = self.coarse_px, self.node_origin, self.node_shape[1]
-            oy, ox = self.node_anchor
-            ka, kb = halo.indices // nb, halo.indices % nb
-            ya, yb = max(y0, (ka.min() + a0 - 1) * F + oy), min(y1, (ka.max() + a0 + 1) * F + oy)
-            xa, xb = max(x0, (kb.min() + b0 - 1) * F + ox), min(x1, (kb.max() + b0 + 1) * F + ox)
-            if ya < yb and xa < xb:
-                eye = np.eye(n, max(n, 2), dtype=np.float32)  # >= 2 columns: one scipy path
-                box = out[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
-                box[:] = box + self._halo(eye, ya, yb, xa, xb, mat=halo.tocsr())[:n]
+        bounds = self.footprint_bounds()[u0:u1]
+        meets = ((bounds[:, 0] < y1) & (bounds[:, 1] > y0) & (bounds[:, 2] < x1) & (bounds[:, 3] > x0)
+                 & (bounds[:, 0] < bounds[:, 1]))
+        for k in np.flatnonzero(meets):
+            got = self.footprint_box(u0 + int(k), (y0, y1, x0, x1))
+            if got is not None:
+                (by0, by1, bx0, bx1), box = got
+                out[k, by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = box
         return out
 
     def planted_dense(self, units: slice, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -240,142 +358,338 @@ def light_reach_um(spec: Spec) -> float:
     return reach
 
 
+# --------------------------------------------------------------------------- building it
+@dataclass
+class Footprints:
+    """The cells' footprints (see :class:`Scene`): what a Scene builds on first use."""
+
+    sharp_e: sp.csr_matrix   # (padded pixels, units) electrons per frame at C = 1
+    halo_e: sp.csr_matrix    # (coarse nodes, units)
+    axial_e: tuple           # focus drift: sharp at dz -/+ b minus sharp at dz, () if none
+    planted: list            # per unit: (i0, j0, patch) planted footprint, sums to 1
+
+
+@dataclass
+class _Build:
+    """The state :func:`build_scene`'s steps fill in, each step reading what the ones before set."""
+
+    spec: Spec
+    window: tuple[int, int, int, int] | None
+    # _grids: the sensor, the padded tissue grid and the halo node grid
+    H: int = 0
+    W: int = 0
+    d: float = 0.0                    # pixel size in tissue, um
+    margin_px: int = 0
+    coarse_px: int = 1                # F
+    node_anchor: tuple[int, int] = (0, 0)
+    node_origin: tuple[int, int] = (0, 0)
+    node_shape: tuple[int, int] = (0, 0)
+    node_offset_px: tuple[float, float] = (0.0, 0.0)  # node 0 of each axis, px from the axis
+    yp: np.ndarray | None = None      # padded grid's pixel centres, um
+    xp: np.ndarray | None = None
+    # _place: the cells that can send light into the (padded) window
+    cells: Cells | None = None
+    # _vessels
+    chord_um: np.ndarray | None = None
+    t_vessel: np.ndarray | None = None
+    # _cell_optics: per unit
+    dz: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    axial_bound_um: float = 0.0
+    sigma_axial: list = field(default_factory=list)  # sigma at dz - b, dz + b (focus drift)
+    sigma_reach: np.ndarray | None = None            # the widest of those
+    sharp_share: np.ndarray | None = None
+    halo_sigma: np.ndarray | None = None
+    flux_e: np.ndarray | None = None
+    shadowed: np.ndarray | None = None
+    # _maps (fields over the sensor, neuropil over the padded grid)
+    neuropil_e: np.ndarray | None = None
+    illumination: np.ndarray | None = None
+    vignette: np.ndarray | None = None
+    glow_e: np.ndarray | None = None
+
+
 def build_scene(spec: Spec, window: tuple[int, int, int, int] | None = None) -> Scene:
     """Build the static scene of ``spec`` (all cells, or those that reach ``window``).
 
-    ``window`` = (y0, y1, x0, x1) in sensor pixels.
+    ``window`` = (y0, y1, x0, x1) in sensor pixels. The footprints are built on first use
+    (:meth:`Scene.footprints`), everything else here, in these steps.
     """
+    b = _Build(spec, window)
+    with _one_blas_thread():
+        _grids(b)
+        _place(b)
+        _vessels(b)
+        _cell_optics(b)
+        _maps(b)
+    return Scene(
+        spec=spec, cells=b.cells, margin_px=b.margin_px, coarse_px=b.coarse_px,
+        node_origin=b.node_origin, node_shape=b.node_shape, neuropil_e=b.neuropil_e,
+        vessel_chord_um=b.chord_um, illumination=b.illumination, vignette=b.vignette,
+        glow_e=b.glow_e, dz_um=b.dz, sigma_um=b.sigma, window=window,
+        axial_bound_um=b.axial_bound_um, node_anchor=b.node_anchor, _build=b,
+    )
+
+
+def _grids(b: _Build) -> None:
+    """The padded grid (a margin for motion) and the halo nodes.
+
+    Halo nodes sit at whole pixels, F apart, one of them at the pixel just above/left of the
+    optical axis: the same tissue positions for any sensor size of the same parity.
+    """
+    spec = b.spec
     H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
     m = int(np.ceil(halo_um(spec) / d)) + 2 if spec.motion.enabled else 0
-    Hp, Wp = H + 2 * m, W + 2 * m
     F = _coarse_px(spec)
-    # halo nodes sit at whole pixels, F apart, one of them at the pixel just above/left of the
-    # optical axis: the same tissue positions for any sensor size of the same parity
     oy, ox = ((H - 1) // 2) % F, ((W - 1) // 2) % F
     a0, b0 = (-m - oy) // F, (-m - ox) // F
     na, nb = (H - 1 + m - oy) // F + 2 - a0, (W - 1 + m - ox) // F + 2 - b0
+    b.H, b.W, b.d, b.margin_px, b.coarse_px = H, W, d, m, F
+    b.node_anchor, b.node_origin, b.node_shape = (oy, ox), (a0, b0), (na, nb)
     # node k of an axis lies k F + off_px pixels from the axis (exact in float64)
-    off_y, off_x = oy - (H - 1) / 2, ox - (W - 1) / 2
+    b.node_offset_px = (oy - (H - 1) / 2, ox - (W - 1) / 2)
+    b.yp = optics.pixel_center_um(np.arange(-m, H + m), H, d)
+    b.xp = optics.pixel_center_um(np.arange(-m, W + m), W, d)
 
-    # which part of the tissue can send light into the (padded) area of interest
-    wy0, wy1, wx0, wx1 = (0, H, 0, W) if window is None else window
-    reach = light_reach_um(spec)
+
+def _place(b: _Build) -> None:
+    """The cells whose light can reach the (padded) window."""
+    H, W, d, m = b.H, b.W, b.d, b.margin_px
+    wy0, wy1, wx0, wx1 = (0, H, 0, W) if b.window is None else b.window
+    reach = light_reach_um(b.spec)
     y_lo = optics.pixel_center_um(wy0 - m, H, d) - reach
     y_hi = optics.pixel_center_um(wy1 - 1 + m, H, d) + reach
     x_lo = optics.pixel_center_um(wx0 - m, W, d) - reach
     x_hi = optics.pixel_center_um(wx1 - 1 + m, W, d) + reach
-    cells = place_cells(spec, (y_lo, y_hi), (x_lo, x_hi))
+    b.cells = place_cells(b.spec, (y_lo, y_hi), (x_lo, x_hi))
 
-    yp = optics.pixel_center_um(np.arange(-m, H + m), H, d)
-    xp = optics.pixel_center_um(np.arange(-m, W + m), W, d)
-    chord = vessels.chord_length_um(vessels.vessel_network(spec), yp, xp)
-    t_vessel = vessels.transmission(spec, chord)
 
-    fps, qe = spec.recording.fps, spec.sensor.qe
+def _vessels(b: _Build) -> None:
+    """Vessel chord length and transmission over the padded grid."""
+    b.chord_um = vessels.chord_length_um(vessels.vessel_network(b.spec), b.yp, b.xp)
+    b.t_vessel = vessels.transmission(b.spec, b.chord_um)
+
+
+def _cell_optics(b: _Build) -> None:
+    """Per cell: defocus, PSF widths, sharp share, halo width, flux, shadowing."""
+    spec, cells = b.spec, b.cells
     r_lat = np.hypot(cells.y_um, cells.x_um)
-    dz = cells.z_um - optics.focal_depth_um(spec, r_lat)
-    sigma = optics.psf_sigma_um(spec, dz)
-    ab = axial_bound_um(spec)
+    b.dz = cells.z_um - optics.focal_depth_um(spec, r_lat)
+    b.sigma = optics.psf_sigma_um(spec, b.dz)
+    ab = b.axial_bound_um = axial_bound_um(spec)
     # focus drift: the same cell drawn at dz - b and dz + b (tissue shallower / deeper)
-    sig_ax = [optics.psf_sigma_um(spec, dz - ab), optics.psf_sigma_um(spec, dz + ab)] if ab > 0 else []
-    sig_ext = np.maximum.reduce([sigma, *sig_ax])
+    b.sigma_axial = ([optics.psf_sigma_um(spec, b.dz - ab), optics.psf_sigma_um(spec, b.dz + ab)]
+                     if ab > 0 else [])
+    b.sigma_reach = np.maximum.reduce([b.sigma, *b.sigma_axial])
     collected = optics.collected_fraction(spec, cells.z_um)
-    q = optics.sharp_share(spec, cells.z_um)
-    halo_sigma = np.hypot(optics.halo_sigma_um(spec, cells.z_um, sigma), cells.radius_um / 2)
-    flux_e = spec.cells.brightness_photons_per_s / fps * cells.gain * collected * qe
-    shadowed = cells.z_um > spec.vasculature.depth_um
-    os = optics.oversample(spec)
-    c = spec.cells
+    b.sharp_share = optics.sharp_share(spec, cells.z_um)
+    b.halo_sigma = np.hypot(optics.halo_sigma_um(spec, cells.z_um, b.sigma), cells.radius_um / 2)
+    b.flux_e = (spec.cells.brightness_photons_per_s / spec.recording.fps * cells.gain * collected
+                * spec.sensor.qe)
+    b.shadowed = cells.z_um > spec.vasculature.depth_um
 
-    s_rows, s_cols, s_vals = [], [], []
-    h_rows, h_cols, h_vals = [], [], []
-    ax_vals: list[list] = [[] for _ in sig_ax]
-    planted = []
-    for u in range(len(cells)):
-        cy, cx, r = cells.y_um[u], cells.x_um[u], cells.radius_um[u]
-        ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
-        ext += _SHARP_TRUNCATE * sig_ext[u]
-        i0 = int(np.floor(optics.pixel_index(cy, H, d) - ext / d))
-        j0 = int(np.floor(optics.pixel_index(cx, W, d) - ext / d))
-        n = int(np.ceil(2 * ext / d)) + 2
-        img = optics.planted_footprint(spec, cells.unit_id[u], r, cy, cx, i0, j0, n, n, os)
-        planted.append((i0, j0, optics.bin_patch(img, os).astype(np.float32)))
-        sharp = optics.blur_and_bin(img, sigma[u], d, os) * (q[u] * flux_e[u])
-        # drop the far tails (< 1e-4 of the cell's own peak): they cost memory and time, not
-        # light. Relative to the whole patch, so clipping and shadows never change the cut.
-        floor = 1e-4 * sharp.max()
-        # clip to the padded grid: crop in the patch, padded in the grid (row 0 = pixel -m)
-        overlap = optics.patch_overlap(i0, j0, (n, n), (-m, H + m, -m, W + m))
-        if overlap is not None:
-            crop, padded = overlap
-            patch = sharp[crop]
-            if shadowed[u]:
-                patch = patch * t_vessel[padded]
-            keep = sharp[crop] > floor
-            planes = []
-            for s_ax in sig_ax:  # the drifted footprints share the union of the supports
-                alt = optics.blur_and_bin(img, s_ax[u], d, os) * (q[u] * flux_e[u])
-                keep |= alt[crop] > 1e-4 * alt.max()
-                planes.append(alt[crop])
-            ii, jj = np.nonzero(keep)
-            s_rows.append((ii + padded[0].start) * Wp + (jj + padded[1].start))
-            s_cols.append(np.full(len(ii), u))
-            s_vals.append(patch[ii, jj])
-            shade = t_vessel[padded] if shadowed[u] else 1.0
-            for k, alt in enumerate(planes):
-                ax_vals[k].append((alt * shade)[ii, jj] - patch[ii, jj])
-        if q[u] < 1:
-            hs = halo_sigma[u]
-            ext_h = _HALO_TRUNCATE * hs
-            ci, cj = cy / d - off_y, cx / d - off_x  # in node-grid pixels
-            aa = np.arange(max(int(np.floor((ci - ext_h / d) / F)), a0),
-                           min(int(np.ceil((ci + ext_h / d) / F)), a0 + na - 1) + 1)
-            bb = np.arange(max(int(np.floor((cj - ext_h / d) / F)), b0),
-                           min(int(np.ceil((cj + ext_h / d) / F)), b0 + nb - 1) + 1)
-            if len(aa) and len(bb):
-                gy = np.exp(-0.5 * (((aa * F + off_y) - cy / d) * d / hs) ** 2)
-                gx = np.exp(-0.5 * (((bb * F + off_x) - cx / d) * d / hs) ** 2)
-                dens = np.outer(gy, gx) * ((1 - q[u]) * flux_e[u] * d * d / (2 * np.pi * hs * hs))
-                ii, jj = np.nonzero(dens > 0)
-                h_rows.append((aa[ii] - a0) * nb + (bb[jj] - b0))
-                h_cols.append(np.full(len(ii), u))
-                h_vals.append(dens[ii, jj])
 
-    def csr(rows, cols, vals, n_rows):
-        if rows:
-            rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-        else:
-            rows, cols, vals = np.empty(0, int), np.empty(0, int), np.empty(0)
-        mat = sp.csr_matrix(
-            (vals.astype(np.float32), (rows, cols)), shape=(n_rows, len(cells)), dtype=np.float32
-        )
-        mat.sum_duplicates()
-        mat.sort_indices()
-        return mat
-
-    sharp_e = csr(s_rows, s_cols, s_vals, Hp * Wp)
-    axial_e = tuple(csr(s_rows, s_cols, v, Hp * Wp) for v in ax_vals)
-    halo_e = csr(h_rows, h_cols, h_vals, na * nb)
-
+def _maps(b: _Build) -> None:
+    """Neuropil over the padded grid; illumination, vignette and glow over the sensor."""
+    spec, H, W, d = b.spec, b.H, b.W, b.d
+    fps, qe = spec.recording.fps, spec.sensor.qe
     npl = spec.tissue.neuropil
     if npl.enabled:
         level = npl.photons_per_um2_s * d * d / fps * qe
-        neuropil = level * fields.neuropil_map(spec, yp, xp)
+        neuropil = level * fields.neuropil_map(spec, b.yp, b.xp)
         band_depth = spec.cells.depth_um
         if band_depth > spec.vasculature.depth_um:
-            neuropil = neuropil * t_vessel
+            neuropil = neuropil * b.t_vessel
     else:
-        level, neuropil = 0.0, np.zeros((Hp, Wp))
+        level, neuropil = 0.0, np.zeros((H + 2 * b.margin_px, W + 2 * b.margin_px))
     ys = optics.pixel_center_um(np.arange(H), H, d)
     xs = optics.pixel_center_um(np.arange(W), W, d)
     ref = level if npl.enabled else spec.cells.brightness_photons_per_s / fps * qe * 1e-3
-    return Scene(
-        spec=spec, cells=cells, margin_px=m, coarse_px=F, node_origin=(a0, b0),
-        node_shape=(na, nb), sharp_e=sharp_e, halo_e=halo_e,
-        neuropil_e=neuropil.astype(np.float32), vessel_chord_um=chord,
-        illumination=fields.illumination(spec, ys, xs).astype(np.float32),
-        vignette=fields.vignette(spec, ys, xs).astype(np.float32),
-        glow_e=fields.glow(spec, ys, xs, ref).astype(np.float32),
-        dz_um=dz, sigma_um=sigma, planted=planted, window=window,
-        axial_bound_um=ab, axial_e=axial_e, node_anchor=(oy, ox),
+    b.neuropil_e = neuropil.astype(np.float32)
+    b.illumination = fields.illumination(spec, ys, xs).astype(np.float32)
+    b.vignette = fields.vignette(spec, ys, xs).astype(np.float32)
+    b.glow_e = fields.glow(spec, ys, xs, ref).astype(np.float32)
+
+
+def build_footprints(b: _Build) -> Footprints:
+    """Every cell's footprints (:func:`cell_footprints`), as sparse matrices in unit order."""
+    H, W, m = b.H, b.W, b.margin_px
+    Wp, n_rows = W + 2 * m, (H + 2 * m) * (W + 2 * m)
+    na, nb = b.node_shape
+    s_rows, s_cols, s_vals = [], [], []
+    h_rows, h_cols, h_vals = [], [], []
+    ax_vals: list[list] = [[] for _ in b.sigma_axial]
+    planted = []
+    with _one_blas_thread():
+        for u in range(len(b.cells)):
+            fp = cell_footprints(b, u, Wp)
+            planted.append(fp.planted)
+            if fp.sharp_rows is not None:
+                s_rows.append(fp.sharp_rows)
+                s_cols.append(np.full(len(fp.sharp_rows), u))
+                s_vals.append(fp.sharp_vals)
+                for k, v in enumerate(fp.axial_vals):
+                    ax_vals[k].append(v)
+            if fp.halo_rows is not None:
+                h_rows.append(fp.halo_rows)
+                h_cols.append(np.full(len(fp.halo_rows), u))
+                h_vals.append(fp.halo_vals)
+    n = len(b.cells)
+    return Footprints(
+        sharp_e=_csr(s_rows, s_cols, s_vals, n_rows, n),
+        halo_e=_csr(h_rows, h_cols, h_vals, na * nb, n),
+        axial_e=tuple(_csr(s_rows, s_cols, v, n_rows, n) for v in ax_vals),
+        planted=planted,
     )
+
+
+@dataclass
+class CellFootprints:
+    """One cell's footprints: its planted patch, its sharp image (rows of the padded grid) with
+    the focus-drift corrections on the same rows, and its halo (rows of the node grid)."""
+
+    planted: tuple                    # (i0, j0, patch float32)
+    sharp_rows: np.ndarray | None     # None where the patch misses the padded grid
+    sharp_vals: np.ndarray | None
+    axial_vals: list
+    halo_rows: np.ndarray | None      # None without a halo on the node grid
+    halo_vals: np.ndarray | None
+
+
+def cell_footprints(b: _Build, u: int, Wp: int) -> CellFootprints:
+    """Footprints of cell ``u``: a pure function of the Spec and the cell (keyed by its id)."""
+    spec, cells, c = b.spec, b.cells, b.spec.cells
+    H, W, d, m, F = b.H, b.W, b.d, b.margin_px, b.coarse_px
+    q, flux_e, t_vessel = b.sharp_share, b.flux_e, b.t_vessel
+    n_sub = optics.oversample(spec)  # sub-pixels per pixel side
+    cy, cx, r = cells.y_um[u], cells.x_um[u], cells.radius_um[u]
+    ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
+    ext += _SHARP_TRUNCATE * b.sigma_reach[u]
+    i0 = int(np.floor(optics.pixel_index(cy, H, d) - ext / d))
+    j0 = int(np.floor(optics.pixel_index(cx, W, d) - ext / d))
+    n = int(np.ceil(2 * ext / d)) + 2
+    img = optics.planted_footprint(spec, cells.unit_id[u], r, cy, cx, i0, j0, n, n, n_sub)
+    out = CellFootprints((i0, j0, optics.bin_patch(img, n_sub).astype(np.float32)),
+                         None, None, [], None, None)
+    sharp = optics.blur_and_bin(img, b.sigma[u], d, n_sub) * (q[u] * flux_e[u])
+    # drop the far tails (< 1e-4 of the cell's own peak): they cost memory and time, not
+    # light. Relative to the whole patch, so clipping and shadows never change the cut.
+    floor = 1e-4 * sharp.max()
+    # clip to the padded grid: crop in the patch, padded in the grid (row 0 = pixel -m)
+    overlap = optics.patch_overlap(i0, j0, (n, n), (-m, H + m, -m, W + m))
+    if overlap is not None:
+        crop, padded = overlap
+        patch = sharp[crop]
+        if b.shadowed[u]:
+            patch = patch * t_vessel[padded]
+        keep = sharp[crop] > floor
+        planes = []
+        for s_ax in b.sigma_axial:  # the drifted footprints share the union of the supports
+            alt = optics.blur_and_bin(img, s_ax[u], d, n_sub) * (q[u] * flux_e[u])
+            keep |= alt[crop] > 1e-4 * alt.max()
+            planes.append(alt[crop])
+        ii, jj = np.nonzero(keep)
+        out.sharp_rows = (ii + padded[0].start) * Wp + (jj + padded[1].start)
+        out.sharp_vals = patch[ii, jj]
+        shade = t_vessel[padded] if b.shadowed[u] else 1.0
+        out.axial_vals = [(alt * shade)[ii, jj] - patch[ii, jj] for alt in planes]
+    if q[u] < 1:
+        a0, b0 = b.node_origin
+        na, nb = b.node_shape
+        off_y, off_x = b.node_offset_px
+        hs = b.halo_sigma[u]
+        ext_h = _HALO_TRUNCATE * hs
+        ci, cj = cy / d - off_y, cx / d - off_x  # in node-grid pixels
+        aa = np.arange(max(int(np.floor((ci - ext_h / d) / F)), a0),
+                       min(int(np.ceil((ci + ext_h / d) / F)), a0 + na - 1) + 1)
+        bb = np.arange(max(int(np.floor((cj - ext_h / d) / F)), b0),
+                       min(int(np.ceil((cj + ext_h / d) / F)), b0 + nb - 1) + 1)
+        if len(aa) and len(bb):
+            gy = np.exp(-0.5 * (((aa * F + off_y) - cy / d) * d / hs) ** 2)
+            gx = np.exp(-0.5 * (((bb * F + off_x) - cx / d) * d / hs) ** 2)
+            dens = np.outer(gy, gx) * ((1 - q[u]) * flux_e[u] * d * d / (2 * np.pi * hs * hs))
+            ii, jj = np.nonzero(dens > 0)
+            out.halo_rows = (aa[ii] - a0) * nb + (bb[jj] - b0)
+            out.halo_vals = dens[ii, jj]
+    return out
+
+
+def _csr(rows: list, cols: list, vals: list, n_rows: int, n_units: int) -> sp.csr_matrix:
+    """(n_rows, n_units) float32 from per-unit parts, duplicates summed, indices sorted."""
+    if rows:
+        rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    else:
+        rows, cols, vals = np.empty(0, int), np.empty(0, int), np.empty(0)
+    mat = sp.csr_matrix(
+        (vals.astype(np.float32), (rows, cols)), shape=(n_rows, n_units), dtype=np.float32
+    )
+    mat.sum_duplicates()
+    mat.sort_indices()
+    return mat
+
+
+# --------------------------------------------------------------------------- BLAS threads
+_FOOTPRINT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Run the block with one OpenBLAS thread (restored after), without a new dependency.
+
+    The scene's products are small (a cell's patch); multi-threaded OpenBLAS spins on them and
+    under load took 15x longer (84 s vs 5.4 s for a V4 scene). The count is process-wide while
+    any such block runs (blocks in several threads share one count: the first sets it, the last
+    restores it); the results do not depend on it. Where no OpenBLAS is loaded, or the library
+    cannot be found (not Linux), it does nothing.
+    """
+    global _BLAS_USERS, _BLAS_SAVED
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_SAVED = [(get(), put) for get, put in _openblas_thread_setters()]
+            for _, put in _BLAS_SAVED:
+                put(1)
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                for n, put in _BLAS_SAVED:
+                    put(n)
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_SAVED: list = []
+_SETTERS: list | None = None
+
+
+def _openblas_thread_setters() -> list:
+    """(get, set) of the thread count of every OpenBLAS in this process (numpy's, scipy's)."""
+    global _SETTERS
+    if _SETTERS is None:
+        found = []
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+        except OSError:
+            paths = set()
+        for path in sorted(paths):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in (
+                ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                ("openblas_get_num_threads", "openblas_set_num_threads"),
+            ):
+                get, put = getattr(lib, get_name, None), getattr(lib, set_name, None)
+                if get is not None and put is not None:
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    found.append((get, put))
+                    break
+        _SETTERS = found
+    return _SETTERS

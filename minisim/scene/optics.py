@@ -140,14 +140,14 @@ def patch_overlap(
 
 def planted_footprint(
     spec: Spec, unit_id: int, radius_um: float, cy_um: float, cx_um: float,
-    i0: int, j0: int, ni: int, nj: int, os: int,
+    i0: int, j0: int, ni: int, nj: int, n_sub: int,
 ) -> np.ndarray:
     """The soma as it is in tissue, on an oversampled patch; sums to 1 (its light budget).
 
-    The patch covers pixels [i0, i0+ni) x [j0, j0+nj) of the sensor grid, ``os`` sub-pixels per
-    pixel side. Emission is proportional to the projected thickness of cytoplasm: an ellipsoid
-    of radius r (ellipticity and orientation per cell) minus a nucleus of radius
-    ``nucleus_radius_fraction`` r that is ``nucleus_brightness`` as bright (GCaMP is
+    The patch covers pixels [i0, i0+ni) x [j0, j0+nj) of the sensor grid, ``n_sub`` sub-pixels
+    per pixel side (:func:`oversample`). Emission is proportional to the projected thickness of
+    cytoplasm: an ellipsoid of radius r (ellipticity and orientation per cell) minus a nucleus
+    of radius ``nucleus_radius_fraction`` r that is ``nucleus_brightness`` as bright (GCaMP is
     cytosolic); proximal dendrites are tapering lines of Gaussian cross-section.
     """
     c = spec.cells
@@ -158,10 +158,10 @@ def planted_footprint(
     dend_angles = g.uniform(0, 2 * np.pi, size=c.dendrite_count)
     dend_len = c.dendrite_length_um * g.uniform(0.6, 1.4, size=c.dendrite_count)
 
-    sub = d / os
-    ys = pixel_center_um(i0, H, d) - d / 2 + (np.arange(ni * os) + 0.5) * sub - cy_um
-    xs = pixel_center_um(j0, W, d) - d / 2 + (np.arange(nj * os) + 0.5) * sub - cx_um
-    img = np.zeros((ni * os, nj * os))
+    sub = d / n_sub
+    ys = pixel_center_um(i0, H, d) - d / 2 + (np.arange(ni * n_sub) + 0.5) * sub - cy_um
+    xs = pixel_center_um(j0, W, d) - d / 2 + (np.arange(nj * n_sub) + 0.5) * sub - cx_um
+    img = np.zeros((ni * n_sub, nj * n_sub))
 
     def box(y_lo, y_hi, x_lo, x_hi):
         """Sub-pixel slices covering [y_lo, y_hi] x [x_lo, x_hi] um (relative to the centre)."""
@@ -199,37 +199,37 @@ def planted_footprint(
     return img / total if total > 0 else img
 
 
-def bin_patch(img: np.ndarray, os: int) -> np.ndarray:
-    """Sum ``os`` x ``os`` sub-pixels into pixels."""
-    if os == 1:
+def bin_patch(img: np.ndarray, n_sub: int) -> np.ndarray:
+    """Sum ``n_sub`` x ``n_sub`` sub-pixels into pixels."""
+    if n_sub == 1:
         return img
-    out = img[::os, ::os].copy()
-    for a in range(os):
-        for b in range(os):
+    out = img[::n_sub, ::n_sub].copy()
+    for a in range(n_sub):
+        for b in range(n_sub):
             if a or b:
-                out += img[a::os, b::os]
+                out += img[a::n_sub, b::n_sub]
     return out
 
 
-def blur_and_bin(img_os: np.ndarray, sigma_um: float, pixel_um: float, os: int) -> np.ndarray:
+def blur_and_bin(img_os: np.ndarray, sigma_um: float, pixel_um: float, n_sub: int) -> np.ndarray:
     """Gaussian PSF blur of an oversampled patch, integrated exactly over each pixel.
 
     Each sub-pixel is a point source at its centre; its light falling on pixel i is the
     integral of N(y; y_sub, sigma) over the pixel, so blur and binning are one separable
     product G_y img G_x^T (light that leaves the patch is lost, as in any crop).
     """
-    n_i, n_j = img_os.shape[0] // os, img_os.shape[1] // os
+    n_i, n_j = img_os.shape[0] // n_sub, img_os.shape[1] // n_sub
     if sigma_um <= 1e-6 * pixel_um:
-        return bin_patch(img_os, os)
+        return bin_patch(img_os, n_sub)
 
     n = max(n_i, n_j)
-    # the weight of sub-pixel l on pixel k depends on k*os - l only (a Toeplitz matrix):
+    # the weight of sub-pixel l on pixel k depends on k*n_sub - l only (a Toeplitz matrix):
     # evaluate the normal CDF once per offset, not once per (pixel edge, sub-pixel) pair
-    m = np.arange(-n * os, n * os + 1)
-    cdf = ndtr((m - 0.5) * (pixel_um / os) / sigma_um)
+    m = np.arange(-n * n_sub, n * n_sub + 1)
+    cdf = ndtr((m - 0.5) * (pixel_um / n_sub) / sigma_um)
 
     def weights(n_px: int) -> np.ndarray:
-        k = np.arange(n_px + 1)[:, None] * os - np.arange(n_px * os)[None, :] + n * os
+        k = np.arange(n_px + 1)[:, None] * n_sub - np.arange(n_px * n_sub)[None, :] + n * n_sub
         return np.diff(cdf[k], axis=0)
 
     wi = weights(n_i)
