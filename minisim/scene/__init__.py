@@ -134,8 +134,10 @@ class Scene:
         margin; ``axial_w`` (frames, 2) are the focus-drift weights of the footprints at -b and
         +b (see :func:`minisim.motion.axial_weights`), None for none. One fixed summation path
         for every window: sparse rows in unit order, the focus-drift corrections, then the
-        bilinear halo, then the neuropil.
+        bilinear halo, then the neuropil, per pixel in one compiled pass (``_kernels``).
         """
+        from ._kernels import assemble_tissue
+
         y0, y1, x0, x1 = rows
         m = self.margin_px
         Wp = self.padded_shape[1]
@@ -145,31 +147,31 @@ class Scene:
         jj = np.arange(x0, x1) + m
         idx = (ii[:, None] * Wp + jj[None, :]).ravel()
         Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
-        out = np.asarray(self.sharp_e[idx] @ Cx)[:, :T].T.reshape(T, h, w)
-        corrs = []
+        sharp = np.ascontiguousarray(self.sharp_e[idx] @ Cx, np.float32)
+        corrs, weights = [], []
         if axial_w is not None and self.axial_e:
             for k, mat in enumerate(self.axial_e):
                 if axial_w[:, k].any():
-                    corrs.append((k, np.asarray(mat[idx] @ Cx)[:, :T].T.reshape(T, h, w)))
-        halo = self._halo(Cx, y0, y1, x0, x1)[:T] if self.halo_e.nnz else None
-        neuropil = self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m]
-        # the sums frame by frame (each frame's working set stays in cache): the same float32
-        # operations in the same order as whole-block broadcasting, so the same bytes
-        # (``out`` is a strided view of the unit sum, so each frame goes to a contiguous result
-        # of out's dtype, cast on assignment)
-        res = np.empty((T, h, w), out.dtype)
-        for t in range(T):
-            o = out[t]
-            for k, corr in corrs:
-                o = o + axial_w[t, k] * corr[t]
-            if halo is not None:
-                o = o + halo[t]
-            res[t] = o + neuropil * f_np[t]
-        return res.astype(np.float32, copy=False)
+                    corrs.append(np.asarray(mat[idx] @ Cx, np.float32))
+                    weights.append(axial_w[:, k])
+        corr = np.stack(corrs) if corrs else np.zeros((0, 1, 1), np.float32)
+        aw = np.ascontiguousarray(np.stack(weights, axis=1) if weights else np.zeros((T, 0)), np.float64)
+        if self.halo_e.nnz:
+            nodes, nb, ny, nx, fy, fx = self._halo_nodes(Cx, y0, y1, x0, x1)
+        else:
+            nodes, nb = np.zeros((0, 1), np.float32), 1
+            ny = nx = np.zeros(max(h, w), np.int64)
+            fy = fx = np.zeros(max(h, w), np.float64)
+        neuropil = np.ascontiguousarray(self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m], np.float32)
+        res = np.empty((T, h, w), np.float32)
+        assemble_tissue(sharp, corr, aw, nodes, nb, ny, nx, fy, fx, neuropil,
+                        np.ascontiguousarray(f_np[:T], np.float64), res)
+        return res
 
-    def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
-        """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
-        Cx's rows, default every unit) over pixel rows [y0, y1) x [x0, x1)."""
+    def _halo_nodes(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None):
+        """The halo nodes that pixel rows [y0, y1) x [x0, x1) interpolate: (nodes (node rows x
+        nb, frames) float32 = mat @ Cx, nb, and per pixel row / column its node ``ny``, ``nx``
+        and fraction ``fy``, ``fx`` (float64) below it)."""
         F = self.coarse_px
         a0, b0 = self.node_origin
         nb = self.node_shape[1]
@@ -181,16 +183,19 @@ class Scene:
         rb = np.arange(ja, jb + 1) - b0
         idx = (ra[:, None] * nb + rb[None, :]).ravel()
         mat = (self.halo_e if mat is None else mat)[idx]
-        nodes = np.asarray(mat @ Cx).T.reshape(Cx.shape[1], len(ra), len(rb))
+        nodes = np.ascontiguousarray(mat @ Cx, np.float32)
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
-        ny, nx = ys // F - ia, xs // F - ja
-        fy = ((ys - (ys // F) * F) / F).astype(np.float32)[:, None]
-        fx = ((xs - (xs // F) * F) / F).astype(np.float32)[None, :]
-        w00, w01, w10, w11 = (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
-        out = np.empty((nodes.shape[0], len(ys), len(xs)), nodes.dtype)
-        for t in range(nodes.shape[0]):  # frame by frame: cache-sized gathers, same bytes
-            r0, r1 = nodes[t, ny], nodes[t, ny + 1]  # each node row gathered once
-            out[t] = w00 * r0[:, nx] + w01 * r0[:, nx + 1] + w10 * r1[:, nx] + w11 * r1[:, nx + 1]
+        return (nodes, len(rb), ys // F - ia, xs // F - ja,
+                (ys - (ys // F) * F) / F, (xs - (xs // F) * F) / F)
+
+    def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
+        """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
+        Cx's rows, default every unit) over pixel rows [y0, y1) x [x0, x1): (frames, h, w)."""
+        from ._kernels import halo_interp
+
+        nodes, nb, ny, nx, fy, fx = self._halo_nodes(Cx, y0, y1, x0, x1, mat)
+        out = np.empty((nodes.shape[1], len(ny), len(nx)), np.float32)
+        halo_interp(nodes, nb, ny, nx, fy, fx, out)
         return out
 
     # --------------------------------------------------------------- ground-truth footprints
