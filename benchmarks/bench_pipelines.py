@@ -423,19 +423,20 @@ def print_tables(results: list[dict], oracle: dict, args) -> None:
     for conv in args.conventions:
         print(f"\nconvention {conv!r}")
         print("| pipeline | tier | cells | detectable | units | F1 | precision | recall | recall det. "
-              "| recall rest | F1 det. | trace r | reg. resid. px | wall s |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| recall rest | F1 det. | trace r | reg. resid. px | wall s | load 1/5/15 min at its end |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in results:
             s = r["scores"].get(conv)
+            load = " ".join(f"{v:.1f}" for v in r.get("load_avg", []))
             if s is None:
                 print(f"| {r['pipeline']} | {r['tier']} | | | | failed | | | | | | | | "
-                      f"{r['wall_s']:.0f} |")
+                      f"{r['wall_s']:.0f} | {load} |")
                 continue
             print(f"| {r['pipeline']} | {r['tier']} | {s['n_true']} | {s['n_detectable']} | "
                   f"{s['n_units']} | {s['f1']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} | "
                   f"{s['recall_detectable']:.2f} | {s['recall_undetectable']:.2f} | "
                   f"{s['f1_detectable']:.2f} | {s['trace_r']:.2f} | {r['registration_residual_px']:.2f} | "
-                  f"{r['wall_s']:.0f} |")
+                  f"{r['wall_s']:.0f} | {load} |")
     print("\noracle (truth only): | tier | cells in field | detectable | min / median oracle r of "
           "the detectable | cells in field with oracle r >= 0.8 |")
     for tier, o in oracle.items():
@@ -458,9 +459,21 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="minian's dask workers; Inscopix threads")
     ap.add_argument("--conventions", nargs="+", default=["minisim", "caiman"])
     ap.add_argument("--workdir", type=Path, default=BENCH / "runs")
+    ap.add_argument("--table-only", action="store_true",
+                    help="print the tables of the runs kept in the work folder; run nothing")
     args = ap.parse_args()
     if args.workers > 2:
         ap.error(f"--workers {args.workers}: at most 2 on this shared 2-core machine")
+    work = args.workdir / f"{args.scope}_{args.activity}_{args.size_px}px_{args.duration_s:g}s_seed{args.seed}"
+    order = {t: i for i, t in enumerate(TIERS)}
+    if args.table_only:
+        if not (work / "results.json").exists():
+            print(f"bench_pipelines: no results in {work}")
+            return
+        saved = json.loads((work / "results.json").read_text())
+        print_tables(sorted(saved["results"], key=lambda r: (r["pipeline"], order[r["tier"]])),
+                     saved["oracle"], args)
+        return
 
     pythons = {}
     if "minian" in args.pipelines:
@@ -471,9 +484,10 @@ def main() -> None:
     if not pythons:
         print("bench_pipelines: no pipeline could be set up; nothing to run")
         return
-    work = args.workdir / f"{args.scope}_{args.size_px}px_{args.duration_s:g}s_seed{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
-    results, oracle = [], {}
+    # earlier runs of the same recordings (other tiers or pipelines) are kept and shown too
+    saved = json.loads((work / "results.json").read_text()) if (work / "results.json").exists() else {}
+    results, oracle = saved.get("results", []), saved.get("oracle", {})
     for tier in args.tiers:
         rec, sim_s = make_recording(tier, args, work)
         oracle[tier] = oracle_line(rec)
@@ -482,6 +496,7 @@ def main() -> None:
             run = run_minian if name == "minian" else run_inscopix
             est, info = run(python, rec, tier, work, args.workers)
             row = {"pipeline": name, "tier": tier, "wall_s": info["wall_s"], "info": info,
+                   "load_avg": [round(v, 2) for v in os.getloadavg()],
                    "registration_residual_px": registration_residual_px(rec, est), "scores": {}}
             if est is not None:
                 for conv in args.conventions:
@@ -490,11 +505,11 @@ def main() -> None:
                 print(f"  {name}: {info['wall_s']:.0f} s, {s['n_units']} units, F1 {s['f1']:.2f}, "
                       f"recall det. {s['recall_detectable']:.2f} / rest {s['recall_undetectable']:.2f}, "
                       f"fp {s['false_positives']}", flush=True)
-            results.append(row)
+            results = [r for r in results if (r["pipeline"], r["tier"]) != (name, tier)] + [row]
             (work / "results.json").write_text(json.dumps(
                 {"args": {k: str(v) for k, v in vars(args).items()}, "oracle": oracle,
                  "results": results}, indent=1, default=float))
-    print_tables(results, oracle, args)
+    print_tables(sorted(results, key=lambda r: (r["pipeline"], order[r["tier"]])), oracle, args)
 
 
 if __name__ == "__main__":
