@@ -555,3 +555,42 @@ def test_a_spec_written_with_field_fractions_opens_with_the_same_geometry():
     assert got.illumination.glow.center_offset_um == pytest.approx(0.15 * h / 2)
     assert got.illumination.falloff.edge_radius_um == pytest.approx(h / 2)
     assert got.illumination.vignette.corner_radius_um == pytest.approx(np.hypot(h, w) / 2)
+
+
+# ------------------------------------------------------------------------- scene build
+def test_scene_footprints_are_built_on_one_blas_thread_and_the_count_is_restored():
+    import minisim.scene as scene_mod
+
+    setters = scene_mod._openblas_thread_setters()
+    if not setters:
+        pytest.skip("no OpenBLAS found in this process (not Linux, or another BLAS)")
+    before = [get() for get, _ in setters]
+    seen = []
+    with scene_mod._one_blas_thread():
+        seen.append([get() for get, _ in setters])
+        with scene_mod._one_blas_thread():  # nested (two scene builds in two threads)
+            seen.append([get() for get, _ in setters])
+        seen.append([get() for get, _ in setters])
+    assert seen == [[1] * len(setters)] * 3
+    assert [get() for get, _ in setters] == before
+
+
+@pytest.mark.slow
+def test_scene_bytes_do_not_depend_on_the_blas_thread_setting():
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from minisim import presets; from minisim.scene import build_scene\n"
+            "sc = build_scene(presets.scope('miniscope_v4_ca1').with_updates("
+            "{'sensor.width_px': 96, 'sensor.height_px': 96}))\n"
+            "h = hashlib.sha256()\n"
+            "for m in (sc.sharp_e, sc.halo_e, *sc.axial_e): h.update(m.data.tobytes() + m.indices.tobytes())\n"
+            "h.update(sc.neuropil_e.tobytes()); print(h.hexdigest())")
+    import os
+
+    got = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads}
+        got.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                               check=True).stdout.strip())
+    assert len(got) == 1
