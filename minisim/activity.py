@@ -1,7 +1,7 @@
 """Neural activity: spikes, calcium ΔF/F, bleaching and the neuropil time course, per unit.
 
-This is the ``activity`` box of the scene (design.md, "Data flow"): pure numpy, computed once,
-small next to the movie. The renderer multiplies a cell's resting image ``A`` by
+This is the ``activity`` box of the data flow (docs/architecture.md): pure numpy, computed a
+time segment at a time, small next to the movie. The renderer multiplies a cell's resting image ``A`` by
 ``C = bleach * (1 + dff)``, so ``C`` is 1 for a cell at rest at t = 0.
 
 The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activity.md):
@@ -29,9 +29,10 @@ The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activi
 * **Indicator.** Linear (``hill_enabled`` False): ΔF/F = a_i · ``dff_per_spike`` · Σ h. Hill
   (True): [Ca] = Ca_rest + a_i · ΔCa · Σ h, F ∝ 1 + (R_f - 1)·[Ca]^n / ([Ca]^n + K_d^n),
   ΔF/F = F([Ca]) / F(Ca_rest) - 1. a_i ~ LogNormal(0, ``amplitude_sd_ln``).
-* **Bleaching.** bleach(t) = (1 - β) + β exp(-(t + κ ∫₀ᵗ ΔF/F dt') / τ_b): bleaching goes with the
-  light a cell emits, so active cells bleach faster (κ = ``activity_dependence``); causal, so
-  prefix-stable. The neuropil bleaches with β/2 and no activity term (docs/physics.md §7.3).
+* **Bleaching.** bleach(t) = (1 - β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b), E[ΔF/F] the unit's
+  expected ΔF/F (:func:`expected_dff`): bleaching goes with the light a cell emits on average,
+  so active cells bleach faster (κ = ``activity_dependence``); a function of t alone, so any
+  segment has it without the ones before (docs/segments.md). The neuropil bleaches with β/2 and no activity term (docs/physics.md §7.3).
 * **Neuropil course.** ``neuropil_f = (1 + fluctuation_fraction · ŷ(t)) · bleach_np(t)``, ŷ the
   ensemble drives averaged, low-passed with ``tissue.neuropil.tau_s`` and scaled to unit sd.
   It depends on the ensemble drives only, never on which units are simulated.
@@ -39,10 +40,12 @@ The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activi
 Keys and stability: per-unit draws come from ``rng(seed, "activity_params", unit_id)``,
 ``rng(seed, "ensemble_membership", unit_id)`` and ``rng(seed, "activity_unit", unit_id, segment)``;
 ensemble drives from ``rng(seed, "ensembles", ensemble, segment)``. Time is cut into fixed
-segments of :data:`SEGMENT_FRAMES` frames, always computed whole (the last one is cropped), with
-the state (OU, gate, pending burst spikes, calcium, cumulative ΔF/F) carried across. So a unit's
-traces do not depend on the other units simulated (subset-stable), and a shorter recording is
-bit for bit the prefix of a longer one (prefix-stable).
+segments of :data:`SEGMENT_FRAMES` frames, always computed whole (the last one is cropped), and
+nothing is carried from one segment to the next: the state at a segment's start comes from the
+Spec alone (keyed OU knots bridged inside the segment, the gate's last keyed reset, calcium and
+the neuropil low-pass rebuilt over a bounded look-back window; docs/segments.md). So any process
+computes any segment, a unit's traces do not depend on the other units simulated (subset-stable),
+and a shorter recording is bit for bit the prefix of a longer one (prefix-stable).
 """
 
 from __future__ import annotations
