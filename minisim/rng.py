@@ -1,7 +1,7 @@
 """Keyed randomness: every random draw in minisim comes from here.
 
-A stream is keyed by *what it describes* -- (seed, stream, *indices), e.g. a cell, a frame and
-a fixed noise tile -- never by a dask block, a call order, Python's salted string hashing or
+A stream is keyed by *what it describes* -- (seed, stream, *indices), e.g. a cell, a time segment, or
+a pixel of a frame (the sensor's counter-based words) -- never by a dask block, a call order, Python's salted string hashing or
 numpy's global state. Any piece of a recording can therefore be drawn on its own, on any
 worker, in any order, and comes out bit for bit the same.
 
