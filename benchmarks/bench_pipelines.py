@@ -253,7 +253,7 @@ def _pip_install(python: Path, reqs: list[str], what: str) -> bool:
 def _venv(base_python: str, venv: Path, reqs: list[str], check: str, what: str) -> Path | None:
     """``venv``'s python with ``reqs`` importable (``check`` runs), creating it if needed."""
     python = venv / "bin" / "python"
-    if python.exists() and subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0:
+    if python.exists() and subprocess.run([str(python), "-c", check], check=False, capture_output=True).returncode == 0:
         return python
     try:
         subprocess.run([base_python, "-m", "venv", str(venv)], check=True, capture_output=True)
@@ -262,7 +262,7 @@ def _venv(base_python: str, venv: Path, reqs: list[str], check: str, what: str) 
         return None
     if not _pip_install(python, reqs, what):
         return None
-    r = subprocess.run([str(python), "-c", check], capture_output=True, text=True)
+    r = subprocess.run([str(python), "-c", check], check=False, capture_output=True, text=True)
     if r.returncode != 0:
         print(f"bench_pipelines: {what} skipped, installed but does not import: "
               f"{r.stderr.strip()[-400:]}")
@@ -304,7 +304,7 @@ def _run(cmd: list[str], log: Path, cwd: Path) -> tuple[dict | None, float]:
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         r = subprocess.run(["nice", "-n", "10", *cmd], stdout=subprocess.PIPE, stderr=fh,
-                           text=True, env=_nice_env(), cwd=cwd)
+                           text=True, env=_nice_env(), cwd=cwd, check=False)
     wall = time.perf_counter() - t0
     with open(log, "a") as fh:
         fh.write("\n--- stdout ---\n" + r.stdout)
