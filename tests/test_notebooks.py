@@ -61,18 +61,24 @@ def test_copy_to_a_chosen_folder_and_unknown_names(tmp_path, capsys):
     assert "unknown notebook" in capsys.readouterr().err
 
 
+def _execute_repository_notebook(name: str, cwd) -> list:
+    """Run notebooks/<name> (the repository's, not the package's) in ``cwd``; its code outputs,
+    after checking that no cell raised."""
+    from pathlib import Path
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / name, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    return outputs
+
+
 @pytest.mark.slow
 def test_repository_quickstart_notebook_executes(tmp_path, monkeypatch):
     """notebooks/quickstart.ipynb (in the repository, not the package) runs top to bottom."""
-    from pathlib import Path
-
     monkeypatch.chdir(tmp_path)
-    nb_path = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
-    nb = nbformat.read(nb_path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+    outputs = _execute_repository_notebook("quickstart.ipynb", tmp_path)
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
     assert (tmp_path / "quickstart.zarr").is_dir()
 
@@ -83,15 +89,9 @@ def test_repository_score_minian_notebook_executes(tmp_path, monkeypatch):
     reads the export back as minian's open_minian does, and scores a minian-layout output read
     back from disk (the stand-in finds exactly the detectable cells, in a registered frame)."""
     import re
-    from pathlib import Path
 
     monkeypatch.chdir(tmp_path)
-    nb_path = Path(__file__).resolve().parents[1] / "notebooks" / "score_minian.ipynb"
-    nb = nbformat.read(nb_path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+    outputs = _execute_repository_notebook("score_minian.ipynb", tmp_path)
     text = "".join(o.get("text", "") for o in outputs)
     assert {p.name for p in (tmp_path / "score_minian_export").iterdir()} >= {
         "varr.zarr", "A.zarr", "C.zarr", "spec.json"}

@@ -144,9 +144,7 @@ def _walk(page, out: Path, nb_dir: Path, ms: float, seen: dict) -> None:
         "() => !document.querySelector('.minisim-anatomy .minisim-busy')", timeout=ms)
     seen["magnification"].append(readout.inner_text())
     seen["preview_changed"] = True
-    shot = out / "studio-anatomy.png"
-    page.screenshot(path=str(shot), full_page=True)
-    seen["screenshots"].append(shot)
+    _screenshot(page, out / "studio-anatomy.png", seen)
 
     # -- Panel 2: Quiet, then Active; count the spike ticks
     page.get_by_text("2 · Activity").first.click()
@@ -161,9 +159,7 @@ def _walk(page, out: Path, nb_dir: Path, ms: float, seen: dict) -> None:
             ".test(e.innerText); }", arg=before, timeout=ms)
         ticks[name.lower()] = _ticks(page)
     seen["ticks"] = ticks
-    shot = out / "studio-activity.png"
-    page.screenshot(path=str(shot), full_page=True)
-    seen["screenshots"].append(shot)
+    _screenshot(page, out / "studio-activity.png", seen)
 
     # -- Panel 3: Generate a short zarr, read the size it reports
     page.get_by_text("3 · Generate").first.click()
@@ -176,9 +172,13 @@ def _walk(page, out: Path, nb_dir: Path, ms: float, seen: dict) -> None:
     text = written.first.inner_text()
     seen["reported_bytes"] = int(re.search(r"\((\d+) bytes\)", text).group(1))
     seen["disk_bytes"] = _dir_bytes(nb_dir / "recording.zarr")
-    shot = out / "studio-generate.png"
-    page.screenshot(path=str(shot), full_page=True)
-    seen["screenshots"].append(shot)
+    _screenshot(page, out / "studio-generate.png", seen)
+
+
+def _screenshot(page, path: Path, seen: dict) -> None:
+    """A full-page screenshot of the studio as it is now, listed in ``seen["screenshots"]``."""
+    page.screenshot(path=str(path), full_page=True)
+    seen["screenshots"].append(path)
 
 
 if __name__ == "__main__":
