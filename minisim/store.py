@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from ._compute import compute
-from ._version import __version__
+from ._version import __version__, numba_version
 from .spec import Spec
 
 #: Layout version of the zarr store; :func:`open_dataset` refuses newer ones. 2: crc32c on every
@@ -88,6 +88,7 @@ def versions() -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "render_algorithm": render.RENDER_ALGORITHM,
         "numpy_version": np.__version__,
+        "numba_version": numba_version(),
     }
 
 

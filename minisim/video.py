@@ -362,7 +362,7 @@ def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: Video
     import imageio.v3 as iio
 
     from ._compute import compute
-    from ._version import __version__
+    from ._version import __version__, numba_version
 
     n_frames, height, width = movie.shape
     fps = float(spec.recording.fps)
@@ -374,6 +374,8 @@ def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: Video
     meta = {
         "video_format_version": VIDEO_FORMAT_VERSION,
         "minisim_version": __version__,
+        "numpy_version": np.__version__,
+        "numba_version": numba_version(),
         "video": paths["video"].name,
         "spec_file": paths["spec"].name,
         "codec": vc.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -57,6 +58,7 @@ def test_store_records_versions_and_the_spec(tmp_path):
     assert attrs["format_version"] == FORMAT_VERSION
     assert attrs["render_algorithm"] >= 1
     assert attrs["numpy_version"] == np.__version__
+    assert attrs["numba_version"] == importlib.metadata.version("numba")
     assert attrs["complete"] is True and attrs["saturated_pixels"] >= 0
     assert Spec.model_validate_json(attrs["spec"]) == small_spec()
 

@@ -7,6 +7,7 @@ import json
 import av
 import dask.array as da
 import imageio.v3 as iio
+import numba
 import numpy as np
 import pytest
 import xarray as xr
@@ -83,6 +84,7 @@ def test_companions_written_and_no_partial_left(exported):
     assert (meta["codec"], meta["pixel_format"], meta["lossless"]) == ("ffv1", "gray", True)
     assert (meta["fps"], meta["frame_count"], meta["height_px"], meta["width_px"]) == (10.0, 10, 38, 50)
     assert meta["minisim_version"] == minisim.__version__
+    assert (meta["numpy_version"], meta["numba_version"]) == (np.__version__, numba.__version__)
 
 
 def test_spec_json_round_trips_and_resimulates_the_same_frames(exported):
