@@ -8,6 +8,8 @@ per-cell flags (in_focus, pnr, vessel_overlap_fraction).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -355,8 +357,9 @@ def test_a_cell_beside_a_much_brighter_one_is_not_detectable():
     bright = _detect_world(**{"vasculature.enabled": False})
     sc = bright.scene
     gain = sp.diags(np.where(np.arange(len(c)) == k, 20.0, 1.0).astype(np.float32))
-    sc.sharp_e, sc.halo_e = (sc.sharp_e @ gain).tocsr(), (sc.halo_e @ gain).tocsr()
-    sc.axial_e = tuple((a @ gain).tocsr() for a in sc.axial_e)
+    sc._footprints = dataclasses.replace(
+        sc.footprints(), sharp_e=(sc.sharp_e @ gain).tocsr(), halo_e=(sc.halo_e @ gain).tocsr(),
+        axial_e=tuple((a @ gain).tocsr() for a in sc.axial_e))
     mb = truth.cell_metrics(bright)
     assert not mb["detectable"][u]
     # its oracle trace now carries the neighbour's shot noise

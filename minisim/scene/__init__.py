@@ -84,30 +84,16 @@ class Scene:
         """(padded pixels, units) electrons per frame at C = 1, the sharp (ballistic) image."""
         return self.footprints().sharp_e
 
-    @sharp_e.setter
-    def sharp_e(self, value: sp.csr_matrix) -> None:
-        self.footprints().sharp_e = value
-        self.__dict__.pop("_unit_columns", None)
-
     @property
     def halo_e(self) -> sp.csr_matrix:
         """(coarse nodes, units) electrons per frame at C = 1, the scattered halo."""
         return self.footprints().halo_e
-
-    @halo_e.setter
-    def halo_e(self, value: sp.csr_matrix) -> None:
-        self.footprints().halo_e = value
-        self.__dict__.pop("_unit_columns", None)
 
     @property
     def axial_e(self) -> tuple:
         """Focus drift: sharp footprints at dz - b and dz + b minus those at dz (b =
         ``axial_bound_um``), () without focus drift."""
         return self.footprints().axial_e
-
-    @axial_e.setter
-    def axial_e(self, value: tuple) -> None:
-        self.footprints().axial_e = value
 
     @property
     def planted(self) -> list:
@@ -201,9 +187,10 @@ class Scene:
     # --------------------------------------------------------------- ground-truth footprints
     def _sensor_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, sp.csc_matrix]:
         """Per unit column: indptr, sensor row i, column j and value of its sharp image, and
-        the halo by unit column; built once per Scene (a benign race: two threads would
+        the halo by unit column; built once per footprints (a benign race: two threads would
         build the same arrays)."""
-        cols = self.__dict__.get("_unit_columns")
+        fp = self.footprints()
+        cols = fp.columns
         if cols is None:
             H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
             m, Wp = self.margin_px, self.padded_shape[1]
@@ -212,7 +199,7 @@ class Scene:
             csc.sort_indices()
             cols = (csc.indptr, (csc.indices // W).astype(np.int32), (csc.indices % W).astype(np.int32),
                     csc.data, self.halo_e.tocsc())
-            self.__dict__["_unit_columns"] = cols
+            fp.columns = cols
         return cols
 
     def sharp_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -224,7 +211,8 @@ class Scene:
         """(units, 4) int64: the sensor pixels [y0, y1) x [x0, x1) each unit's halo nodes weigh
         on (node k + a0 weighs on pixels [(k + a0 - 1) F, (k + a0 + 1) F) plus the anchor;
         elsewhere its halo is exactly 0); an empty box for a unit without a halo."""
-        boxes = self.__dict__.get("_halo_boxes_px")
+        fp = self.footprints()
+        boxes = fp.halo_boxes_px
         if boxes is None:
             halo = self._sensor_columns()[4]
             n = halo.shape[1]
@@ -239,7 +227,7 @@ class Scene:
                 boxes[has, 1] = (np.maximum.reduceat(ka, starts) + a0 + 1) * F + oy
                 boxes[has, 2] = (np.minimum.reduceat(kb, starts) + b0 - 1) * F + ox
                 boxes[has, 3] = (np.maximum.reduceat(kb, starts) + b0 + 1) * F + ox
-            self.__dict__["_halo_boxes_px"] = boxes
+            fp.halo_boxes_px = boxes
         return boxes
 
     def footprint_box(self, u: int, window: tuple[int, int, int, int] | None = None
@@ -277,7 +265,8 @@ class Scene:
     def footprint_bounds(self) -> np.ndarray:
         """(units, 4) int64: the sensor box [y0, y1) x [x0, x1) that holds each unit's whole
         footprint (sharp and halo; may reach beyond the sensor), empty for a unit with none."""
-        got = self.__dict__.get("_footprint_bounds_px")
+        fp = self.footprints()
+        got = fp.bounds_px
         if got is None:
             indptr, ii, jj, _, _ = self._sensor_columns()
             n = len(indptr) - 1
@@ -293,7 +282,7 @@ class Scene:
                 got[has] = np.column_stack([np.minimum(sharp[:, 0], halo[:, 0]), np.maximum(sharp[:, 1], halo[:, 1]),
                                             np.minimum(sharp[:, 2], halo[:, 2]), np.maximum(sharp[:, 3], halo[:, 3])])
             assert got.shape == (n, 4)
-            self.__dict__["_footprint_bounds_px"] = got
+            fp.bounds_px = got
         return got
 
     def footprints_e(self, units: slice, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -372,6 +361,12 @@ class Footprints:
     halo_e: sp.csr_matrix    # (coarse nodes, units)
     axial_e: tuple           # focus drift: sharp at dz -/+ b minus sharp at dz, () if none
     planted: list            # per unit: (i0, j0, patch) planted footprint, sums to 1
+    # derived from sharp_e and halo_e on first use by Scene._sensor_columns, _halo_boxes and
+    # footprint_bounds; never copied by dataclasses.replace, so footprints replaced as a whole
+    # never carry stale derivations
+    columns: tuple | None = field(default=None, init=False, repr=False)
+    halo_boxes_px: np.ndarray | None = field(default=None, init=False, repr=False)
+    bounds_px: np.ndarray | None = field(default=None, init=False, repr=False)
 
 
 @dataclass
