@@ -427,9 +427,14 @@ def detectability(world: render.World) -> dict[str, np.ndarray]:
       and the residual is read through the cell's footprint core (pixels >= 20 % of its peak,
       weighted by A): o_t = C_t + e_t. What registration cannot undo (non-rigid warp, focus
       drift, vasomotion), noise and crosstalk stay in e_t. ``oracle_r`` is the correlation of
-      o with C over the whole recording, (var C + cov(C, e)) / sqrt(var C (var C + 2 cov + var e)),
-      with var C from every frame and the moments of e from the sampled ones (so a cell silent
-      in the sample is judged by its noise against its whole trace); 0 for a constant C.
+      o with C over the whole recording. In the sampled frames e is regressed on C,
+      e = beta C + n (beta = cov(C, e) / var C there, 0 for a C constant there; var n = var e -
+      beta cov(C, e), at least 0); over the whole recording o = (1 + beta) C + n, so
+      ``oracle_r`` = (1 + beta) var C / sqrt(var C ((1 + beta)^2 var C + var n)), with var C from
+      every frame: a correlation, in [-1, 1] however much more C varies in the sample than
+      overall, and a cell silent in the sample is judged by its noise against its whole trace;
+      0 for a constant C. (Render algorithm 4; before, cov(C, e) and var e from the sample were
+      mixed with var C from every frame, which could pass 1.)
     - *compactness*: the share of the footprint's energy (sum of A^2 in the field) within 1.5
       soma radii of the cell's centre: low when scattered or defocused light dominates.
     - *visibility*: the cell's peak dF/F at its core, (max C - mean C) times its mean A there,
@@ -463,16 +468,22 @@ def detectability_from(cores: FootprintCores, batches: list, moments: tuple) -> 
     cs = np.concatenate([b.C for b in batches], axis=1) if batches else np.zeros((n, 0))
     e -= e.mean(axis=1, keepdims=True)
     cs -= cs.mean(axis=1, keepdims=True)
-    var_e, cov = (e * e).mean(axis=1), (e * cs).mean(axis=1)
+    var_e, cov_s, var_cs = (e * e).mean(axis=1), (e * cs).mean(axis=1), (cs * cs).mean(axis=1)
     var_c, top, mean_c = moments
     swing = top - mean_c
     a_sq, a_sum = cores.a_sq, cores.a_sum
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (var_c + cov) / np.sqrt(var_c * (var_c + 2 * cov + var_e))
+        # e = beta C + n within the sample (n uncorrelated with C there); carried to the whole
+        # recording, o = (1 + beta) C + n: a correlation, in [-1, 1] whatever the sample's var C
+        has_c = var_cs > 0
+        beta = np.where(has_c, cov_s / np.where(has_c, var_cs, 1.0), 0.0)
+        var_n = np.maximum(var_e - beta * cov_s, 0.0)
+        g = 1.0 + beta
+        r = g * var_c / np.sqrt(var_c * (var_c * g * g + var_n))
         vis = (a_sq / a_sum) * swing / (image / max(n_read, 1) / a_sum)
     ok = (a_sq > 0) & (var_c > 0)
     return {
-        "oracle_r": np.where(ok & np.isfinite(r), r, 0.0).astype(np.float32),
+        "oracle_r": np.clip(np.where(ok & np.isfinite(r), r, 0.0), -1.0, 1.0).astype(np.float32),
         "compactness": cores.compactness,
         "visibility": np.where((a_sq > 0) & np.isfinite(vis) & (vis > 0), vis, 0.0).astype(np.float32),
     }

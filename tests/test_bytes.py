@@ -20,7 +20,7 @@ hash_presets = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hash_presets)
 
 #: The render algorithm these digests belong to.
-PINNED_ALGORITHM = 3
+PINNED_ALGORITHM = 4
 
 PINNED = {
     "generic_1p": {
@@ -39,7 +39,7 @@ PINNED = {
         "in_focus": "baede0ace2823e8d",
         "motion": "efcb00b3f6977722",
         "movie": "64de4098dc693444",
-        "oracle_r": "e234c6594c094b4f",
+        "oracle_r": "4acabb141b07f92a",
         "pnr": "175c74fdf6cccd21",
         "position": "0fd6205d4924a7be",
         "psf_sigma_um": "6895a722e85eddf7",
@@ -66,7 +66,7 @@ PINNED = {
         "in_focus": "1b45cd73011ba793",
         "motion": "7faabf98470a6317",
         "movie": "9e0d1707952d7adc",
-        "oracle_r": "6b6a0525cc1cc590",
+        "oracle_r": "ff41703e019f497b",
         "pnr": "b1ee52bf15978ded",
         "position": "b683a1e4fe1e7ce6",
         "psf_sigma_um": "baceac035a5de002",
@@ -93,7 +93,7 @@ PINNED = {
         "in_focus": "28e6cfdbf9eb7d6d",
         "motion": "7faabf98470a6317",
         "movie": "a711635b6abc8bff",
-        "oracle_r": "df339ac4b61a928a",
+        "oracle_r": "bd083f8383332417",
         "pnr": "8189b96a8127e749",
         "position": "792e84f6af95d316",
         "psf_sigma_um": "136795a9b111e0e0",

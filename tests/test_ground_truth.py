@@ -307,6 +307,52 @@ def test_detectable_is_the_documented_rule_and_oracle_r_is_in_the_ground_truth()
     assert np.median(ds["oracle_r"].values[det]) > np.median(ds["oracle_r"].values[und]) + 0.2
 
 
+def _oracle_r_of(C_all: np.ndarray, err_all: np.ndarray) -> np.ndarray:
+    """``truth.detectability_from`` on a whole-recording C (units, frames) and residual e, read
+    only on the frames the oracle samples, as a Recording's oracle reads them."""
+    n, T = C_all.shape
+    batches = [truth.OracleBatch(err=err_all[:, fr], C=C_all[:, fr], image=np.full(n, float(len(fr))),
+                                 n_frames=len(fr)) for fr in truth.oracle_batches(T)]
+    cores = truth.FootprintCores(window=(0, 1, 0, 1), core=sp.csr_matrix((n, 1)), a_sum=np.ones(n),
+                                 a_sq=np.ones(n), compactness=np.ones(n, np.float32))
+    moments = truth.trace_moments(truth.fold_moments(np.stack(truth.trace_moments_part(C_all))[..., None]), T)
+    return truth.detectability_from(cores, batches, moments)["oracle_r"]
+
+
+def test_oracle_r_is_a_correlation_even_when_c_varies_more_in_the_sample_than_overall():
+    T = 1000
+    sampled = np.zeros(T, bool)
+    for run in truth.oracle_frames(T):
+        sampled[run] = True
+    assert 0 < sampled.sum() < T
+    t = np.arange(T)
+    wiggle = 0.05 * np.where(t % 2 == 0, 1.0, -1.0)   # zero-mean noise, var 0.0025, not like C
+    transient = np.zeros(T)
+    for run in truth.oracle_frames(T):                  # one transient at each sampled run's start
+        transient[run.start:run.stop] = np.exp(-np.arange(len(run)) / 6.0)
+    late = np.where(~sampled & (t > 500), np.exp(-((t - 800) / 20.0) ** 2), 0.0)
+    C = np.stack([transient,      # fires only on the sampled frames: var C there >> over all
+                  late,           # silent on the sampled frames
+                  np.ones(T)])    # constant
+    beta = 0.5                    # a residual that follows C (crosstalk of its own light)
+    err = np.stack([beta * transient + wiggle, wiggle, wiggle])
+    r = _oracle_r_of(C, err)
+    assert r.dtype == np.float32 and np.all(np.abs(r) <= 1.0)
+
+    # the case is the one that broke the old estimate: var C of the whole recording mixed with
+    # the sample's cov(C, e) and var e gave r > 1
+    cs, e = C[0, sampled] - C[0, sampled].mean(), err[0, sampled] - err[0, sampled].mean()
+    var_c, cov, var_e = C[0].var(), (cs * e).mean(), (e * e).mean()
+    assert (var_c + cov) / np.sqrt(var_c * (var_c + 2 * cov + var_e)) > 1.2
+    # now: the correlation of o = C + e with C over the whole recording, e = beta C + noise
+    # carried from the sample to every frame
+    o = C[0] + beta * C[0] + wiggle
+    assert r[0] == pytest.approx(np.corrcoef(C[0], o)[0, 1], abs=0.01)
+    # a cell silent in the sample is judged by its noise against its whole trace
+    assert r[1] == pytest.approx(np.sqrt(C[1].var() / (C[1].var() + 0.05 ** 2)), abs=1e-4)
+    assert r[2] == 0.0
+
+
 def test_a_bright_cell_under_a_thick_vessel_is_not_detectable_though_its_oracle_trace_is_good():
     # the same cells with and without a thick, strongly absorbing vessel layer above them
     shaded = _detect_world(**{"vasculature.trunk_radius_um": 25.0, "vasculature.absorption_per_um": 0.05})
