@@ -72,11 +72,21 @@ class NewerStoreWarning(UserWarning):
     """The store was written by a newer minisim or render algorithm than this one."""
 
 
-def _compressors():
-    """The codecs after the array-to-bytes step: zarr's default zstd, then a crc32c checksum."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
+def _compressors(dtype=None):
+    """The codecs after the array-to-bytes step: Blosc (zstd level 1 behind a shuffle), then a
+    crc32c checksum.
 
-    return (ZstdCodec(level=0, checksum=False), Crc32cCodec())
+    Integers (the camera's counts, a few significant bits each) go through Blosc's bit shuffle,
+    everything else through its byte shuffle. On a V4 CA1 movie chunk this compresses 2.6x
+    faster than plain zstd (level 0, the previous codec) and smaller (ratio 2.8 vs 2.4), and on
+    the mostly-zero float32 footprints as fast and smaller (benchmarks/profile_save.py). The
+    codecs only encode: the decoded values are the same.
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    bits = dtype is not None and np.dtype(dtype).kind in "iub"
+    return (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle" if bits else "shuffle"),
+            Crc32cCodec())
 
 
 def versions() -> dict[str, Any]:
@@ -130,7 +140,7 @@ def _new_array_like(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attr
     # an append rewrites the root attrs, so they go along unchanged
     meta = xr.Dataset({var.name: var.drop_vars(list(var.coords)).chunk(dict(zip(var.dims, chunks)))},
                       attrs=attrs)
-    enc = {"chunks": chunks, "compressors": _compressors()}
+    enc = {"chunks": chunks, "compressors": _compressors(var.dtype)}
     if fill_value is not None:
         enc["fill_value"] = fill_value
     meta.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
@@ -186,7 +196,7 @@ def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
     dense = encode_labels(ds.drop_vars(footprints + traces))
     write = dense.to_zarr(
         path, mode="w-", compute=False, consolidated=False, zarr_format=3,
-        encoding={n: {**encoding.get(n, {}), "compressors": _compressors()}
+        encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype)}
                   for n in (*dense.data_vars, *dense.coords)})
     for n in traces:
         write_traces(ds[n], path, ds.attrs)
