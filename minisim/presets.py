@@ -12,7 +12,8 @@ columns of docs/physics.md §5.
 
 Difficulty tiers (``tier(name, spec)``, ``get(scope, activity, tier=...)``): ``easy``,
 ``typical`` and ``hard``, dotted Spec updates of the confounds a pipeline must get past
-(motion, vessels, dendrites, brightness spread, density); docs/anatomy.md, "Presets and tiers".
+(motion, vessels, dendrites, brightness spread, density; ``easy`` also makes every cell
+active and firing); docs/anatomy.md, "Presets and tiers".
 
 Examples
 --------
@@ -170,8 +171,11 @@ class _Add(int):
 #: tiers", gives the reasoning and the sources.
 TIERS: dict[str, dict[str, Any]] = {
     "easy": {
-        "raises": "nothing: little rigid motion (no jerks, oscillation or non-rigid motion), "
-                  "one faint vessel, sparser cells, even brightness, hardly any dendrites",
+        "raises": "nothing; lowers every confound: little rigid motion (no jerks, oscillation "
+                  "or non-rigid motion), one faint vessel, sparser cells, even brightness, "
+                  "hardly any dendrites, and every cell active, firing 3x the activity "
+                  "preset's median rate with a narrow spread (no silent or near-silent cells "
+                  "in a short recording)",
         "updates": {
             "motion.rigid_sd_um": 0.5, "motion.drift_um": 1.0, "motion.jerk_rate_hz": 0.0,
             "motion.jerk_amplitude_um": 0.0, "motion.oscillation_amplitude_um": 0.0,
@@ -180,6 +184,8 @@ TIERS: dict[str, dict[str, Any]] = {
             "vasculature.absorption_per_um": 0.008,
             "cells.dendrite_brightness": 0.05, "cells.brightness_sd_ln": 0.25,
             "cells.density_per_mm3": _Scale(0.6),
+            "activity.active_fraction": 1.0, "activity.rate_median_hz": _Scale(3.0),
+            "activity.rate_sd_ln": 0.5,
         },
     },
     "typical": {
