@@ -318,7 +318,8 @@ def _run(cmd: list[str], log: Path, cwd: Path) -> tuple[dict | None, float]:
 # --------------------------------------------------------------------------- one tier
 def make_recording(tier: str, args, work: Path):
     import minisim
-    from minisim import presets
+    from minisim import presets, render
+    from minisim import store as mstore
 
     spec = presets.get(args.scope, args.activity, tier=tier).with_updates({
         "sensor.width_px": args.size_px, "sensor.height_px": args.size_px,
@@ -326,11 +327,17 @@ def make_recording(tier: str, args, work: Path):
         "recording.seed": args.seed})
     store = work / f"{tier}.zarr"
     t0 = time.perf_counter()
+    # a kept store is reused only if the same Spec was rendered by the same algorithm (a newer
+    # algorithm changes the bytes or the ground truth of the same Spec)
     if store.exists() and json.loads(minisim.Recording.load(store).spec.model_dump_json()) == \
-            json.loads(spec.model_dump_json()):
+            json.loads(spec.model_dump_json()) and \
+            mstore.read_attrs(store).get("render_algorithm") == render.RENDER_ALGORITHM:
         rec = minisim.Recording.load(store)
     else:
         rec = minisim.simulate(spec).save(store, overwrite=True, scheduler="threads")
+        # the pipelines' inputs were exported from the old store: export them again
+        (work / f"{tier}.tif").unlink(missing_ok=True)
+        shutil.rmtree(work / f"{tier}_minian_export", ignore_errors=True)
     sim_s = time.perf_counter() - t0
     return rec, sim_s
 
