@@ -471,7 +471,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.workers > 2:
         ap.error(f"--workers {args.workers}: at most 2 on this shared 2-core machine")
-    work = args.workdir / f"{args.scope}_{args.activity}_{args.size_px}px_{args.duration_s:g}s_seed{args.seed}"
+    # absolute: the pipelines run with the work folder as their working directory
+    work = args.workdir.resolve() / f"{args.scope}_{args.activity}_{args.size_px}px_{args.duration_s:g}s_seed{args.seed}"
     order = {t: i for i, t in enumerate(TIERS)}
     if args.table_only:
         if not (work / "results.json").exists():
