@@ -58,18 +58,6 @@ __all__ = [
 ]
 
 BG_COMPONENTS = ("neuropil", "glow", "dark")
-_UNIT_CHUNK = 32
-def _unit_block(spec_json: str, kind: str, block_info=None):
-    (u0, u1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    world = render.get_world(spec_json)
-    sc = world.scene
-    if kind == "planted":
-        return sc.planted_dense(slice(u0, u1), (y0, y1, x0, x1))
-    fp = sc.footprints_e(slice(u0, u1), (y0, y1, x0, x1))
-    if not fp.any():
-        return fp  # most blocks: these units' light does not reach this tile
-    K = np.float32(world.spec.sensor.gain_adu_per_e)
-    return (K * (sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]))[None] * fp
 
 
 def _time_chunk(n_frames: int, fps: float, block_id=None) -> np.ndarray:
@@ -77,22 +65,6 @@ def _time_chunk(n_frames: int, fps: float, block_id=None) -> np.ndarray:
     task per segment up front, 1.3 MB for a 24-hour recording)."""
     t0 = block_id[0] * activity.SEGMENT_FRAMES
     return np.arange(t0, min(t0 + activity.SEGMENT_FRAMES, n_frames), dtype=np.float64) / fps
-
-
-def _unit_array(spec: Spec, n_units: int, kind: str):
-    """(unit_id, height, width) footprints, lazily, in blocks of 32 units x the movie's tiles.
-
-    Units are numbered by tissue column, so a block's footprints cover a few tiles and the
-    other tiles' chunks are all zero: zarr does not write them, and nothing computes them
-    beyond a sparse-column scan.
-    """
-    import dask.array as da
-
-    H, W = spec.sensor.height_px, spec.sensor.width_px
-    tile = render.default_chunks(spec)
-    chunks = da.core.normalize_chunks((_UNIT_CHUNK, tile["height"], tile["width"]), (n_units, H, W))
-    return da.map_blocks(_unit_block, spec.model_dump_json(), kind, chunks=chunks,
-                         dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
 
 
 def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
@@ -117,17 +89,20 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
     ones = da.ones(T, dtype=np.float32, chunks=activity.SEGMENT_FRAMES)
     f = da.stack([traces["neuropil"], ones, ones])
     # the scene's per-unit truth at once; what needs footprints or activity lazily
-    metrics = {**truth.scene_metrics(world), **truth.lazy_unit_metrics(spec, n)}
+    footprints = truth.lazy_footprints(spec, n)
+    movie = render.movie_array(spec, chunks)
+    metrics = {**truth.scene_metrics(world),
+               **truth.lazy_unit_metrics(spec, n, footprints["boxes"], movie)}
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)
     ds = xr.Dataset(
         data_vars={
-            "movie": (("frame", "height", "width"), render.movie_array(spec, chunks),
+            "movie": (("frame", "height", "width"), movie,
                       {"units": "ADU", "long_name": "camera frames"}),
-            "A": (("unit_id", "height", "width"), _unit_array(spec, n, "observed"),
+            "A": (("unit_id", "height", "width"), footprints["A"],
                   {"units": "ADU per unit of C", "long_name": "footprint as imaged"}),
-            "A_planted": (("unit_id", "height", "width"), _unit_array(spec, n, "planted"),
+            "A_planted": (("unit_id", "height", "width"), footprints["A_planted"],
                           {"units": "fraction of the cell's light", "long_name": "sharp footprint in tissue"}),
             "C": (("unit_id", "frame"), traces["C"], {"units": "1 (1 = resting, t=0)",
                                                   "long_name": "fluorescence trace incl. bleaching"}),

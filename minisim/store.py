@@ -47,6 +47,10 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 #: Footprint arrays: mostly zeros (a block of units lights a few tiles), written sparsely.
 FOOTPRINTS = ("A", "A_planted")
+#: Height and width of a footprint chunk at most: a V4 unit's light (halo included) spans
+#: ~115 px, so 128 px tiles leave far fewer zeros to compress than 256 px ones (V4 CA1: 560 MB
+#: of non-zero chunks at 16 units x 128^2, 1.5 GB at 32 x 256^2).
+FOOTPRINT_TILE_PX = 128
 #: Per-unit traces that may be held in memory (unit_id, frame), e.g. C of a simulated
 #: Recording: written a block of frames at a time.
 TRACES = ("C", "dff", "S")
@@ -126,8 +130,14 @@ def decode_labels(ds: xr.Dataset) -> xr.Dataset:
 
 # --------------------------------------------------------------------------- sparse and trace writes
 def _store_if_nonzero(block: np.ndarray, target, block_info=None) -> np.ndarray:
-    if block.any():
-        target[tuple(slice(a, b) for a, b in block_info[0]["array-location"])] = block
+    """Write each zarr chunk of ``block`` that holds a non-zero value (the block's edges lie on
+    chunk edges); the others are neither compressed nor written."""
+    start = [a for a, _ in block_info[0]["array-location"]]
+    for idx in np.ndindex(*(-(-n // c) for n, c in zip(block.shape, target.chunks))):
+        part = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, target.chunks, block.shape))
+        piece = block[part]
+        if piece.any():
+            target[tuple(slice(a + p.start, a + p.stop) for a, p in zip(start, part))] = piece
     return np.zeros((1,) * block.ndim, np.int8)
 
 
@@ -157,7 +167,9 @@ def nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...],
     The values are those of ``var``, whatever computes its blocks (rendered or loaded).
     """
     target = _new_array_like(var, path, chunks, attrs, fill_value=0.0)
-    data = var.data.rechunk(chunks)
+    data = var.data
+    if any(b % c for bs, c in zip(data.chunks, chunks) for b in bs[:-1]):
+        data = data.rechunk(chunks)  # blocks must hold whole chunks
     return data.map_blocks(_store_if_nonzero, target, dtype=np.int8,
                            chunks=tuple((1,) * len(c) for c in data.chunks),
                            meta=np.empty((0,) * data.ndim, np.int8))
@@ -178,20 +190,17 @@ def write_traces(var: xr.DataArray, path: Path, attrs: dict) -> None:
 
 
 # --------------------------------------------------------------------------- whole stores
-def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
-                  progress: bool = False) -> None:
-    """Compute ``ds`` chunk by chunk into a new zarr v3 store at ``path`` and mark it complete.
-
-    The zarr chunks follow the dask blocks. ``path`` must not exist. The saturated pixels
-    (value ``2**bit_depth - 1``) are counted from the written movie and recorded in the root
-    attrs together with ``complete: true``, last.
-    """
+def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: bool) -> int:
+    """Every variable of ``ds`` into a new store at ``path``, in one computation; returns the
+    number of movie pixels at ``top`` (counted from the blocks as they are written)."""
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items() if var.chunks is not None
     }
-    t0 = time.perf_counter()
     footprints = [n for n in FOOTPRINTS if n in encoding]
+    for n in footprints:  # a unit's light spans ~115 px (V4): small tiles hold fewer zeros
+        u, h, w = encoding[n]["chunks"]
+        encoding[n]["chunks"] = (u, min(h, FOOTPRINT_TILE_PX), min(w, FOOTPRINT_TILE_PX))
     traces = [n for n in TRACES if n in ds.data_vars and ds[n].chunks is None]
     dense = encode_labels(ds.drop_vars(footprints + traces))
     write = dense.to_zarr(
@@ -201,14 +210,29 @@ def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
     for n in traces:
         write_traces(ds[n], path, ds.attrs)
     writes = [nonzero_chunk_writes(ds[n], path, encoding[n]["chunks"], ds.attrs) for n in footprints]
-    compute(write, *writes, scheduler=scheduler, progress=progress)
-    # Counted from the written chunks, not alongside the write: computing both from the lazy
-    # movie rendered every block twice (400 frames at 608 px: 17.0 s vs 10.7 s).
-    import dask.array as da
+    saturated = (ds["movie"].data == top).sum()
+    got = compute(write, saturated, *writes, scheduler=scheduler, progress=progress)
+    return int(got[1])
 
-    top = 2**bit_depth - 1
-    (n_sat,) = compute((da.from_zarr(str(path), component="movie") == top).sum(), scheduler=scheduler)
-    mark_complete(path, {"saturated_pixels": int(n_sat),
+
+def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
+                  progress: bool = False) -> None:
+    """Compute ``ds`` chunk by chunk into a new zarr v3 store at ``path`` and mark it complete.
+
+    The zarr chunks follow the dask blocks. ``path`` must not exist. The saturated pixels
+    (value ``2**bit_depth - 1``) are counted from the movie's blocks as they are written and
+    recorded in the root attrs together with ``complete: true``, last.
+    """
+    import dask
+
+    t0 = time.perf_counter()
+    # No fusion of tasks: it would fold a task that two consumers share into one of them, and
+    # the other would compute it again: a movie block (written, counted for saturation, read by
+    # the oracle of the metrics), a block of footprint boxes (A's chunks and the metrics' cores).
+    # Without it a block is computed once, whatever reads it (tests/test_recording.py counts).
+    with dask.config.set({"array_optimize": False, "optimization.fuse.active": False}):
+        n_sat = _write_variables(ds, path, 2**bit_depth - 1, scheduler, progress)
+    mark_complete(path, {"saturated_pixels": n_sat,
                          "saturated_fraction": float(n_sat) / max(ds["movie"].size, 1),
                          "write_seconds": round(time.perf_counter() - t0, 3),
                          "chunks_written": chunks_written(path)})

@@ -30,6 +30,93 @@ def lazy_traces(spec: Spec, n_units: int) -> dict:
     return {name: render.segment_array(spec, name, n_units) for name in TRACE_VARIABLES}
 
 
+# --------------------------------------------------------------------------- footprints
+#: Bytes of one block of the lazy footprints at most: a block is the whole field for as many
+#: units (at most 16) as fit (V4, 608 x 608 px: 16 units, 24 MB).
+FOOTPRINT_BLOCK_BYTES = 24_000_000
+
+
+def footprint_block_units(spec: Spec) -> int:
+    """Units per block of the lazy footprints (:data:`FOOTPRINT_BLOCK_BYTES`)."""
+    return int(np.clip(FOOTPRINT_BLOCK_BYTES // (4 * spec.sensor.height_px * spec.sensor.width_px), 1, 16))
+
+
+def lazy_footprints(spec: Spec, n_units: int) -> dict:
+    """``A`` (footprints as imaged, ADU per unit of C) and ``A_planted`` (unit_id, height,
+    width) as dask arrays, a block of :func:`footprint_block_units` units over the whole field
+    at a time, and ``boxes``: the tasks that hold each block of units' tissue footprints (one
+    box each, :meth:`Scene.footprint_box`).
+
+    Every unit's box is built once per save, by the task of its block of units; the block of
+    ``A`` pastes them, and :func:`lazy_unit_metrics` reads the same tasks for the footprint
+    cores (pass ``boxes`` to it). A block's values are those of :meth:`Scene.footprints_e`
+    times the gain, vignette and illumination. One task per block keeps the graph small
+    (the store splits a block into its chunks and writes the non-zero ones).
+    """
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    sj = spec.model_dump_json()
+    H, W = spec.sensor.height_px, spec.sensor.width_px
+    chunks = da.core.normalize_chunks((footprint_block_units(spec), H, W), (n_units, H, W))
+    starts = [np.cumsum((0,) + c) for c in chunks]
+    token = tokenize(sj, n_units, chunks)
+    bname, aname, pname = (f"footprint-boxes-{token}", f"footprints-A-{token}",
+                           f"footprints-A_planted-{token}")
+    boxes = {(bname, i): (_boxes_task, sj, int(starts[0][i]), int(starts[0][i + 1]))
+             for i in range(len(chunks[0]))}
+    observed, planted = {}, {}
+    for i in range(len(chunks[0])):
+        for j in range(len(chunks[1])):
+            for k in range(len(chunks[2])):
+                loc = (int(starts[0][i]), int(starts[0][i + 1]), int(starts[1][j]),
+                       int(starts[1][j + 1]), int(starts[2][k]), int(starts[2][k + 1]))
+                observed[(aname, i, j, k)] = (_paste_observed, sj, (bname, i), loc)
+                planted[(pname, i, j, k)] = (_paste_planted, sj, loc)
+    meta = np.empty((0, 0, 0), np.float32)
+    graph = HighLevelGraph({bname: boxes, aname: observed}, {bname: set(), aname: {bname}})
+    return {
+        "A": da.Array(graph, aname, chunks, meta=meta),
+        "A_planted": da.Array(HighLevelGraph({pname: planted}, {pname: set()}), pname, chunks, meta=meta),
+        "boxes": [Delayed((bname, i), HighLevelGraph({bname: boxes}, {bname: set()}), layer=bname)
+                  for i in range(len(chunks[0]))],
+    }
+
+
+def _boxes_task(spec_json: str, u0: int, u1: int) -> list:
+    """Per unit of [u0, u1): ((y0, y1, x0, x1), box) of its tissue footprint over the sensor,
+    None where none of its light reaches the sensor."""
+    sc = render.get_world(spec_json).scene
+    return [sc.footprint_box(u) for u in range(u0, u1)]
+
+
+def _paste_observed(spec_json: str, boxes: list, loc: tuple) -> np.ndarray:
+    u0, u1, y0, y1, x0, x1 = loc
+    world = render.get_world(spec_json)
+    sc = world.scene
+    out = np.zeros((u1 - u0, y1 - y0, x1 - x0), np.float32)
+    hit = False
+    for n, got in enumerate(boxes):
+        if got is None:
+            continue
+        (by0, by1, bx0, bx1), box = got
+        ia, ib, ja, jb = max(by0, y0), min(by1, y1), max(bx0, x0), min(bx1, x1)
+        if ia < ib and ja < jb:
+            out[n, ia - y0 : ib - y0, ja - x0 : jb - x0] = box[ia - by0 : ib - by0, ja - bx0 : jb - bx0]
+            hit = True
+    if not hit:
+        return out  # most chunks: these units' light does not reach this tile
+    K = np.float32(world.spec.sensor.gain_adu_per_e)
+    return (K * (sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]))[None] * out
+
+
+def _paste_planted(spec_json: str, loc: tuple) -> np.ndarray:
+    u0, u1, y0, y1, x0, x1 = loc
+    return render.get_world(spec_json).scene.planted_dense(slice(u0, u1), (y0, y1, x0, x1))
+
+
 def spike_table(source: Spec | render.World) -> tuple[np.ndarray, np.ndarray]:
     """Every spike as a row: (unit id int64, time in s float64), units in order, times as drawn.
 
@@ -158,12 +245,15 @@ def _with_rule(world: render.World, pnr: np.ndarray, det: dict) -> dict[str, np.
 LAZY_UNIT_METRICS = {**ACTIVITY_METRICS, "vessel_overlap_fraction": np.float32}
 
 
-def lazy_unit_metrics(spec: Spec, n_units: int) -> dict:
+def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie=None) -> dict:
     """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
     :func:`cell_metrics`, as a graph of small tasks.
 
-    The footprint cores (:func:`footprint_cores`, once), each oracle batch of ORACLE_BATCH
-    frames (rendered, registered and read through the cores), ``pnr`` (first segment) and
+    The footprint cores (:func:`cores_part` per block of units, from the ``boxes`` tasks of
+    :func:`lazy_footprints`, which the footprints ``A`` of the same Recording share), each
+    oracle batch of ORACLE_BATCH frames (read from ``movie``, the Recording's lazy movie, so a
+    save renders those frames once; rendered here without one; registered and read through the
+    cores), ``pnr`` (first segment) and
     ``vessel_overlap`` are tasks of their own, and the variance of C over the whole recording
     is a reduction over its segments: one small task per segment (a 24-hour recording's 1,700
     segments in parallel), then one that adds them in segment order. Traces come from the
@@ -176,8 +266,22 @@ def lazy_unit_metrics(spec: Spec, n_units: int) -> dict:
     delayed = dask.delayed(pure=True)
     sj = spec.model_dump_json()
     T = spec.recording.n_frames
-    cores = delayed(_cores_task)(sj)
-    batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
+    if boxes is None:
+        boxes = lazy_footprints(spec, n_units)["boxes"]
+    starts = np.cumsum([0] + [footprint_block_units(spec)] * len(boxes))
+    core_parts = [delayed(_cores_part_task)(sj, int(u0), b) for u0, b in zip(starts, boxes)]
+    cores = delayed(_cores_join_task)(sj, core_parts)
+    if movie is None:
+        batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
+    else:  # the blocks of the Recording's own movie: a save renders them once, for both
+        blocks = movie.to_delayed(optimize_graph=False)  # its keys, no slicing layer to fuse
+        edges = np.cumsum((0,) + movie.chunks[0])
+        batches = []
+        for fr in oracle_batches(T):
+            first, last = np.searchsorted(edges, fr.start, "right") - 1, np.searchsorted(edges, fr.stop, "left")
+            parts = [[list(row) for row in blocks[i]] for i in range(first, last)]
+            batches.append(delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores,
+                                                       (int(edges[first]), parts)))
     n_seg = -(-T // activity.SEGMENT_FRAMES)
     # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
     # segment order by one task that takes them all (a blockwise contraction)
@@ -194,16 +298,27 @@ def lazy_unit_metrics(spec: Spec, n_units: int) -> dict:
     return out
 
 
-def _cores_task(spec_json: str) -> FootprintCores:
-    return footprint_cores(render.get_world(spec_json))
+def _cores_part_task(spec_json: str, u0: int, boxes: list) -> tuple:
+    return cores_part(render.get_world(spec_json), u0, boxes)
 
 
-def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores) -> OracleBatch:
-    """The oracle on frames [t0, t1), rendered here (the same bytes as the movie's)."""
+def _cores_join_task(spec_json: str, parts: list) -> FootprintCores:
+    return join_cores(render.get_world(spec_json), parts)
+
+
+def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
+                       blocks: tuple | None = None) -> OracleBatch:
+    """The oracle on frames [t0, t1) of the movie: from ``blocks`` (the first frame of the first
+    block, and the movie's blocks over those frames, (frames, rows, columns) nested lists), or
+    rendered here (the same bytes) where none are given."""
     world = render.get_world(spec_json)
     frames = range(t0, t1)
     C, f_np = world.traces(frames)
-    movie = render.render_block(world, frames, cores.window)
+    if blocks is None:
+        movie = render.render_block(world, frames, cores.window)
+    else:
+        start, parts = blocks
+        movie = np.concatenate([np.block(row) for row in parts])[t0 - start : t1 - start]
     rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
     return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
 
@@ -326,27 +441,50 @@ class FootprintCores:
     a_sq: np.ndarray
     compactness: np.ndarray    # float32
 
+    def __post_init__(self) -> None:
+        # the pixels some core reads (a third of a V4 field), and the cores over those alone:
+        # the oracle reads a frame there only (each row's sums in the same order)
+        core = self.core.tocsr()
+        core.sum_duplicates()
+        core.sort_indices()
+        self.pixels = np.unique(core.indices)
+        self.core_px = sp.csr_matrix((core.data, np.searchsorted(self.pixels, core.indices), core.indptr),
+                                     shape=(core.shape[0], len(self.pixels)))
+
 
 def footprint_cores(world: render.World) -> FootprintCores:
     """:class:`FootprintCores` of every unit, one unit's footprint box at a time
     (:meth:`minisim.scene.Scene.footprint_box`: the scene's own sparse images, never the whole
     field per unit)."""
+    sc = world.scene
+    window = _cores_window(world)
+    boxes = [sc.footprint_box(u, window) for u in range(len(sc.cells))]
+    return join_cores(world, [cores_part(world, 0, boxes)])
+
+
+def _cores_window(world: render.World) -> tuple[int, int, int, int]:
+    sc = world.scene
+    return sc.window if sc.window is not None else (0, world.spec.sensor.height_px, 0, world.spec.sensor.width_px)
+
+
+def cores_part(world: render.World, u0: int, boxes: list) -> tuple:
+    """The cores of units u0, u0 + 1, ... from their footprint boxes over the cores' window
+    (:meth:`Scene.footprint_box`, None for none): (unit, pixel, value) of every core pixel,
+    and the units' compactness."""
     spec, sc = world.spec, world.scene
     H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
-    window = sc.window if sc.window is not None else (0, H, 0, W)
-    y0, y1, x0, x1 = window
+    y0, y1, x0, x1 = _cores_window(world)
     h, w = y1 - y0, x1 - x0
     K = np.float32(spec.sensor.gain_adu_per_e)
-    n = len(sc.cells)
     c = sc.cells
+    units = np.arange(u0, u0 + len(boxes))
     vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
-    cy = pixel_index(c.y_um, H, d) - y0  # in window pixels
-    cx = pixel_index(c.x_um, W, d) - x0
-    reach = COMPACT_RADII * c.radius_um / d
-    compactness = np.zeros(n, np.float32)
+    cy = pixel_index(c.y_um[units], H, d) - y0  # in window pixels
+    cx = pixel_index(c.x_um[units], W, d) - x0
+    reach = COMPACT_RADII * c.radius_um[units] / d
+    compactness = np.zeros(len(boxes), np.float32)
     rows, cols, vals = [], [], []
-    for u in range(n):
-        got = sc.footprint_box(u, window)
+    for k, got in enumerate(boxes):
         if got is None:
             continue
         (by0, by1, bx0, bx1), box = got
@@ -355,15 +493,15 @@ def footprint_cores(world: render.World) -> FootprintCores:
         if not peak > 0:
             continue
         bi, bj = np.nonzero(fp >= np.float32(_CORE_FRACTION) * peak)
-        rows.append(np.full(len(bi), u))
+        rows.append(np.full(len(bi), u0 + k))
         cols.append((bi + by0 - y0) * w + (bj + bx0 - x0))
         vals.append(fp[bi, bj])
         # energy within COMPACT_RADII soma radii: a small box (window pixels)
-        ya, yb = max(int(cy[u] - reach[u]), 0), min(int(cy[u] + reach[u]) + 2, h)
-        xa, xb = max(int(cx[u] - reach[u]), 0), min(int(cx[u] + reach[u]) + 2, w)
+        ya, yb = max(int(cy[k] - reach[k]), 0), min(int(cy[k] + reach[k]) + 2, h)
+        xa, xb = max(int(cx[k] - reach[k]), 0), min(int(cx[k] + reach[k]) + 2, w)
         if ya < yb and xa < xb:
             yy, xx = np.mgrid[ya:yb, xa:xb]
-            near = (yy - cy[u]) ** 2 + (xx - cx[u]) ** 2 <= reach[u] ** 2
+            near = (yy - cy[k]) ** 2 + (xx - cx[k]) ** 2 <= reach[k] ** 2
             part = np.zeros((yb - ya, xb - xa), np.float32)  # the footprint there (0 outside its box)
             ia, ib = max(ya, by0 - y0), min(yb, by1 - y0)
             ja, jb = max(xa, bx0 - x0), min(xb, bx1 - x0)
@@ -371,12 +509,22 @@ def footprint_cores(world: render.World) -> FootprintCores:
                 part[ia - ya : ib - ya, ja - xa : jb - xa] = fp[ia - (by0 - y0) : ib - (by0 - y0),
                                                                 ja - (bx0 - x0) : jb - (bx0 - x0)]
             energy = (fp.astype(np.float64) ** 2).sum()
-            compactness[u] = (part.astype(np.float64)[near] ** 2).sum() / energy
+            compactness[k] = (part.astype(np.float64)[near] ** 2).sum() / energy
     cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-    core = sp.csr_matrix((cat(vals, np.float32), (cat(rows, int), cat(cols, int))), shape=(n, h * w))
+    return cat(rows, int), cat(cols, int), cat(vals, np.float32), compactness
+
+
+def join_cores(world: render.World, parts: list) -> FootprintCores:
+    """:class:`FootprintCores` of every unit from the :func:`cores_part` of consecutive blocks
+    of units, in unit order."""
+    window = _cores_window(world)
+    y0, y1, x0, x1 = window
+    n = len(world.scene.cells)
+    rows, cols, vals, compactness = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    core = sp.csr_matrix((vals, (rows, cols)), shape=(n, (y1 - y0) * (x1 - x0)))
     a_sum = np.asarray(core.sum(axis=1), np.float64).ravel()
     a_sq = np.asarray(core.multiply(core).sum(axis=1), np.float64).ravel()
-    return FootprintCores(window, core, a_sum, a_sq, compactness)
+    return FootprintCores(window, core, a_sum, a_sq, compactness.astype(np.float32))
 
 
 @dataclass
@@ -410,10 +558,11 @@ def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.nd
     tissue = sc.tissue_e(C, f_np, (y0, y1, x0, x1))
     model = vi * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1]
     k = len(frames)
-    resid = (Y - model).reshape(k, -1).T.astype(np.float64)
+    Y = Y.reshape(k, -1)[:, cores.pixels]
+    resid = np.ascontiguousarray((Y - model.reshape(k, -1)[:, cores.pixels]).T, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.asarray(cores.core @ resid) / cores.a_sq[:, None]
-    image = np.asarray(cores.core @ Y.reshape(k, -1).T.astype(np.float64)).sum(axis=1)
+        err = np.asarray(cores.core_px @ resid) / cores.a_sq[:, None]
+    image = np.asarray(cores.core_px @ np.ascontiguousarray(Y.T, np.float64)).sum(axis=1)
     return OracleBatch(err, C.astype(np.float64), image, k)
 
 
