@@ -97,19 +97,19 @@ def _paste_observed(spec_json: str, boxes: list, loc: tuple) -> np.ndarray:
     world = render.get_world(spec_json)
     sc = world.scene
     out = np.zeros((u1 - u0, y1 - y0, x1 - x0), np.float32)
-    hit = False
+    kvi = None
     for n, got in enumerate(boxes):
         if got is None:
             continue
         (by0, by1, bx0, bx1), box = got
         ia, ib, ja, jb = max(by0, y0), min(by1, y1), max(bx0, x0), min(bx1, x1)
         if ia < ib and ja < jb:
-            out[n, ia - y0 : ib - y0, ja - x0 : jb - x0] = box[ia - by0 : ib - by0, ja - bx0 : jb - bx0]
-            hit = True
-    if not hit:
-        return out  # most chunks: these units' light does not reach this tile
-    K = np.float32(world.spec.sensor.gain_adu_per_e)
-    return (K * (sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1]))[None] * out
+            if kvi is None:  # gain x vignette x illumination over the block (0 elsewhere stays 0)
+                K = np.float32(world.spec.sensor.gain_adu_per_e)
+                kvi = K * (sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1])
+            out[n, ia - y0 : ib - y0, ja - x0 : jb - x0] = (
+                kvi[ia - y0 : ib - y0, ja - x0 : jb - x0] * box[ia - by0 : ib - by0, ja - bx0 : jb - bx0])
+    return out
 
 
 def _paste_planted(spec_json: str, loc: tuple) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""Where a save's time goes: V4 CA1, 608 x 608 px, every effect on, ground truth to zarr.
+
+Run: ``python benchmarks/profile_save.py [--frames 1200] [--scheduler sync|threads] [--no-motion]``.
+
+Saves ``simulate`` of the ``miniscope_v4_ca1`` preset (``--frames`` at 20 fps) into a
+temporary zarr store under dask's ``Profiler`` and prints the wall time, the frames/s, the peak
+RSS and one row per kind of task (its key's name): how many ran and the seconds they took in
+all. On the ``sync`` scheduler the rows add up to the save's time (less dask's own overhead);
+on ``threads`` they are the time tasks spent, counted on every thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1200)
+    ap.add_argument("--scheduler", default="sync", choices=["sync", "threads"])
+    ap.add_argument("--no-motion", action="store_true")
+    args = ap.parse_args()
+
+    from dask.diagnostics import Profiler
+
+    import minisim
+    from minisim import presets
+
+    spec = presets.scope("miniscope_v4_ca1").with_updates(
+        {"recording.duration_s": args.frames / 20.0, "recording.fps": 20.0,
+         "motion.enabled": not args.no_motion})
+    out = Path(tempfile.mkdtemp(prefix="profile_save-")) / "r.zarr"
+    try:
+        t0 = time.perf_counter()
+        rec = minisim.simulate(spec)
+        t1 = time.perf_counter()
+        with Profiler() as prof:
+            rec.save(out, scheduler=args.scheduler)
+        t2 = time.perf_counter()
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    spent: dict[str, float] = collections.defaultdict(float)
+    count: collections.Counter = collections.Counter()
+    for r in prof.results:
+        key = r.key[0] if isinstance(r.key, tuple) else r.key
+        name = str(key).rsplit("-", 1)[0]
+        spent[name] += r.end_time - r.start_time
+        count[name] += 1
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"profile_save: miniscope_v4_ca1 608 x 608 px, {args.frames} frames, motion "
+          f"{'off' if args.no_motion else 'on'}, {args.scheduler} scheduler")
+    print(f"simulate {t1 - t0:.2f} s, save {t2 - t1:.2f} s: {args.frames / (t2 - t0):.1f} frames/s, "
+          f"peak RSS {rss:.0f} MB\n")
+    print(f"{'task':50s} {'count':>6s} {'s':>8s}")
+    for name, s in sorted(spent.items(), key=lambda kv: -kv[1])[:16]:
+        print(f"{name[:50]:50s} {count[name]:6d} {s:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
