@@ -304,14 +304,15 @@ class ActivityBatch:
     # -- keyed pieces, each a pure function of (unit or ensemble, segment) ------------------
     def _drives(self, seg: int) -> np.ndarray:
         """(ensemble_count, L) unit-variance OU drives X_e shared by each ensemble."""
-        if seg not in self._drive_cache:
+        got = self._drive_cache.get(seg)  # (the caches are shared by threads building segments)
+        if got is None:
             act_spec, L = self.act_spec, SEGMENT_FRAMES
-            self._drive_cache[seg] = np.stack([
+            got = self._drive_cache[seg] = np.stack([
                 ou_segment(self.seed, "ensemble_knots", (e,), seg,
                            rng(self.seed, "ensembles", e, seg).standard_normal(L),
                            self.dt, act_spec.modulation_tau_s)
                 for e in range(act_spec.ensemble_count)])
-        return self._drive_cache[seg]
+        return got
 
     def _gate_resets(self, uid: int, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
         """(initial state, reset times s, reset marks) of one unit's gate in one segment."""
@@ -332,8 +333,9 @@ class ActivityBatch:
 
     def _births(self, seg: int) -> list[np.ndarray]:
         """Per active unit, the spike times of the events that start in segment ``seg``."""
-        if seg in self._birth_cache:
-            return self._birth_cache[seg]
+        got = self._birth_cache.get(seg)
+        if got is not None:
+            return got
         act_spec, L, fps = self.act_spec, SEGMENT_FRAMES, self.fps
         shared_sd = act_spec.modulation_sd_ln * np.sqrt(act_spec.correlation)
         private_sd = act_spec.modulation_sd_ln * np.sqrt(1.0 - act_spec.correlation)
@@ -436,8 +438,9 @@ class ActivityBatch:
         back = max(int(self.lookback_segments.max(initial=1)),
                    int(np.ceil(NEUROPIL_MEMORY_TAUS * np_spec.tau_s / (SEGMENT_FRAMES * self.dt))))
         for cache in (self._birth_cache, self._drive_cache):
-            for j in [j for j in cache if not seg - back <= j <= seg]:
-                del cache[j]
+            for j in list(cache):  # a snapshot: another thread may add or drop entries
+                if not seg - back <= j <= seg:
+                    cache.pop(j, None)
 
     # -- the segment ------------------------------------------------------------------------
     def segment(self, seg: int) -> Activity:

@@ -66,18 +66,29 @@ class World:
         self.activity = ActivityBatch(spec, scene.cells.unit_id)
         self._segments: OrderedDict[int, Segment] = OrderedDict()
         self._lock = threading.Lock()
+        self._building: dict[int, threading.Lock] = {}  # one lock per segment being built
 
     def segment(self, seg: int) -> Segment:
-        """Traces and motion of segment ``seg`` (whole: frames [seg·L, (seg+1)·L)), cached."""
+        """Traces and motion of segment ``seg`` (whole: frames [seg·L, (seg+1)·L)), cached.
+
+        Threads asking for the same segment wait for one build; different segments are built
+        side by side (a save's two threads start on segments 0 and 1 at once)."""
         with self._lock:
             got = self._segments.get(seg)
+            if got is not None:
+                self._segments.move_to_end(seg)
+                return got
+            building = self._building.setdefault(seg, threading.Lock())
+        with building:
+            with self._lock:
+                got = self._segments.get(seg)
             if got is None:
                 act = self.activity.segment(seg)
                 got = Segment(act, act.C, np.ascontiguousarray(act.neuropil_f, np.float32),
                               motion_segment(self.spec, seg))
-                _keep(self._segments, seg, got, WORLD_SEGMENTS)
-            else:
-                self._segments.move_to_end(seg)
+                with self._lock:
+                    _keep(self._segments, seg, got, WORLD_SEGMENTS)
+                    self._building.pop(seg, None)
             return got
 
     def _segments_of(self, frames: range) -> tuple[list[Segment], int]:
