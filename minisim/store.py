@@ -132,6 +132,8 @@ def decode_labels(ds: xr.Dataset) -> xr.Dataset:
 def _store_if_nonzero(block: np.ndarray, target, block_info=None) -> np.ndarray:
     """Write each zarr chunk of ``block`` that holds a non-zero value (the block's edges lie on
     chunk edges); the others are neither compressed nor written."""
+    if not block.size:  # e.g. no units at all
+        return np.zeros((1,) * block.ndim, np.int8)
     start = [a for a, _ in block_info[0]["array-location"]]
     for idx in np.ndindex(*(-(-n // c) for n, c in zip(block.shape, target.chunks))):
         part = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, target.chunks, block.shape))
@@ -168,7 +170,7 @@ def nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...],
     """
     target = _new_array_like(var, path, chunks, attrs, fill_value=0.0)
     data = var.data
-    if any(b % c for bs, c in zip(data.chunks, chunks) for b in bs[:-1]):
+    if any(c and b % c for bs, c in zip(data.chunks, chunks) for b in bs[:-1]):
         data = data.rechunk(chunks)  # blocks must hold whole chunks
     return data.map_blocks(_store_if_nonzero, target, dtype=np.int8,
                            chunks=tuple((1,) * len(c) for c in data.chunks),

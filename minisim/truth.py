@@ -274,12 +274,18 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie
     if movie is None:
         batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
     else:  # the blocks of the Recording's own movie: a save renders them once, for both
-        blocks = movie.to_delayed(optimize_graph=False)  # its keys, no slicing layer to fuse
+        from dask.delayed import Delayed
+
+        # the blocks themselves (their keys: no slicing layer to fuse), only those the oracle
+        # reads (movie.to_delayed() would make an object per block of the whole recording)
+        graph, layer = movie.__dask_graph__(), movie.__dask_layers__()[0]
         edges = np.cumsum((0,) + movie.chunks[0])
+        ny, nx = len(movie.chunks[1]), len(movie.chunks[2])
         batches = []
         for fr in oracle_batches(T):
             first, last = np.searchsorted(edges, fr.start, "right") - 1, np.searchsorted(edges, fr.stop, "left")
-            parts = [[list(row) for row in blocks[i]] for i in range(first, last)]
+            parts = [[[Delayed((movie.name, int(i), j, k), graph, layer=layer) for k in range(nx)]
+                      for j in range(ny)] for i in range(first, last)]
             batches.append(delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores,
                                                        (int(edges[first]), parts)))
     n_seg = -(-T // activity.SEGMENT_FRAMES)
