@@ -27,7 +27,10 @@ def lazy_traces(spec: Spec, n_units: int) -> dict:
     """C, dF/F, S (unit_id, frame), the neuropil course, rigid motion (px) and vessel dilation
     (frame, ...) as dask arrays chunked by time segment: nothing of them is computed here, and
     no process ever holds one of them whole (:func:`minisim.render.segment_array`)."""
-    return {name: render.segment_array(spec, name, n_units) for name in TRACE_VARIABLES}
+    segments = render.segment_blocks(spec)
+    out = {name: render.segment_array(spec, name, n_units, segments) for name in TRACE_VARIABLES}
+    out["segments"] = segments
+    return out
 
 
 # --------------------------------------------------------------------------- footprints
@@ -245,7 +248,8 @@ def _with_rule(world: render.World, pnr: np.ndarray, det: dict) -> dict[str, np.
 LAZY_UNIT_METRICS = {**ACTIVITY_METRICS, "vessel_overlap_fraction": np.float32}
 
 
-def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie=None) -> dict:
+def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie=None,
+                      segments=None) -> dict:
     """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
     :func:`cell_metrics`, as a graph of small tasks.
 
@@ -291,8 +295,9 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie
     n_seg = -(-T // activity.SEGMENT_FRAMES)
     # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
     # segment order by one task that takes them all (a blockwise contraction)
-    parts = da.map_blocks(_moments_chunk, sj, T, chunks=((3,), (n_units,), (1,) * n_seg),
-                          dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+    segments = render.segment_blocks(spec) if segments is None else segments
+    parts = da.map_blocks(_moments_chunk, segments, T, chunks=((3,), (n_units,), (1,) * n_seg),
+                          new_axis=[0, 1], dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
     sums = da.blockwise(fold_moments, "ij", parts, "ijk", concatenate=True, dtype=np.float64,
                         meta=np.empty((0, 0), np.float64))
     sums = sums.to_delayed(optimize_graph=False).ravel()[0]
@@ -329,10 +334,11 @@ def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
     return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
 
 
-def _moments_chunk(spec_json: str, n_frames: int, block_id=None) -> np.ndarray:
-    """(3, units, 1): :func:`trace_moments_part` of segment ``block_id[2]``'s C."""
+def _moments_chunk(block: np.ndarray, n_frames: int, block_id=None) -> np.ndarray:
+    """(3, units, 1): :func:`trace_moments_part` of segment ``block_id[2]``'s C (``block``: that
+    segment, :func:`minisim.render.segment_blocks`)."""
     seg, L = block_id[2], activity.SEGMENT_FRAMES
-    C = render.get_world(spec_json).traces(range(seg * L, min((seg + 1) * L, n_frames)))[0]
+    C = block[0].C[:, : min((seg + 1) * L, n_frames) - seg * L]
     return np.stack(trace_moments_part(C))[:, :, None]
 
 
