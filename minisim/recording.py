@@ -92,7 +92,7 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
     footprints = truth.lazy_footprints(spec, n)
     movie = render.movie_array(spec, chunks)
     metrics = {**truth.scene_metrics(world),
-               **truth.lazy_unit_metrics(spec, n, footprints["boxes"], movie, traces["segments"])}
+               **truth.lazy_unit_metrics(spec, n, footprints["boxes"], traces["segments"])}
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)

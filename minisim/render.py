@@ -83,13 +83,17 @@ class World:
             with self._lock:
                 got = self._segments.get(seg)
             if got is None:
-                act = self.activity.segment(seg)
-                got = Segment(act, act.C, np.ascontiguousarray(act.neuropil_f, np.float32),
-                              motion_segment(self.spec, seg))
+                got = self.build_segment(seg)
                 with self._lock:
                     _keep(self._segments, seg, got, WORLD_SEGMENTS)
                     self._building.pop(seg, None)
             return got
+
+    def build_segment(self, seg: int) -> Segment:
+        """Segment ``seg`` built afresh, not cached (:meth:`segment` caches it)."""
+        act = self.activity.segment(seg)
+        return Segment(act, act.C, np.ascontiguousarray(act.neuropil_f, np.float32),
+                       motion_segment(self.spec, seg))
 
     def _segments_of(self, frames: range) -> tuple[list[Segment], int]:
         first = frames.start // SEGMENT_FRAMES
@@ -331,11 +335,16 @@ SEGMENT_VARIABLES = {
 }
 
 
-def _segment_of(spec_json: str, block_id=None) -> np.ndarray:
+def _segment_of(spec_json: str, seg: int) -> np.ndarray:
     """(1,) object array: the World's Segment ``block_id[0]``, built here once for every
-    per-frame variable of that segment (and put in the process's segment cache)."""
+    per-frame variable of that segment. Not put in the World's segment cache: dask may run these
+    tasks far from the render blocks of the same frames, and they would evict the segments the
+    render is reading (a 12,000-frame V4 save rebuilt them again and again)."""
     out = np.empty(1, object)
-    out[0] = get_world(spec_json).segment(block_id[0])
+    world = get_world(spec_json)
+    with world._lock:
+        cached = world._segments.get(seg)
+    out[0] = cached if cached is not None else world.build_segment(seg)
     return out
 
 
@@ -346,10 +355,17 @@ def segment_blocks(spec: Spec):
     whatever order it computes them (one task per variable each fetching the segment from a
     3-segment cache rebuilt a segment 7-8 times in an 8,192-frame save)."""
     import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
 
+    # one plain task per segment (a 24-hour recording: 1,700), not a blockwise layer: dask
+    # would fuse a blockwise one into each reader and build the segment once per reader
+    sj = spec.model_dump_json()
     n_seg = -(-spec.recording.n_frames // SEGMENT_FRAMES)
-    return da.map_blocks(_segment_of, spec.model_dump_json(), chunks=((1,) * n_seg,), dtype=object,
-                         meta=np.empty((0,), object))
+    name = f"segment-{tokenize(sj)}"
+    tasks = {(name, k): (_segment_of, sj, k) for k in range(n_seg)}
+    return da.Array(HighLevelGraph({name: tasks}, {name: set()}), name, chunks=((1,) * n_seg,),
+                    meta=np.empty((0,), object))
 
 
 def _segment_chunk(block: np.ndarray | None, spec_json: str, name: str, n_frames: int, block_id=None):

@@ -248,16 +248,14 @@ def _with_rule(world: render.World, pnr: np.ndarray, det: dict) -> dict[str, np.
 LAZY_UNIT_METRICS = {**ACTIVITY_METRICS, "vessel_overlap_fraction": np.float32}
 
 
-def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie=None,
-                      segments=None) -> dict:
+def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segments=None) -> dict:
     """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
     :func:`cell_metrics`, as a graph of small tasks.
 
     The footprint cores (:func:`cores_part` per block of units, from the ``boxes`` tasks of
     :func:`lazy_footprints`, which the footprints ``A`` of the same Recording share), each
-    oracle batch of ORACLE_BATCH frames (read from ``movie``, the Recording's lazy movie, so a
-    save renders those frames once; rendered here without one; registered and read through the
-    cores), ``pnr`` (first segment) and
+    oracle batch of ORACLE_BATCH frames (rendered, registered and read through the cores),
+    ``pnr`` (first segment) and
     ``vessel_overlap`` are tasks of their own, and the variance of C over the whole recording
     is a reduction over its segments: one small task per segment (a 24-hour recording's 1,700
     segments in parallel), then one that adds them in segment order. Traces come from the
@@ -275,23 +273,7 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, movie
     starts = np.cumsum([0] + [footprint_block_units(spec)] * len(boxes))
     core_parts = [delayed(_cores_part_task)(sj, int(u0), b) for u0, b in zip(starts, boxes)]
     cores = delayed(_cores_join_task)(sj, core_parts)
-    if movie is None:
-        batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
-    else:  # the blocks of the Recording's own movie: a save renders them once, for both
-        from dask.delayed import Delayed
-
-        # the blocks themselves (their keys: no slicing layer to fuse), only those the oracle
-        # reads (movie.to_delayed() would make an object per block of the whole recording)
-        graph, layer = movie.__dask_graph__(), movie.__dask_layers__()[0]
-        edges = np.cumsum((0,) + movie.chunks[0])
-        ny, nx = len(movie.chunks[1]), len(movie.chunks[2])
-        batches = []
-        for fr in oracle_batches(T):
-            first, last = np.searchsorted(edges, fr.start, "right") - 1, np.searchsorted(edges, fr.stop, "left")
-            parts = [[[Delayed((movie.name, int(i), j, k), graph, layer=layer) for k in range(nx)]
-                      for j in range(ny)] for i in range(first, last)]
-            batches.append(delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores,
-                                                       (int(edges[first]), parts)))
+    batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
     n_seg = -(-T // activity.SEGMENT_FRAMES)
     # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
     # segment order by one task that takes them all (a blockwise contraction)
@@ -317,19 +299,13 @@ def _cores_join_task(spec_json: str, parts: list) -> FootprintCores:
     return join_cores(render.get_world(spec_json), parts)
 
 
-def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
-                       blocks: tuple | None = None) -> OracleBatch:
-    """The oracle on frames [t0, t1) of the movie: from ``blocks`` (the first frame of the first
-    block, and the movie's blocks over those frames, (frames, rows, columns) nested lists), or
-    rendered here (the same bytes) where none are given."""
+def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores) -> OracleBatch:
+    """The oracle on frames [t0, t1), rendered here (the same bytes as the movie's: a save fuses
+    each movie block's render into its zarr write, so the oracle cannot share those blocks)."""
     world = render.get_world(spec_json)
     frames = range(t0, t1)
     C, f_np = world.traces(frames)
-    if blocks is None:
-        movie = render.render_block(world, frames, cores.window)
-    else:
-        start, parts = blocks
-        movie = np.concatenate([np.block(row) for row in parts])[t0 - start : t1 - start]
+    movie = render.render_block(world, frames, cores.window)
     rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
     return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
 

@@ -52,32 +52,42 @@ def test_footprints_are_stored_sparsely_and_a_loaded_recording_saves_the_same(tm
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_a_save_renders_each_frame_once_and_builds_each_footprint_box_once(tmp_path, monkeypatch, scheduler):
-    """The oracle (detectable) reads the movie's own blocks, the saturation count is taken from
-    them as they are written, and A and the footprint cores share one box per unit."""
-    from minisim import render, scene, truth
+def test_a_save_builds_each_footprint_box_once(tmp_path, monkeypatch, scheduler):
+    """A and the footprint cores of the metrics share one box per unit; the saturation count is
+    that of the written movie."""
+    from minisim import scene, truth
 
-    spec = small_spec(**{"recording.duration_s": 3.0})  # 30 frames: every one is an oracle frame
-    rendered, boxes = [], []
-    render_block, footprint_box = render.render_block, scene.Scene.footprint_box
-    monkeypatch.setattr(render, "render_block",
-                        lambda world, frames, window, *a, **k: (rendered.append((tuple(frames), window)),
-                                                                render_block(world, frames, window, *a, **k))[1])
+    spec = small_spec()
+    boxes = []
+    footprint_box = scene.Scene.footprint_box
     monkeypatch.setattr(scene.Scene, "footprint_box",
                         lambda self, u, *a, **k: (boxes.append(u), footprint_box(self, u, *a, **k))[1])
     rec = simulate(spec)
     n = len(rec.dataset.unit_id)
-    rec.save(tmp_path / "r.zarr", chunks={"frame": 8, "height": 24, "width": 32}, scheduler=scheduler)
-    H, W = spec.sensor.height_px, spec.sensor.width_px
-    covered = np.zeros((spec.recording.n_frames, H, W), int)
-    for frames, (y0, y1, x0, x1) in rendered:
-        covered[list(frames), y0:y1, x0:x1] += 1
-    assert covered.min() == covered.max() == 1  # every pixel of every frame exactly once
+    rec.save(tmp_path / "r.zarr", scheduler=scheduler)
     assert sorted(boxes) == list(range(n))
     saved = Recording.load(tmp_path / "r.zarr").dataset
     top = 2**spec.sensor.bit_depth - 1
     assert saved.attrs["saturated_pixels"] == int((saved.movie.values == top).sum())
     assert truth.footprint_block_units(spec) == 16
+
+
+def test_the_trace_variables_share_one_build_of_each_segment(monkeypatch):
+    """C, dF/F, S, the neuropil course and the motion read one task per segment: computed
+    together, each segment is built once, with a World cache too small to help."""
+    import dask
+
+    from minisim import render
+
+    spec = small_spec(**{"recording.duration_s": 250.0})  # 2,500 frames: 3 segments
+    built = []
+    build_segment = render.World.build_segment
+    monkeypatch.setattr(render.World, "build_segment",
+                        lambda self, seg: (built.append(seg), build_segment(self, seg))[1])
+    monkeypatch.setattr(render, "WORLD_SEGMENTS", 1)
+    ds = simulate(spec).dataset
+    dask.compute(ds.C, ds.dff, ds.S, ds.f, ds.motion, scheduler="threads")
+    assert sorted(built) == [0, 1, 2]
 
 
 def test_store_records_versions_and_the_spec(tmp_path):
