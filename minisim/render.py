@@ -336,7 +336,7 @@ SEGMENT_VARIABLES = {
 
 
 def _segment_of(spec_json: str, seg: int) -> np.ndarray:
-    """(1,) object array: the World's Segment ``block_id[0]``, built here once for every
+    """(1,) object array: the World's Segment ``seg``, built here once for every
     per-frame variable of that segment. Not put in the World's segment cache: dask may run these
     tasks far from the render blocks of the same frames, and they would evict the segments the
     render is reading (a 12,000-frame V4 save rebuilt them again and again)."""

@@ -258,9 +258,10 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
     ``pnr`` (first segment) and
     ``vessel_overlap`` are tasks of their own, and the variance of C over the whole recording
     is a reduction over its segments: one small task per segment (a 24-hour recording's 1,700
-    segments in parallel), then one that adds them in segment order. Traces come from the
-    process's World (its segment cache, shared with the C, dF/F and S chunks). Nothing here is
-    built per segment, and ``simulate()`` computes none of it.
+    segments in parallel), then one that adds them in segment order. Each segment's C comes from
+    ``segments`` (:func:`minisim.render.segment_blocks`, the same tasks the C, dF/F and S chunks
+    read); the oracle and ``pnr`` read the process's World. Nothing here is built per segment,
+    and ``simulate()`` computes none of it.
     """
     import dask
     import dask.array as da
