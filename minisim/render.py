@@ -68,15 +68,20 @@ class World:
         self._lock = threading.Lock()
         self._building: dict[int, threading.Lock] = {}  # one lock per segment being built
 
-    def segment(self, seg: int) -> Segment:
+    def segment(self, seg: int, *, evict: bool = True) -> Segment:
         """Traces and motion of segment ``seg`` (whole: frames [seg·L, (seg+1)·L)), cached.
 
         Threads asking for the same segment wait for one build; different segments are built
-        side by side (a save's two threads start on segments 0 and 1 at once)."""
+        side by side (a save's two threads start on segments 0 and 1 at once). With
+        ``evict=False`` a segment built here is kept only while the cache has room, as its
+        oldest entry: a reader far from the render in time (a save's per-segment ground-truth
+        tasks) then never evicts a segment the render blocks are reading, yet a short recording
+        is still built once for both."""
         with self._lock:
             got = self._segments.get(seg)
             if got is not None:
-                self._segments.move_to_end(seg)
+                if evict:
+                    self._segments.move_to_end(seg)
                 return got
             building = self._building.setdefault(seg, threading.Lock())
         with building:
@@ -85,7 +90,11 @@ class World:
             if got is None:
                 got = self.build_segment(seg)
                 with self._lock:
-                    _keep(self._segments, seg, got, WORLD_SEGMENTS)
+                    if evict:
+                        _keep(self._segments, seg, got, WORLD_SEGMENTS)
+                    elif len(self._segments) < WORLD_SEGMENTS:
+                        self._segments[seg] = got
+                        self._segments.move_to_end(seg, last=False)
                     self._building.pop(seg, None)
             return got
 
@@ -337,14 +346,13 @@ SEGMENT_VARIABLES = {
 
 def _segment_of(spec_json: str, seg: int) -> np.ndarray:
     """(1,) object array: the World's Segment ``seg``, built here once for every
-    per-frame variable of that segment. Not put in the World's segment cache: dask may run these
-    tasks far from the render blocks of the same frames, and they would evict the segments the
-    render is reading (a 12,000-frame V4 save rebuilt them again and again)."""
+    per-frame variable of that segment. It never evicts a cached segment
+    (:meth:`World.segment` with ``evict=False``): dask may run these tasks far from the render
+    blocks of the same frames, and they would evict the segments the render is reading (a
+    12,000-frame V4 save rebuilt them again and again); while the cache has room (a recording of
+    up to WORLD_SEGMENTS segments) the render reads the segment built here."""
     out = np.empty(1, object)
-    world = get_world(spec_json)
-    with world._lock:
-        cached = world._segments.get(seg)
-    out[0] = cached if cached is not None else world.build_segment(seg)
+    out[0] = get_world(spec_json).segment(seg, evict=False)
     return out
 
 
