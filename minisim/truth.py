@@ -527,27 +527,44 @@ class OracleBatch:
     n_frames: int
 
 
+def registered_at(movie: np.ndarray, shift_px: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(frames, pixels) float32: each frame of ``movie`` (frames, h, w) moved back by its rigid
+    shift (dy, dx) in px, read at flat pixel indices ``pixels`` alone: frame t at (i, j) is the
+    bilinear value at (i + dy_t, j + dx_t), positions clamped to the frame (its edge values
+    beyond it). That is ``scipy.ndimage.shift(frame, -shift, order=1, mode="nearest")`` at those
+    pixels, without moving the pixels nobody reads (two thirds of a V4 field)."""
+    k, h, w = movie.shape
+    iy, ix = np.divmod(np.asarray(pixels, np.int64), w)
+    out = np.empty((k, len(iy)), np.float32)
+    for t in range(k):
+        frame = movie[t].reshape(-1)
+        cy = np.clip(iy + np.float64(shift_px[t, 0]), 0.0, h - 1.0)
+        cx = np.clip(ix + np.float64(shift_px[t, 1]), 0.0, w - 1.0)
+        ya, xa = np.floor(cy).astype(np.int64), np.floor(cx).astype(np.int64)
+        yb, xb = np.minimum(ya + 1, h - 1), np.minimum(xa + 1, w - 1)
+        fy, fx = cy - ya, cx - xa
+        out[t] = ((1.0 - fy) * ((1.0 - fx) * frame[ya * w + xa] + fx * frame[ya * w + xb])
+                  + fy * ((1.0 - fx) * frame[yb * w + xa] + fx * frame[yb * w + xb]))
+    return out
+
+
 def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.ndarray,
                  f_np: np.ndarray, rigid_um: np.ndarray | None, cores: FootprintCores) -> OracleBatch:
     """The oracle on ``frames`` of the movie (uint16, the cores' window): registered by the true
     rigid displacement ``rigid_um`` (None without motion), the true model subtracted, read
     through each unit's core (:func:`detectability`)."""
-    from scipy import ndimage
-
     spec, sc = world.spec, world.scene
     y0, y1, x0, x1 = cores.window
     K = np.float32(spec.sensor.gain_adu_per_e)
     vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
     level = np.float32(spec.sensor.offset_adu) + K * np.float32(spec.sensor.dark_current_e_per_s / spec.recording.fps)
-    Y = movie.astype(np.float32) - level
-    if rigid_um is not None:
-        rigid_px = rigid_um / spec.pixel_size_um
-        for i, shift in enumerate(rigid_px):  # a perfect rigid registration
-            Y[i] = ndimage.shift(Y[i], -shift, order=1, mode="nearest")
+    k = len(frames)
+    if rigid_um is not None:  # a perfect rigid registration, at the core pixels alone
+        Y = registered_at(movie, rigid_um / spec.pixel_size_um, cores.pixels) - level
+    else:
+        Y = movie.reshape(k, -1)[:, cores.pixels].astype(np.float32) - level
     tissue = sc.tissue_e(C, f_np, (y0, y1, x0, x1))
     model = vi * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1]
-    k = len(frames)
-    Y = Y.reshape(k, -1)[:, cores.pixels]
     resid = np.ascontiguousarray((Y - model.reshape(k, -1)[:, cores.pixels]).T, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.asarray(cores.core_px @ resid) / cores.a_sq[:, None]

@@ -410,3 +410,22 @@ def test_a_cell_beside_a_much_brighter_one_is_not_detectable():
     assert not mb["detectable"][u]
     # its oracle trace now carries the neighbour's shot noise
     assert mb["oracle_r"][u] < truth.ORACLE_MIN_R <= m["oracle_r"][u]
+
+
+def test_registered_at_reads_what_a_whole_frame_shift_gives_at_those_pixels():
+    """The oracle's registration at the core pixels alone is scipy's order-1 shift (edge values
+    beyond the frame) of the whole frame, read there: shifts of either sign, past the edge too."""
+    from scipy import ndimage
+
+    from minisim import rng
+    from minisim.truth import registered_at
+
+    g = rng.rng(3, "glow", 99)
+    movie = g.integers(0, 4000, size=(3, 20, 24)).astype(np.uint16)
+    shift = np.array([[0.3, -1.7], [-2.25, 4.5], [25.0, -30.0]])
+    pixels = np.array([0, 5, 23, 24, 240, 479, 200, 151])
+    got = registered_at(movie, shift, pixels)
+    for t in range(3):
+        whole = ndimage.shift(movie[t].astype(np.float64), -shift[t], order=1, mode="nearest")
+        np.testing.assert_allclose(got[t], whole.reshape(-1)[pixels], rtol=1e-6, atol=1e-3)
+    assert not np.allclose(got[0], movie[0].reshape(-1)[pixels])  # it did move
