@@ -45,7 +45,7 @@ from .scene.vessels import dilation, dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
-RENDER_ALGORITHM = 4
+RENDER_ALGORITHM = 5
 
 
 class World:

@@ -12,9 +12,13 @@ from colliding (SeedSequence pads its entropy with zeros), and the zigzag map le
 negative (tissue columns left of the optical axis).
 
 Per-pixel randomness (the sensor) is counter-based instead: Philox4x32-10 (Salmon et al. 2011)
-keyed by (seed, stream) through that same SeedSequence, with the counter (x, y, frame) of the
-pixel, so every pixel of every frame has its own four 32-bit words, drawn by no Generator
-object and in no order: a window of a frame is the crop of the whole frame by construction.
+keyed by (seed, stream) through that same SeedSequence. The sensor's noise gives every pixel of
+every frame one 32-bit word: pixel (y, x) of frame t takes word x % 4 of the counter
+(x // 4, y, t) (:func:`lane_words`: one Philox call serves four adjacent pixels); the fixed
+pattern takes the four words of the counter (x, y, 0) (:func:`pixel_words`). Words are drawn
+by no Generator object and in no order, and a pixel's word depends only on (seed, stream, y,
+x, t): a window of a frame is the crop of the whole frame by construction, whatever its start.
+A word becomes a normal by the float32 normal quantile :func:`words_to_normals32`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ STREAMS: dict[str, int] = {
     "neuropil_map": 5,     # spatial modes of the neuropil
     "glow": 6,
     "sensor_fixed": 7,     # PRNU / DSNU / hot pixels: Philox key, counter (x, y)
-    "sensor_noise": 8,     # shot + read noise: Philox key, counter (x, y, frame)
+    "sensor_noise": 8,     # shot + read noise: Philox key, counter (x // 4, y, frame), word x % 4
     "motion": 9,           # per motion segment
     "activity_unit": 10,   # per (unit, segment): gate, rate, spikes
     "activity_params": 11, # per unit: rate, kinetics jitter, amplitude
@@ -47,6 +51,7 @@ STREAMS: dict[str, int] = {
     "modulation_knots": 18,  # per (unit, knot block): private OU at segment boundaries
     "ensemble_knots": 19,  # per (ensemble, knot block): shared OU at segment boundaries
     "motion_knots": 20,    # per (motion component, knot block)
+    "sensor_poisson": 21,  # uniform of the exact-Poisson pixels: counter (x // 4, y, frame), word x % 4
 }
 
 
@@ -117,86 +122,67 @@ def word_uniform(w):
     return (np.float64(w) + 0.5) * _U32
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _quantile_central(q):
-    r = 0.180625 - q * q
-    return q * (((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
-                     + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
-                   + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
-                 + 1.3314166789178437745e2) * r + 3.3871328727963666080e0) / (
-        ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r
-             + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r
-           + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r
-         + 4.2313330701600911252e1) * r + 1.0)
+# ------------------------------------------------------------ float32 normals of whole words
+# AS241 PPND7 (Wichura 1988; relative error ~1e-7, float32's own), evaluated in float32 for a
+# row of words at a time by loops the compiler vectorises: the tail's log is computed here from
+# the float's exponent and mantissa (no C library call), so every pixel takes the same
+# arithmetic, branch-free, and the bytes do not depend on the platform's libm.
+_f32 = np.float32
+_A0, _A1, _A2, _A3 = _f32(3.3871327179), _f32(50.434271938), _f32(159.29113202), _f32(59.109374720)
+_B1, _B2, _B3 = _f32(17.895169469), _f32(78.757757664), _f32(67.187563600)
+_C0, _C1, _C2, _C3 = _f32(1.4234372777), _f32(2.7568153900), _f32(1.3067284816), _f32(0.17023821103)
+_D1, _D2 = _f32(0.73700164250), _f32(0.12021132975)
+_CENTRAL_R, _TAIL_R = _f32(0.180625), _f32(1.6)
+_ONE, _HALF, _TWO = _f32(1.0), _f32(0.5), _f32(2.0)
+_P32, _P33 = _f32(2.0**-32), _f32(2.0**-33)
+_LN2, _SQRT2 = _f32(math.log(2.0)), _f32(math.sqrt(2.0))
+_L3, _L5, _L7, _L9 = _f32(2.0 / 3.0), _f32(2.0 / 5.0), _f32(2.0 / 7.0), _f32(2.0 / 9.0)
+_SIGN = np.uint32(0x80000000)
+#: words w with min(w, ~w) below this are in the tails (|u - 1/2| > 0.425): 0.075 * 2**32
+TAIL_WORD = np.uint32(322122547)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _quantile_tail(u):
-    q = u - 0.5
-    r = math.sqrt(-math.log(u if q < 0 else 1.0 - u))
-    if r <= 5.0:
-        r -= 1.6
-        z = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
-                  + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
-                + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
-              + 4.63033784615654529590e0) * r + 1.42343711074968357734e0) / (
-            ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
-                 + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
-               + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
-             + 2.05319162663775882187e0) * r + 1.0)
-    else:
-        r -= 5.0
-        z = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
-                  + 1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r
-                + 2.96560571828504891230e-1) * r + 1.78482653991729133580e0) * r
-              + 5.46378491116411436990e0) * r + 6.65790464350110377720e0) / (
-            ((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r
-                 + 1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r
-               + 1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r
-             + 5.99832206555887937690e-1) * r + 1.0)
-    return -z if q < 0 else z
-
-
-#: |u - 1/2| up to which the normal quantile is the central rational function alone
-QUANTILE_CENTRAL = 0.425
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def normal_quantile(u):
-    """The standard normal quantile of ``u`` in (0, 1) (float64; Wichura 1988, AS241 PPND16,
-    relative error ~1e-16).
-
-    Only arithmetic in the central 85 % (|u - 1/2| <= 0.425); one log and one sqrt in the tails.
-    """
-    q = u - 0.5
-    if abs(q) <= QUANTILE_CENTRAL:
-        return _quantile_central(q)
-    return _quantile_tail(u)
+def _central32(w):
+    q = _f32(np.int32(w ^ _SIGN)) * _P32 + _P33  # u - 1/2, u = (w + 1/2) 2**-32
+    r = _CENTRAL_R - q * q
+    return q * (((_A3 * r + _A2) * r + _A1) * r + _A0) / (((_B3 * r + _B2) * r + _B1) * r + _ONE)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def words_to_normals(words, z):
-    """``z[j]`` = the normal of uint32 word ``words[j]`` (as :func:`word_normal`), for a row.
+def words_to_normals32(words, z, scratch):
+    """``z[j]`` (float32) = the standard normal quantile of (words[j] + 1/2) / 2**32, for a row.
 
-    Two passes, the same values: the central rational function for every element (a loop the
-    compiler vectorises), then the tails where they apply.
+    AS241 PPND7 in float32 (absolute error < 2e-6 over every uint32 word, |z| <= 6.34);
+    ``scratch`` is (2, n) float32 work space. Branch-free in four vectorisable passes: the tail
+    variable t = min(u, 1 - u), its exponent and mantissa (through the bits of a float32 view),
+    then log t = e ln 2 + 2 atanh((m - 1) / (m + 1)) (m in [sqrt(1/2), sqrt(2)), five odd terms:
+    error < 1e-9), the tail and central rational functions, and the choice between them.
     """
-    for j in range(words.shape[0]):
-        z[j] = _quantile_central(word_uniform(words[j]) - 0.5)
-    for j in range(words.shape[0]):
-        u = word_uniform(words[j])
-        if abs(u - 0.5) > QUANTILE_CENTRAL:
-            z[j] = _quantile_tail(u)
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def word_normal(w):
-    """A uint32 word as a standard normal: the quantile of (w + 1/2) / 2**32 (float64).
-
-    Fixed consumption (one word, no rejection), so a pixel's normal depends only on its
-    counter; the tails end at |z| = 6.34 (the quantile of 2**-33).
-    """
-    return normal_quantile(word_uniform(w))
+    n = words.shape[0]
+    t = scratch[0, :n]
+    m = scratch[1, :n]
+    for j in range(n):
+        w = words[j]
+        t[j] = _f32(np.int32(min(w, ~w))) * _P32 + _P33
+    tb = t.view(np.int32)
+    mb = m.view(np.int32)
+    for j in range(n):
+        mb[j] = (tb[j] & 0x7FFFFF) | 0x3F800000
+    for j in range(n):
+        w = words[j]
+        e = _f32((tb[j] >> 23) - 127)
+        x = m[j]
+        big = x > _SQRT2
+        x = x * _HALF if big else x
+        e = e + _ONE if big else e
+        s = (x - _ONE) / (x + _ONE)
+        s2 = s * s
+        log_t = e * _LN2 + s * (_TWO + s2 * (_L3 + s2 * (_L5 + s2 * (_L7 + s2 * _L9))))
+        r = math.sqrt(-log_t) - _TAIL_R
+        tail = (((_C3 * r + _C2) * r + _C1) * r + _C0) / ((_D2 * r + _D1) * r + _ONE)
+        tail = -tail if w < _SIGN else tail
+        z[j] = tail if min(w, ~w) < TAIL_WORD else _central32(w)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -214,7 +200,8 @@ def pixel_words(seed: int, stream: str, frames, window: tuple[int, int, int, int
     """The four Philox words (frames, h, w, 4) uint32 of every pixel of ``window`` = (y0, y1, x0, x1).
 
     Pixel (y, x) of frame t uses the counter (x, y, t mod 2**32, t div 2**32) under the key of
-    (seed, stream): what the sensor draws from, for tests and for anyone checking the scheme.
+    (seed, stream): what the fixed pattern draws from (frame 0), for tests and for anyone
+    checking the scheme. The sensor's noise takes one word a pixel (:func:`pixel_lane_words`).
     """
     y0, y1, x0, x1 = window
     frames = np.asarray(frames, np.int64)
@@ -222,6 +209,54 @@ def pixel_words(seed: int, stream: str, frames, window: tuple[int, int, int, int
     k0, k1 = philox_key(seed, stream)
     _pixel_words(np.uint64(k0), np.uint64(k1), frames, y0, y1, x0, x1, out)
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lane_words(k0, k1, x0, n, y, f_lo, f_hi, words):
+    """The words of pixels x0 .. x0 + n - 1 of row ``y`` (frame words ``f_lo``, ``f_hi``): pixel x
+    takes word x % 4 of the counter (x // 4, y, f_lo, f_hi), so one Philox call serves four
+    adjacent pixels and a pixel's word does not depend on the window. Fills
+    ``words[: 4 * groups]``; pixel x0 + j's word is ``words[x0 % 4 + j]``. Returns x0 % 4.
+    """
+    g0 = x0 >> 2
+    for g in range(((x0 + n + 3) >> 2) - g0):
+        a, b, c, d = philox4x32(np.uint64(g0 + g), y, f_lo, f_hi, k0, k1)
+        words[4 * g] = a
+        words[4 * g + 1] = b
+        words[4 * g + 2] = c
+        words[4 * g + 3] = d
+    return x0 & 3
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lane_words(k0, k1, frames, y0, y1, x0, x1, normals, out_w, out_z):
+    n = x1 - x0
+    words = np.empty(n + 8, np.uint32)
+    z = np.empty(n + 8, np.float32)
+    scratch = np.empty((2, n + 8), np.float32)
+    for t in range(frames.shape[0]):
+        f = np.uint64(frames[t])
+        for i in range(y1 - y0):
+            off = lane_words(k0, k1, x0, n, np.uint64(y0 + i), f & _LO, f >> _S32, words)
+            if normals:
+                words_to_normals32(words, z, scratch)
+            for j in range(n):
+                out_w[t, i, j] = words[off + j]
+                out_z[t, i, j] = z[off + j]
+
+
+def pixel_lane_words(seed: int, stream: str, frames, window: tuple[int, int, int, int],
+                     normals: bool = False) -> np.ndarray:
+    """The word (frames, h, w) uint32 of every pixel of ``window`` under the lane scheme of
+    :func:`lane_words` (what the sensor's noise draws from), or with ``normals`` its float32
+    normal (:func:`words_to_normals32`)."""
+    y0, y1, x0, x1 = window
+    frames = np.asarray(frames, np.int64)
+    shape = (len(frames), y1 - y0, x1 - x0)
+    out_w, out_z = np.empty(shape, np.uint32), np.empty(shape, np.float32)
+    k0, k1 = philox_key(seed, stream)
+    _lane_words(np.uint64(k0), np.uint64(k1), frames, y0, y1, x0, x1, normals, out_w, out_z)
+    return out_z if normals else out_w
 
 
 # ----------------------------------------------------------------------------- keyed processes

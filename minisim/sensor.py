@@ -15,13 +15,17 @@ Read top to bottom, the way light becomes a number:
 
 With ``sensor.noise`` off, steps 1-4 keep only the means: V = o + K (S_e + D t_e).
 
-Randomness is counter-based and per pixel (:mod:`minisim.rng`): pixel (y, x) of frame t takes
-the four Philox4x32-10 words of the counter (x, y, t) under the key of (seed, "sensor_noise");
-the first word makes the normal z (its AS241 normal quantile), the second the uniform of the
-exact-Poisson inversion. The fixed pattern takes the words of (x, y, 0) under (seed,
-"sensor_fixed"): two normals (PRNU, DSNU) and a uniform (hot pixel or not). No generator objects, no
-tiles: any window of any frame is the crop of the full frame by construction. Steps 1-4 run in
-one compiled pass per pixel (numba), straight from float32 electrons to uint16 ADU.
+Randomness is counter-based and per pixel (:mod:`minisim.rng`): pixel (y, x) of frame t
+takes word x % 4 of the four Philox4x32-10 words of the counter (x // 4, y, t) under the key of
+(seed, "sensor_noise") (one Philox call serves four adjacent pixels); that word makes the normal z
+(AS241 PPND7 normal quantile in float32, :func:`minisim.rng.words_to_normals32`). Only the
+pixels below ``exact_poisson_below_e`` draw a uniform for the exact-Poisson inversion: word
+x % 4 of the same counter under (seed, "sensor_poisson"). The fixed pattern takes the words of
+(x, y, 0) under (seed, "sensor_fixed"): two normals (PRNU, DSNU) and a uniform (hot pixel or
+not). No generator objects, no tiles: a pixel's draws depend only on (seed, y, x, t), so any
+window of any frame (at any start, aligned to 4 or not) is the crop of the full frame by
+construction. Steps 1-4 run in one compiled pass per pixel (numba), straight from float32
+electrons to uint16 ADU, in float32 arithmetic (the Poisson inversion in float64).
 """
 
 from __future__ import annotations
@@ -31,28 +35,42 @@ import math
 import numpy as np
 from numba import njit
 
-from .rng import philox4x32, philox_key, word_normal, word_uniform, words_to_normals
+from .rng import lane_words, philox4x32, philox_key, word_uniform, words_to_normals32
 from .spec import SensorSpec
 
 #: counted in the rendering-algorithm version: changing any of this changes the bytes
-NOISE_ALGORITHM = ("per-pixel Philox4x32-10 keyed by (seed, stream), counter (x, y, frame); one word per "
-                   "normal by its AS241 quantile; shot+read as one Cornish-Fisher normal above the threshold, exact Poisson "
-                   "inversion of a third word plus the read normal below; one compiled pass to ADU")
+NOISE_ALGORITHM = ("per-pixel Philox4x32-10 keyed by (seed, stream), pixel (y, x) of frame t takes word x % 4 of "
+                   "counter (x // 4, y, t); its float32 AS241 PPND7 normal quantile (log from exponent and "
+                   "mantissa); shot+read as one float32 Cornish-Fisher normal above the threshold, exact Poisson "
+                   "inversion of a uniform from (seed, sensor_poisson), same counter and lane, plus the read "
+                   "normal below; one compiled float32 pass to ADU")
 
 #: the exact-Poisson inversion stops here (a mean below the threshold never gets close)
 _POISSON_MAX_K = 10_000
+
+_f32 = np.float32
+_ZERO, _ONE, _SIXTH, _TINY = _f32(0.0), _f32(1.0), _f32(1.0 / 6.0), _f32(1e-30)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _fixed_pattern(k0, k1, y0, y1, x0, x1, prnu_fraction, dsnu_adu, hot_fraction, hot_e_per_s,
                    prnu, dsnu, hot):
+    w = x1 - x0
+    words = np.empty((3, w), np.uint32)
+    z = np.empty((2, w), np.float32)
+    scratch = np.empty((2, w), np.float32)
     for i in range(y1 - y0):
-        for j in range(x1 - x0):
-            w0, w1, w2, _ = philox4x32(np.uint64(x0 + j), np.uint64(y0 + i), np.uint64(0), np.uint64(0),
-                                       k0, k1)
-            prnu[i, j] = prnu_fraction * word_normal(w0)
-            dsnu[i, j] = dsnu_adu * word_normal(w1)
-            hot[i, j] = hot_e_per_s if word_uniform(w2) < hot_fraction else 0.0
+        for j in range(w):
+            a, b, c, _ = philox4x32(np.uint64(x0 + j), np.uint64(y0 + i), np.uint64(0), np.uint64(0), k0, k1)
+            words[0, j] = a
+            words[1, j] = b
+            words[2, j] = c
+        words_to_normals32(words[0], z[0], scratch)
+        words_to_normals32(words[1], z[1], scratch)
+        for j in range(w):
+            prnu[i, j] = prnu_fraction * z[0, j]
+            dsnu[i, j] = dsnu_adu * z[1, j]
+            hot[i, j] = hot_e_per_s if word_uniform(words[2, j]) < hot_fraction else _ZERO
 
 
 def fixed_pattern(sensor: SensorSpec, seed: int, window: tuple[int, int, int, int]):
@@ -63,8 +81,9 @@ def fixed_pattern(sensor: SensorSpec, seed: int, window: tuple[int, int, int, in
     y0, y1, x0, x1 = window
     prnu, dsnu, hot = (np.empty((y1 - y0, x1 - x0), np.float32) for _ in range(3))
     k0, k1 = philox_key(seed, "sensor_fixed")
-    _fixed_pattern(np.uint64(k0), np.uint64(k1), y0, y1, x0, x1, sensor.prnu_fraction, sensor.dsnu_adu,
-                   sensor.hot_pixel_fraction, sensor.hot_pixel_dark_e_per_s, prnu, dsnu, hot)
+    _fixed_pattern(np.uint64(k0), np.uint64(k1), y0, y1, x0, x1, np.float32(sensor.prnu_fraction),
+                   np.float32(sensor.dsnu_adu), sensor.hot_pixel_fraction, np.float32(sensor.hot_pixel_dark_e_per_s),
+                   prnu, dsnu, hot)
     return prnu, dsnu, hot
 
 
@@ -83,80 +102,92 @@ def poisson_inverse(lam, u):
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _cornish_fisher(lam, z, read_var_e2, full_well_e):
+    """float32 throughout (every argument float32)."""
     var = lam + read_var_e2
-    return min(lam + math.sqrt(var) * z + (lam / max(var, 1e-300)) * (z * z - 1.0) * (1.0 / 6.0), full_well_e)
+    return min(lam + math.sqrt(var) * z + (lam / max(var, _TINY)) * (z * z - _ONE) * _SIXTH, full_well_e)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _exact(lam, z, u, read_noise_e, full_well_e):
+    """Exact Poisson(lam) by inversion of ``u`` (float64), at most the full well, plus sr z (float32)."""
+    return _f32(min(poisson_inverse(np.float64(lam), u), np.float64(full_well_e))) + read_noise_e * z
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def shot_and_read(lam, z, u, read_noise_e, exact_below, full_well_e):
-    """Electrons read out (float64) for mean ``lam`` from one normal ``z`` and one uniform ``u``.
+    """Electrons read out (float32) for mean ``lam`` from one normal ``z`` and one uniform ``u``.
 
+    ``lam``, ``z``, ``read_noise_e``, ``exact_below``, ``full_well_e`` float32, ``u`` float64.
     lam >= exact_below: Poisson(lam) + N(0, sr^2) as one Cornish-Fisher normal of their sum,
     variance s^2 = lam + sr^2 and third cumulant lam: lam + s z + lam/s^2 (z^2 - 1)/6, at most
     the full well. Below: exact Poisson by inversion of ``u``, at most the full well, plus sr z.
     """
     if lam >= exact_below:
         return _cornish_fisher(lam, z, read_noise_e * read_noise_e, full_well_e)
-    return min(poisson_inverse(lam, u), full_well_e) + read_noise_e * z
+    return _exact(lam, z, u, read_noise_e, full_well_e)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _shot_and_read_e(lam, z, u, read_noise_e, exact_below, full_well_e, out):
     for i in range(lam.size):
-        out[i] = shot_and_read(max(np.float64(lam[i]), 0.0), np.float64(z[i]), np.float64(u[i]),
-                               read_noise_e, exact_below, full_well_e)
+        out[i] = shot_and_read(max(lam[i], _ZERO), z[i], u[i], read_noise_e, exact_below, full_well_e)
 
 
 def shot_and_read_e(lam: np.ndarray, z: np.ndarray, u: np.ndarray, read_noise_e: float,
                     exact_below: float, full_well_e: float) -> np.ndarray:
     """Electrons read out (float32, lam's shape) for means ``lam``, normals ``z``, uniforms ``u``.
 
-    The same per-pixel function :func:`expose` applies (for tests of the two branches).
+    The same per-pixel function :func:`expose` applies (for tests of the two branches): lam and
+    z in float32, u in float64.
     """
     shape = np.broadcast_shapes(np.shape(lam), np.shape(z), np.shape(u))
-    lam, z, u = (np.ascontiguousarray(np.broadcast_to(a, shape), np.float64).ravel() for a in (lam, z, u))
+    lam, z = (np.ascontiguousarray(np.broadcast_to(a, shape), np.float32).ravel() for a in (lam, z))
+    u = np.ascontiguousarray(np.broadcast_to(u, shape), np.float64).ravel()
     out = np.empty(lam.size, np.float32)
-    _shot_and_read_e(lam, z, u, float(read_noise_e), float(exact_below), float(full_well_e), out)
+    _shot_and_read_e(lam, z, u, _f32(read_noise_e), _f32(exact_below), _f32(full_well_e), out)
     return out.reshape(shape)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _adu(v, top):
-    return np.uint16(min(max(np.rint(v), 0.0), top))
+    return np.uint16(min(max(np.rint(v), _ZERO), top))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _expose(signal, frames, y0, x0, k0, k1, prnu, dsnu, hot_e, dark_e, read_noise_e, exact_below,
+def _expose(signal, frames, y0, x0, k0, k1, ku0, ku1, prnu, dsnu, hot_e, dark_e, read_noise_e, exact_below,
             full_well_e, gain, offset, top, out):
+    """Every scalar float argument float32: the pixel arithmetic is float32 (the exact-Poisson
+    inversion float64)."""
     T, h, w = signal.shape
-    w0 = np.empty(w, np.uint32)
-    w1 = np.empty(w, np.uint32)
-    z = np.empty(w, np.float64)
-    lam = np.empty(w, np.float64)
+    words = np.empty(w + 8, np.uint32)
+    z = np.empty(w + 8, np.float32)
+    scratch = np.empty((2, w + 8), np.float32)
+    lam = np.empty(w, np.float32)
     sr2 = read_noise_e * read_noise_e
     for t in range(T):
         f = np.uint64(frames[t])
         f_lo, f_hi = f & np.uint64(0xFFFFFFFF), f >> np.uint64(32)
         for i in range(h):
-            # a row at a time, in passes the compiler can vectorise: words, normals, the
-            # Cornish-Fisher branch for every pixel; then the few pixels below the threshold
+            # a row at a time, in passes the compiler can vectorise: the words (one Philox call
+            # per four pixels), their normals, the Cornish-Fisher branch for every pixel; then
+            # the few pixels below the threshold, each with its uniform from its own counter
             y = np.uint64(y0 + i)
-            for j in range(w):
-                a, b, _, _ = philox4x32(np.uint64(x0 + j), y, f_lo, f_hi, k0, k1)
-                w0[j] = np.uint32(a)
-                w1[j] = np.uint32(b)
-            words_to_normals(w0, z)
+            off = lane_words(k0, k1, x0, w, y, f_lo, f_hi, words)
+            n = ((x0 + w + 3) >> 2 << 2) - (x0 >> 2 << 2)
+            words_to_normals32(words[:n], z, scratch)
             small = False
             for j in range(w):
-                lm = max(np.float64(signal[t, i, j]) * (1.0 + prnu[i, j]) + (dark_e + hot_e[i, j]), 0.0)
+                lm = max(signal[t, i, j] * (_ONE + prnu[i, j]) + (dark_e + hot_e[i, j]), _ZERO)
                 lam[j] = lm
                 small |= lm < exact_below
-                out[t, i, j] = _adu(offset + dsnu[i, j] + gain * _cornish_fisher(lm, z[j], sr2, full_well_e), top)
+                out[t, i, j] = _adu(offset + dsnu[i, j] + gain * _cornish_fisher(lm, z[off + j], sr2, full_well_e),
+                                    top)
             if small:
                 for j in range(w):
                     if lam[j] < exact_below:
-                        e = shot_and_read(lam[j], z[j], word_uniform(w1[j]), read_noise_e, exact_below,
-                                          full_well_e)
+                        x = x0 + j
+                        u = philox4x32(np.uint64(x >> 2), y, f_lo, f_hi, ku0, ku1)[x & 3]
+                        e = _exact(lam[j], z[off + j], word_uniform(u), read_noise_e, full_well_e)
                         out[t, i, j] = _adu(offset + dsnu[i, j] + gain * e, top)
 
 
@@ -174,9 +205,11 @@ def expose(
     prnu, dsnu, hot = fixed_pattern(sensor, seed, window)
     hot_e = hot / np.float32(fps)
     k0, k1 = philox_key(seed, "sensor_noise")
+    ku0, ku1 = philox_key(seed, "sensor_poisson")
     out = np.empty(signal_e.shape, np.uint16)
+    f32 = np.float32
     _expose(np.ascontiguousarray(signal_e, np.float32), np.arange(frames.start, frames.stop, dtype=np.int64),
-            y0, x0, np.uint64(k0), np.uint64(k1), prnu, dsnu, hot_e, float(dark_e), float(sensor.read_noise_e),
-            float(sensor.exact_poisson_below_e), float(sensor.full_well_e), float(K), float(sensor.offset_adu),
-            float(top), out)
+            y0, x0, np.uint64(k0), np.uint64(k1), np.uint64(ku0), np.uint64(ku1), prnu, dsnu,
+            np.ascontiguousarray(hot_e, np.float32), dark_e, f32(sensor.read_noise_e),
+            f32(sensor.exact_poisson_below_e), f32(sensor.full_well_e), K, f32(sensor.offset_adu), top, out)
     return out

@@ -20,7 +20,7 @@ hash_presets = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hash_presets)
 
 #: The render algorithm these digests belong to.
-PINNED_ALGORITHM = 4
+PINNED_ALGORITHM = 5
 
 PINNED = {
     "generic_1p": {
@@ -38,8 +38,8 @@ PINNED = {
         "f": "15c2a6aa8256a1c5",
         "in_focus": "baede0ace2823e8d",
         "motion": "efcb00b3f6977722",
-        "movie": "64de4098dc693444",
-        "oracle_r": "4acabb141b07f92a",
+        "movie": "f974a876ac6aebc9",
+        "oracle_r": "341c793914459c54",
         "pnr": "175c74fdf6cccd21",
         "position": "0fd6205d4924a7be",
         "psf_sigma_um": "6895a722e85eddf7",
@@ -48,7 +48,7 @@ PINNED = {
         "vessel_dilation": "ef462512f1080e61",
         "vessel_mask": "980027f2e34e91e9",
         "vessel_overlap_fraction": "b851fecc853b4538",
-        "visibility": "14c362cc0ca080af",
+        "visibility": "6a26a80042334fee",
     },
     "miniscope_v4_ca1": {
         "A": "503f48cefa1879cf",
@@ -65,8 +65,8 @@ PINNED = {
         "f": "15c2a6aa8256a1c5",
         "in_focus": "1b45cd73011ba793",
         "motion": "7faabf98470a6317",
-        "movie": "9e0d1707952d7adc",
-        "oracle_r": "ff41703e019f497b",
+        "movie": "83893819d4692897",
+        "oracle_r": "76e7570a883bfce9",
         "pnr": "b1ee52bf15978ded",
         "position": "b683a1e4fe1e7ce6",
         "psf_sigma_um": "baceac035a5de002",
@@ -75,7 +75,7 @@ PINNED = {
         "vessel_dilation": "ef462512f1080e61",
         "vessel_mask": "0b5b11f2e2120bce",
         "vessel_overlap_fraction": "612db5a4056ba36c",
-        "visibility": "a88350e6b750a67e",
+        "visibility": "3bcd5fe1b07e8e12",
     },
     "miniscope_v4_cortex_l23": {
         "A": "33c81f68cd70997a",
@@ -92,8 +92,8 @@ PINNED = {
         "f": "15c2a6aa8256a1c5",
         "in_focus": "28e6cfdbf9eb7d6d",
         "motion": "7faabf98470a6317",
-        "movie": "a711635b6abc8bff",
-        "oracle_r": "bd083f8383332417",
+        "movie": "9e11c7252d704a1a",
+        "oracle_r": "0d3f9d250048da40",
         "pnr": "8189b96a8127e749",
         "position": "792e84f6af95d316",
         "psf_sigma_um": "136795a9b111e0e0",
@@ -102,7 +102,7 @@ PINNED = {
         "vessel_dilation": "ef462512f1080e61",
         "vessel_mask": "0b5b11f2e2120bce",
         "vessel_overlap_fraction": "2fb4d57ad71bd0e5",
-        "visibility": "fdb9c70721ea9451",
+        "visibility": "9d90d9d05ea61318",
     },
 }
 

@@ -11,7 +11,7 @@ from scipy.stats import poisson
 import minisim
 from minisim import Spec, presets
 from minisim.render import build_world, render_block
-from minisim.rng import normal_quantile, philox4x32, pixel_words, rng
+from minisim.rng import philox4x32, pixel_lane_words, pixel_words, rng, words_to_normals32
 from minisim.sensor import expose, fixed_pattern, shot_and_read_e
 
 #: a flat, static scene: the confounds off except the neuropil (the light source) and the noise
@@ -119,20 +119,56 @@ def test_philox4x32_gives_the_random123_known_answers():
         assert tuple(int(w) for w in philox4x32(*map(u, counter), *map(u, key))) == want
 
 
-def test_normal_quantile_is_the_normal_quantile_to_float64_precision():
-    p = np.concatenate([np.linspace(1e-9, 1 - 1e-9, 20001), np.geomspace(2.0**-33, 0.2, 2001)])
-    got = np.array([normal_quantile(x) for x in p])
-    np.testing.assert_allclose(got, ndtri(p), rtol=1e-13, atol=1e-15)
+def test_word_normals_are_the_normal_quantile_to_float32_precision():
+    """Every word's normal is ndtri((w + 1/2) / 2**32) within 2e-6 (AS241 PPND7 in float32):
+    a dense sweep of the words, both extremes, and both sides of the central/tail split."""
+    split = int(0.075 * 2**32)
+    w = np.concatenate([np.arange(0, 2**32, 977, dtype=np.uint64), np.arange(0, 200_000),
+                        2**32 - 1 - np.arange(0, 200_000), split - 3 + np.arange(7),
+                        2**32 - 1 - (split - 3 + np.arange(7))]).astype(np.uint32)
+    z = np.empty(w.size, np.float32)
+    words_to_normals32(w, z, np.empty((2, w.size), np.float32))
+    want = ndtri((w.astype(np.float64) + 0.5) * 2.0**-32)
+    np.testing.assert_allclose(z, want, rtol=5e-7, atol=1e-6)
+    assert z.min() == pytest.approx(-6.34, abs=0.01) and z.max() == pytest.approx(6.34, abs=0.01)
+    assert (np.diff(z[:2**32 // 977 + 1]) >= 0).all()  # monotone in the word
+
+
+def test_the_sensor_noise_takes_word_x_mod_4_of_the_counter_x_div_4():
+    """Pixel (y, x) of frame t: word x % 4 of the Philox counter (x // 4, y, t), for windows
+    starting anywhere (the words of counters (g, y, t) are those pixel_words gives at x = g)."""
+    frames = [0, 7, 2**32 + 5]
+    for x0, x1 in ((0, 64), (3, 41), (5, 6), (62, 64)):
+        lane = pixel_lane_words(9, "sensor_noise", frames, (2, 9, x0, x1))
+        g0, g1 = x0 // 4, (x1 - 1) // 4 + 1
+        quad = pixel_words(9, "sensor_noise", frames, (2, 9, g0, g1))
+        x = np.arange(x0, x1)
+        np.testing.assert_array_equal(lane, quad[:, :, x // 4 - g0, x % 4])
+        z = pixel_lane_words(9, "sensor_noise", frames, (2, 9, x0, x1), normals=True)
+        want = np.empty(lane.size, np.float32)
+        words_to_normals32(lane.ravel(), want, np.empty((2, lane.size), np.float32))
+        np.testing.assert_array_equal(z, want.reshape(lane.shape))
 
 
 def test_pixel_normals_are_standard_normal_and_independent_of_their_neighbours():
-    from minisim.rng import word_normal  # the per-word normal the sensor uses
-    w = pixel_words(5, "sensor_noise", [0, 1], (0, 200, 0, 300))
-    z = np.vectorize(word_normal, otypes=[np.float64])(w[..., 0])
+    z = pixel_lane_words(5, "sensor_noise", [0, 1], (0, 200, 0, 300), normals=True).astype(np.float64)
     assert abs(z.mean()) < 0.01 and z.var() == pytest.approx(1.0, rel=0.01)
     assert abs(((z - z.mean()) ** 3).mean()) < 0.03 and ((z - z.mean()) ** 4).mean() == pytest.approx(3.0, rel=0.03)
-    for a, b in ((z[0, :, 1:], z[0, :, :-1]), (z[0, 1:], z[0, :-1]), (z[1], z[0])):  # x, y, frame
+    # tails: the fraction beyond 2, 3 and 4 sd, within 5 binomial standard errors
+    for k in (2.0, 3.0, 4.0):
+        p = 2 * ndtri_tail(k)
+        assert (np.abs(z) > k).mean() == pytest.approx(p, abs=5 * np.sqrt(p / z.size) + 1e-6)
+    for a, b in ((z[0, :, 1:], z[0, :, :-1]), (z[0, 1:], z[0, :-1]), (z[1], z[0]),  # x, y, frame
+                 (z[0, :, 4:], z[0, :, :-4])):  # the same lane of the next counter
         assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+    for lane in range(4):  # every lane of a counter is standard normal
+        zl = z[..., lane::4]
+        assert abs(zl.mean()) < 0.02 and zl.var() == pytest.approx(1.0, rel=0.02)
+
+
+def ndtri_tail(k: float) -> float:
+    from scipy.special import ndtr
+    return float(ndtr(-k))
 
 
 @pytest.mark.parametrize("window", [(3, 41, 5, 58), (17, 18, 0, 64), (0, 64, 63, 64), (29, 64, 1, 36)])
@@ -148,8 +184,10 @@ def test_any_window_of_a_frame_is_the_crop_of_the_whole_frame(window):
     np.testing.assert_array_equal(part, full[3:7, y0:y1, x0:x1])
     for a, b in zip(fixed_pattern(s, 11, window), fixed_pattern(s, 11, (0, 64, 0, 64))):
         np.testing.assert_array_equal(a, b[y0:y1, x0:x1])
-    np.testing.assert_array_equal(pixel_words(11, "sensor_noise", range(103, 107), window),
-                                  pixel_words(11, "sensor_noise", range(100, 109), (0, 64, 0, 64))[3:7, y0:y1, x0:x1])
+    for stream in ("sensor_noise", "sensor_poisson"):
+        np.testing.assert_array_equal(
+            pixel_lane_words(11, stream, range(103, 107), window),
+            pixel_lane_words(11, stream, range(100, 109), (0, 64, 0, 64))[3:7, y0:y1, x0:x1])
     assert len(np.unique(full[:, 8:].reshape(9, -1), axis=0)) == 9  # and the frames differ
 
 
