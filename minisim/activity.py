@@ -300,6 +300,9 @@ class ActivityBatch:
         self.np_bleach_rate_hz = 1.0 / bl.tau_s
         self._drive_cache: dict[int, np.ndarray] = {}
         self._birth_cache: dict[int, list[np.ndarray]] = {}
+        # per segment, per unit: its gate's resets (every segment's build reads its own, the
+        # segment before and segment 0's, for the state at t = 0)
+        self._reset_cache: dict[int, dict[int, tuple]] = {}
 
     # -- keyed pieces, each a pure function of (unit or ensemble, segment) ------------------
     def _drives(self, seg: int) -> np.ndarray:
@@ -315,7 +318,15 @@ class ActivityBatch:
         return got
 
     def _gate_resets(self, uid: int, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
-        """(initial state, reset times s, reset marks) of one unit's gate in one segment."""
+        """(initial state, reset times s, reset marks) of one unit's gate in one segment
+        (kept for the segments a build reads: one keyed draw per unit and segment)."""
+        per_unit = self._reset_cache.setdefault(seg, {})
+        got = per_unit.get(uid)
+        if got is None:
+            got = per_unit[uid] = self._draw_gate_resets(uid, seg)
+        return got
+
+    def _draw_gate_resets(self, uid: int, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
         g = rng(self.seed, "activity_gate", uid, seg)
         initial = bool(g.random() < self.p_up)
         seg_s = SEGMENT_FRAMES * self.dt
@@ -437,9 +448,9 @@ class ActivityBatch:
         np_spec = self.spec.tissue.neuropil
         back = max(int(self.lookback_segments.max(initial=1)),
                    int(np.ceil(NEUROPIL_MEMORY_TAUS * np_spec.tau_s / (SEGMENT_FRAMES * self.dt))))
-        for cache in (self._birth_cache, self._drive_cache):
+        for cache in (self._birth_cache, self._drive_cache, self._reset_cache):
             for j in list(cache):  # a snapshot: another thread may add or drop entries
-                if not seg - back <= j <= seg:
+                if not (seg - back <= j <= seg or (j == 0 and cache is self._reset_cache)):
                     cache.pop(j, None)
 
     # -- the segment ------------------------------------------------------------------------
