@@ -53,6 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy.signal import lfilter
 
 from .rng import ou_segment, reset_gate_state, rng
@@ -238,17 +239,27 @@ def _kernel_segment(
     """
     dt = 1.0 / fps
     decay = np.exp(-dt / tau_s)                       # (components, units)
-    L = n.shape[1]
-    a_t = np.ascontiguousarray(np.moveaxis(a, 2, 0))   # (L, components, units)
-    E = np.empty(a_t.shape)
-    cur = state.copy()
-    for f in range(L):
-        E[f] = cur
-        cur *= decay
-        cur += a_t[f]
+    E = np.empty(a.shape)
+    cur = np.ascontiguousarray(state, np.float64).copy()
+    _frame_start_sums(np.ascontiguousarray(a, np.float64), np.ascontiguousarray(decay, np.float64), cur, E)
     state[...] = cur
-    E = np.moveaxis(E, 0, 2)
     return (tau_s / dt)[:, :, None] * ((1.0 - decay)[:, :, None] * E + n[None] - a)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _frame_start_sums(a, decay, cur, E):
+    """E[c, u, f] = the sum at frame f's start; cur carries it (E_{f+1} = decay E_f + a_f, the
+    product rounded before the sum, frame by frame)."""
+    C, U, L = a.shape
+    for c in range(C):
+        for u in range(U):
+            e = cur[c, u]
+            d = decay[c, u]
+            for f in range(L):
+                E[c, u, f] = e
+                e = e * d
+                e = e + a[c, u, f]
+            cur[c, u] = e
 
 
 # ----------------------------------------------------------------------------- segments
