@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 
 from . import activity, render
 from .scene.optics import patch_overlap, pixel_index
@@ -534,18 +535,26 @@ def registered_at(movie: np.ndarray, shift_px: np.ndarray, pixels: np.ndarray) -
     beyond it). That is ``scipy.ndimage.shift(frame, -shift, order=1, mode="nearest")`` at those
     pixels, without moving the pixels nobody reads (two thirds of a V4 field)."""
     k, h, w = movie.shape
-    iy, ix = np.divmod(np.asarray(pixels, np.int64), w)
-    out = np.empty((k, len(iy)), np.float32)
-    for t in range(k):
-        frame = movie[t].reshape(-1)
-        cy = np.clip(iy + np.float64(shift_px[t, 0]), 0.0, h - 1.0)
-        cx = np.clip(ix + np.float64(shift_px[t, 1]), 0.0, w - 1.0)
-        ya, xa = np.floor(cy).astype(np.int64), np.floor(cx).astype(np.int64)
-        yb, xb = np.minimum(ya + 1, h - 1), np.minimum(xa + 1, w - 1)
-        fy, fx = cy - ya, cx - xa
-        out[t] = ((1.0 - fy) * ((1.0 - fx) * frame[ya * w + xa] + fx * frame[ya * w + xb])
-                  + fy * ((1.0 - fx) * frame[yb * w + xa] + fx * frame[yb * w + xb]))
+    out = np.empty((k, len(pixels)), np.float32)
+    _registered_at(np.ascontiguousarray(movie), np.ascontiguousarray(shift_px, np.float64),
+                   np.ascontiguousarray(pixels, np.int64), out)
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _registered_at(movie, shift_px, pixels, out):
+    k, h, w = movie.shape
+    for t in range(k):
+        dy, dx = shift_px[t, 0], shift_px[t, 1]
+        for n in range(pixels.shape[0]):
+            iy, ix = pixels[n] // w, pixels[n] % w
+            cy = min(max(iy + dy, 0.0), h - 1.0)
+            cx = min(max(ix + dx, 0.0), w - 1.0)
+            ya, xa = np.int64(np.floor(cy)), np.int64(np.floor(cx))
+            yb, xb = min(ya + 1, h - 1), min(xa + 1, w - 1)
+            fy, fx = cy - ya, cx - xa
+            out[t, n] = ((1.0 - fy) * ((1.0 - fx) * np.float64(movie[t, ya, xa]) + fx * np.float64(movie[t, ya, xb]))
+                         + fy * ((1.0 - fx) * np.float64(movie[t, yb, xa]) + fx * np.float64(movie[t, yb, xb])))
 
 
 def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.ndarray,
