@@ -203,10 +203,11 @@ def axial_weights(motion: Motion, bound_um: float, frames: range) -> np.ndarray:
 
 
 def mode_patterns(motion: Motion, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
-    """The non-rigid modes' spatial patterns sin(k . r + phase), (N_MODES, len(y), len(x)) float64."""
+    """The non-rigid modes' spatial patterns sin(k . r + phase), (N_MODES, len(y), len(x)) float32
+    (computed in float64, rounded once)."""
     Y, X = np.meshgrid(np.asarray(y_um, np.float64), np.asarray(x_um, np.float64), indexing="ij")
     return np.stack([np.sin(motion.mode_k[k, 0] * Y + motion.mode_k[k, 1] * X + motion.mode_phase[k])
-                     for k in range(N_MODES)])
+                     for k in range(N_MODES)]).astype(np.float32)
 
 
 def displacement_terms(motion: Motion, pixel_um: float, frames: range) -> tuple[np.ndarray, np.ndarray]:
@@ -217,23 +218,45 @@ def displacement_terms(motion: Motion, pixel_um: float, frames: range) -> tuple[
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j):
-    """(dy, dx) float32 of pixel (i, j) in frame row t: rigid plus the modes (docs/physics.md §7.1)."""
-    dy = rigid_px[t, 0]
-    dx = rigid_px[t, 1]
+def displacement_row(rigid_px, amp_px, mode_dir, patterns, t, i, dy, dx):
+    """(dy, dx) float32 of every pixel of row i in frame row t, into ``dy``, ``dx`` (docs/physics.md
+    §7.1): the rigid part, then each mode's float32 coefficient amp_k dir_k (rounded from float64)
+    times its float32 pattern, added in mode order in float32. A pixel's value depends only on
+    its own pattern values and the frame; the loops run over the row so the compiler vectorises
+    them."""
+    w = dy.shape[0]
+    ry = np.float32(rigid_px[t, 0])
+    rx = np.float32(rigid_px[t, 1])
+    for j in range(w):
+        dy[j] = ry
+        dx[j] = rx
     for k in range(patterns.shape[0]):
-        a = amp_px[t, k] * patterns[k, i, j]
-        dy += a * mode_dir[k, 0]
-        dx += a * mode_dir[k, 1]
-    return np.float32(dy), np.float32(dx)
+        cy = np.float32(amp_px[t, k] * mode_dir[k, 0])
+        cx = np.float32(amp_px[t, k] * mode_dir[k, 1])
+        for j in range(w):
+            p = patterns[k, i, j]
+            dy[j] += cy * p
+            dx[j] += cx * p
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j):
+    """(dy, dx) float32 of pixel (i, j) in frame row t: the arithmetic of :func:`displacement_row`
+    for one pixel."""
+    dy = np.float32(rigid_px[t, 0])
+    dx = np.float32(rigid_px[t, 1])
+    for k in range(patterns.shape[0]):
+        p = patterns[k, i, j]
+        dy += np.float32(amp_px[t, k] * mode_dir[k, 0]) * p
+        dx += np.float32(amp_px[t, k] * mode_dir[k, 1]) * p
+    return dy, dx
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _displacement(rigid_px, amp_px, mode_dir, patterns, dy, dx):
     for t in range(dy.shape[0]):
         for i in range(dy.shape[1]):
-            for j in range(dy.shape[2]):
-                dy[t, i, j], dx[t, i, j] = pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j)
+            displacement_row(rigid_px, amp_px, mode_dir, patterns, t, i, dy[t, i], dx[t, i])
 
 
 def displacement_px(
@@ -243,7 +266,7 @@ def displacement_px(
 
     Every pixel's value depends only on its own coordinates and the frame, never on the
     window it is computed in, so tiles join without seams. The renderer's warp computes the
-    same values pixel by pixel (:func:`pixel_displacement`) inside its gather.
+    same values a row at a time (:func:`displacement_row`) before its gather.
     """
     rigid, amp = displacement_terms(motion, pixel_um, frames)
     pat = mode_patterns(motion, y_um, x_um)

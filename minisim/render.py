@@ -33,11 +33,11 @@ from .activity import SEGMENT_FRAMES, Activity, ActivityBatch
 from .motion import (
     Motion,
     axial_weights,
+    displacement_row,
     displacement_terms,
     mode_patterns,
     motion_frames,
     motion_segment,
-    pixel_displacement,
 )
 from .scene import Scene, build_scene
 from .scene.optics import pixel_center_um
@@ -240,27 +240,45 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
 @njit(cache=True, nogil=True, error_model="numpy")
 def _warp(tissue, m, rigid_px, amp_px, mode_dir, patterns, vi, vg, out):
     """out[t] = vi * (tissue[t] pulled from p - d(p, t), bilinear) + vg: the motion warp, one
-    gather per pixel. ``tissue`` covers the window plus a margin of ``m`` px on every side
-    (the motion's bound keeps every sample inside it; positions are clamped all the same)."""
+    gather per pixel, in float32. ``tissue`` covers the window plus a margin of ``m`` px on
+    every side (the motion's bound keeps every sample inside it; the cells are clamped all the
+    same). A row at a time, in passes the compiler vectorises: the displacements
+    (:func:`minisim.motion.displacement_row`, the values ``displacement_px`` returns), each
+    sample's cell and fractions, then the gather and blend."""
     T, h, w = out.shape
     hp, wp = tissue.shape[1], tissue.shape[2]
-    sy = np.empty(w)
-    sx = np.empty(w)
+    dy = np.empty(w, np.float32)
+    dx = np.empty(w, np.float32)
+    fy = np.empty(w, np.float32)
+    fx = np.empty(w, np.float32)
+    cell = np.empty(w, np.int32)
+    xs = np.empty(w, np.int32)
+    for j in range(w):
+        xs[j] = j + m
+    ylim, xlim = np.int32(hp - 2), np.int32(wp - 2)
+    i32 = np.int32
     for t in range(T):
+        flat = tissue[t].ravel()
         for i in range(h):
-            # a row of sample positions, then the row's gathers (a tighter gather loop)
+            displacement_row(rigid_px, amp_px, mode_dir, patterns, t, i, dy, dx)
             for j in range(w):
-                dy, dx = pixel_displacement(rigid_px, amp_px, mode_dir, patterns, t, i, j)
-                sy[j] = min(max(np.float64(i + m) - dy, 0.0), hp - 2.0)
-                sx[j] = min(max(np.float64(j + m) - dx, 0.0), wp - 2.0)
+                # the sample at (i + m - dy, j + m - dx): its cell from floor(-d), its fraction
+                # -d - floor(-d), functions of d alone: a pixel samples the same in any window
+                ny, nx = -dy[j], -dx[j]
+                ly, lx = np.floor(ny), np.floor(nx)
+                iy = i32(i + m) + i32(ly)
+                ix = xs[j] + i32(lx)
+                fy[j] = ny - ly
+                fx[j] = nx - lx
+                # the cell kept inside the tissue (never needed within the motion's bound)
+                cell[j] = min(max(iy, i32(0)), ylim) * i32(wp) + min(max(ix, i32(0)), xlim)
             for j in range(w):
-                iy = np.int64(sy[j])
-                ix = np.int64(sx[j])
-                fy = sy[j] - iy
-                fx = sx[j] - ix
-                v = ((1.0 - fy) * ((1.0 - fx) * tissue[t, iy, ix] + fx * tissue[t, iy, ix + 1])
-                     + fy * ((1.0 - fx) * tissue[t, iy + 1, ix] + fx * tissue[t, iy + 1, ix + 1]))
-                out[t, i, j] = vi[i, j] * v + vg[i, j]
+                k = cell[j]
+                a, b = flat[k], flat[k + 1]
+                c, d = flat[k + wp], flat[k + wp + 1]
+                top = a + fx[j] * (b - a)
+                bottom = c + fx[j] * (d - c)
+                out[t, i, j] = vi[i, j] * (top + fy[j] * (bottom - top)) + vg[i, j]
 
 
 def render_block(world: World, frames: range, window: tuple[int, int, int, int]) -> np.ndarray:

@@ -106,3 +106,47 @@ def test_paths_have_no_seam_at_segment_boundaries():
     # a boundary step is an ordinary step of the OU (sd sqrt(2 (1 - a)) ~ 0.16 um), not a jump
     assert at_boundary.size > 30
     assert at_boundary.mean() == pytest.approx(step.mean(), rel=0.3)
+
+
+def test_the_warp_samples_where_displacement_px_says_bilinearly_in_float32():
+    """render._warp (rows of displacements, then the gather) gives the same bytes as a numpy
+    bilinear warp from displacement_px, and displacement_px the values of the per-pixel
+    pixel_displacement: one definition of where each pixel samples the tissue."""
+    from minisim.motion import displacement_terms, mode_patterns, pixel_displacement
+    from minisim.render import _warp
+
+    _, mot = motion_of(minutes=1.0, rigid_sd_um=3.0, nonrigid_amplitude_um=4.0, nonrigid_length_um=60.0)
+    frames, d, m = range(100, 106), 1.7, 12
+    y_um, x_um = np.arange(-20, 13) * d, np.arange(5, 46) * d  # a 33 x 41 px window off the axis
+    dy, dx = displacement_px(mot, d, frames, y_um, x_um)
+    rigid, amp = displacement_terms(mot, d, frames)
+    pat = mode_patterns(mot, y_um, x_um)
+    mode_dir = np.ascontiguousarray(mot.mode_dir, np.float64)
+    for t, i, j in ((0, 0, 0), (3, 17, 40), (5, 32, 9)):
+        assert pixel_displacement(rigid, amp, mode_dir, pat, t, i, j) == (dy[t, i, j], dx[t, i, j])
+    assert np.abs(dy).max() > 1.0 and np.ptp(dx[0]) > 0.1  # it moves, and not rigidly
+    g = np.random.default_rng(0)
+    T, h, w = dy.shape
+    tissue = g.uniform(0, 100, (T, h + 2 * m, w + 2 * m)).astype(np.float32)
+    vi = g.uniform(0.5, 1.0, (h, w)).astype(np.float32)
+    vg = g.uniform(0.0, 5.0, (h, w)).astype(np.float32)
+    out = np.empty((T, h, w), np.float32)
+    _warp(tissue, m, rigid, amp, mode_dir, pat, vi, vg, out)
+    f32 = np.float32
+    ly, lx = np.floor(-dy), np.floor(-dx)
+    iy = np.arange(h)[:, None] + m + ly.astype(np.int64)
+    ix = np.arange(w)[None, :] + m + lx.astype(np.int64)
+    fy, fx = -dy - ly, -dx - lx
+    assert iy.min() >= 0 and iy.max() < h + 2 * m - 1 and ix.min() >= 0 and ix.max() < w + 2 * m - 1
+    tt = np.arange(T)[:, None, None]
+    a, b = tissue[tt, iy, ix], tissue[tt, iy, ix + 1]
+    c, e = tissue[tt, iy + 1, ix], tissue[tt, iy + 1, ix + 1]
+    top, bottom = a + fx * (b - a), c + fx * (e - c)
+    np.testing.assert_array_equal(out, vi * (top + fy * (bottom - top)) + vg)
+    assert fy.dtype == f32 and top.dtype == f32
+    # a window of the warp (its tissue, patterns and fields cropped) is the crop of the warp
+    for i0, i1, j0, j1 in ((5, 20, 3, 30), (0, 1, 17, 41), (31, 33, 0, 7)):
+        part = np.empty((T, i1 - i0, j1 - j0), np.float32)
+        _warp(np.ascontiguousarray(tissue[:, i0 : i1 + 2 * m, j0 : j1 + 2 * m]), m, rigid, amp, mode_dir,
+              np.ascontiguousarray(pat[:, i0:i1, j0:j1]), vi[i0:i1, j0:j1].copy(), vg[i0:i1, j0:j1].copy(), part)
+        np.testing.assert_array_equal(part, out[:, i0:i1, j0:j1])
