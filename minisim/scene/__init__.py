@@ -158,21 +158,42 @@ class Scene:
         """The halo nodes that pixel rows [y0, y1) x [x0, x1) interpolate: (nodes (node rows x
         nb, frames) float32 = mat @ Cx, nb, and per pixel row / column its node ``ny``, ``nx``
         and fraction ``fy``, ``fx`` (float64) below it)."""
+        ra, rb, geometry = self._halo_geometry(y0, y1, x0, x1)
+        nb = self.node_shape[1]
+        idx = (ra[:, None] * nb + rb[None, :]).ravel()
+        mat = (self.halo_e if mat is None else mat)[idx]
+        return (np.ascontiguousarray(mat @ Cx, np.float32), len(rb), *geometry)
+
+    def _halo_geometry(self, y0, y1, x0, x1):
+        """The node rows ``ra`` and columns ``rb`` (of the node grid) that pixel rows [y0, y1) x
+        [x0, x1) interpolate, and per pixel row / column its node ``ny``, ``nx`` (from ra[0],
+        rb[0]) and fraction ``fy``, ``fx`` (float64) below it."""
         F = self.coarse_px
         a0, b0 = self.node_origin
-        nb = self.node_shape[1]
         oy, ox = self.node_anchor  # node grid coordinates: pixels minus the anchor
         y0, y1, x0, x1 = y0 - oy, y1 - oy, x0 - ox, x1 - ox
         ia, ib = y0 // F, (y1 - 1) // F + 1
         ja, jb = x0 // F, (x1 - 1) // F + 1
-        ra = np.arange(ia, ib + 1) - a0
-        rb = np.arange(ja, jb + 1) - b0
-        idx = (ra[:, None] * nb + rb[None, :]).ravel()
-        mat = (self.halo_e if mat is None else mat)[idx]
-        nodes = np.ascontiguousarray(mat @ Cx, np.float32)
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
-        return (nodes, len(rb), ys // F - ia, xs // F - ja,
-                (ys - (ys // F) * F) / F, (xs - (xs // F) * F) / F)
+        return (np.arange(ia, ib + 1) - a0, np.arange(ja, jb + 1) - b0,
+                (ys // F - ia, xs // F - ja, (ys - (ys // F) * F) / F, (xs - (xs // F) * F) / F))
+
+    def _unit_halo(self, rows: np.ndarray, vals: np.ndarray, y0, y1, x0, x1) -> np.ndarray:
+        """One unit's halo (h, w) float32 over pixel rows [y0, y1) x [x0, x1), from its column
+        of the halo matrix (node ``rows``, float32 ``vals``): the values ``_halo`` gives for a
+        one-hot C (each node holds one entry v, and v times 1 is v on any path), without
+        scipy's per-call overhead (most of a footprint box's cost)."""
+        from ._kernels import halo_interp
+
+        ra, rb, (ny, nx, fy, fx) = self._halo_geometry(y0, y1, x0, x1)
+        nb = self.node_shape[1]
+        nodes = np.zeros((len(ra), len(rb)), np.float32)
+        r, c = rows // nb - ra[0], rows % nb - rb[0]
+        inside = (r >= 0) & (r < len(ra)) & (c >= 0) & (c < len(rb))
+        nodes[r[inside], c[inside]] = vals[inside]
+        out = np.empty((1, len(ny), len(nx)), np.float32)
+        halo_interp(nodes.reshape(-1, 1), len(rb), ny, nx, fy, fx, out)
+        return out[0]
 
     def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
         """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
@@ -256,10 +277,9 @@ class Scene:
         box = np.zeros((y1 - y0, x1 - x0), np.float32)
         box[i - y0, j - x0] = v
         if has_halo:
-            # one unit: each node row has one entry v, and mat @ [[1]] is v exactly on any path
-            one = np.ones((1, 1), np.float32)
             part = box[hy0 - y0 : hy1 - y0, hx0 - x0 : hx1 - x0]
-            part[:] = part + self._halo(one, hy0, hy1, hx0, hx1, mat=halo_csc[:, u : u + 1].tocsr())[0]
+            c0, c1 = halo_csc.indptr[u], halo_csc.indptr[u + 1]
+            part[:] = part + self._unit_halo(halo_csc.indices[c0:c1], halo_csc.data[c0:c1], hy0, hy1, hx0, hx1)
         return (y0, y1, x0, x1), box
 
     def footprint_bounds(self) -> np.ndarray:
