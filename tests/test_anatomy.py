@@ -136,7 +136,6 @@ def test_a_one_hot_trace_renders_the_units_footprint_exactly_in_any_window():
     C = np.zeros((n, len(units)), np.float32)
     C[units, np.arange(len(units))] = 1.0
     for window in ((0, 80, 0, 96), (7, 40, 13, 59), (33, 34, 0, 96)):
-        y0, y1, x0, x1 = window
         got = sc.tissue_e(C, np.zeros(len(units), np.float32), window)
         want = np.stack([sc.footprints_e(slice(u, u + 1), window)[0] for u in units])
         np.testing.assert_array_equal(got, want)
