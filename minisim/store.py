@@ -165,7 +165,11 @@ def _new_array_like(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attr
         enc["fill_value"] = fill_value
     meta.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
                  encoding={var.name: enc})
-    return zarr.open_array(store=str(path), path=var.name, mode="r+")
+    # the writers choose what to write (every movie chunk, the non-zero footprint chunks):
+    # zarr's own test of each chunk against the fill value (np.array_equal over the chunk, ~8
+    # ms per 4 MB movie chunk, more than LZ4 takes to compress it) is skipped
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        return zarr.open_array(store=str(path), path=var.name, mode="r+")
 
 
 def nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict):
