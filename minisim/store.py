@@ -211,9 +211,8 @@ def _store_if_nonzero(block: np.ndarray, target, block_info=None) -> np.ndarray:
 def _new_array_like(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict,
                     fill_value=None):
     """A zarr array for ``var`` in the store, with the metadata xarray gives it, no data yet."""
-    import zarr
-
     import dask.array as da
+    import zarr
 
     # a dask-backed template, so xarray writes metadata only (its delayed writes are dropped):
     # one empty block, never computed (``var``'s own graph rechunked to the zarr chunks took

@@ -534,7 +534,7 @@ def registered_at(movie: np.ndarray, shift_px: np.ndarray, pixels: np.ndarray) -
     bilinear value at (i + dy_t, j + dx_t), positions clamped to the frame (its edge values
     beyond it). That is ``scipy.ndimage.shift(frame, -shift, order=1, mode="nearest")`` at those
     pixels, without moving the pixels nobody reads (two thirds of a V4 field)."""
-    k, h, w = movie.shape
+    k = movie.shape[0]
     out = np.empty((k, len(pixels)), np.float32)
     _registered_at(np.ascontiguousarray(movie), np.ascontiguousarray(shift_px, np.float64),
                    np.ascontiguousarray(pixels, np.int64), out)

@@ -55,7 +55,7 @@ def test_footprints_are_stored_sparsely_and_a_loaded_recording_saves_the_same(tm
 def test_a_save_builds_each_footprint_box_once(tmp_path, monkeypatch, scheduler):
     """A and the footprint cores of the metrics share one box per unit; the saturation count is
     that of the written movie."""
-    from minisim import scene, truth
+    from minisim import scene
 
     spec = small_spec()
     boxes = []
