@@ -162,8 +162,8 @@ def _direct_encoder(target):
             full = np.full(chunks, fill, dtype)
             full[tuple(slice(0, n) for n in piece.shape)] = piece
             piece = full
-        data = codec.encode(np.ascontiguousarray(piece, dtype))
-        return bytes(data) + np.uint32(google_crc32c.value(bytes(data))).tobytes()
+        data = bytes(codec.encode(np.ascontiguousarray(piece, dtype)))
+        return data + np.uint32(google_crc32c.value(data)).tobytes()
 
     return encode
 
@@ -243,12 +243,19 @@ def nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...],
     The values are those of ``var``, whatever computes its blocks (rendered or loaded).
     """
     target = _new_array_like(var, path, chunks, attrs, fill_value=0.0)
+    return _block_writes(var, target, chunks, _store_if_nonzero, np.int8)
+
+
+def _block_writes(var: xr.DataArray, target, chunks: tuple[int, ...], write, dtype, *args):
+    """``write(block, target, *args, block_info=...)`` over ``var``'s blocks, one task per block
+    returning a (1, ..., 1) array of ``dtype``; blocks are rechunked to the zarr ``chunks`` where
+    they would not hold whole chunks."""
     data = var.data
     if any(c and b % c for bs, c in zip(data.chunks, chunks) for b in bs[:-1]):
         data = data.rechunk(chunks)  # blocks must hold whole chunks
-    return data.map_blocks(_store_if_nonzero, target, dtype=np.int8,
+    return data.map_blocks(write, target, *args, dtype=dtype,
                            chunks=tuple((1,) * len(c) for c in data.chunks),
-                           meta=np.empty((0,) * data.ndim, np.int8))
+                           meta=np.empty((0,) * data.ndim, dtype))
 
 
 def write_traces(var: xr.DataArray, path: Path, attrs: dict) -> None:
@@ -279,13 +286,8 @@ def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: 
 
     The count comes from the block the task has just written, so the movie is rendered once
     and never read back (dask fuses each block's render into this write)."""
-    target = _new_array_like(var, path, chunks, attrs)
-    data = var.data
-    if any(c and b % c for bs, c in zip(data.chunks, chunks) for b in bs[:-1]):
-        data = data.rechunk(chunks)
-    return data.map_blocks(_store_counting, target, top, dtype=np.int64,
-                           chunks=tuple((1,) * len(c) for c in data.chunks),
-                           meta=np.empty((0,) * data.ndim, np.int64))
+    return _block_writes(var, _new_array_like(var, path, chunks, attrs), chunks, _store_counting,
+                         np.int64, top)
 
 
 def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: bool) -> int:
