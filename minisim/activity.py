@@ -311,9 +311,10 @@ class ActivityBatch:
         self.np_bleach_rate_hz = 1.0 / bl.tau_s
         self._drive_cache: dict[int, np.ndarray] = {}
         self._birth_cache: dict[int, list[np.ndarray]] = {}
-        # per segment, per unit: its gate's resets (every segment's build reads its own, the
-        # segment before and segment 0's, for the state at t = 0)
+        # per segment, per unit: its gate's resets (a build reads its own and the segment's
+        # before); per unit, its gate's state at t = 0 (every build reads it)
         self._reset_cache: dict[int, dict[int, tuple]] = {}
+        self._initial_up: dict[int, bool] = {}
 
     # -- keyed pieces, each a pure function of (unit or ensemble, segment) ------------------
     def _drives(self, seg: int) -> np.ndarray:
@@ -347,8 +348,10 @@ class ActivityBatch:
 
     def _gate_switches(self, uid: int, seg: int) -> tuple[bool, np.ndarray]:
         """(state at the segment start, times at which the gate flips inside the segment)."""
-        up0 = reset_gate_state(lambda j: self._gate_resets(uid, j)[1:], seg,
-                               self._gate_resets(uid, 0)[0])
+        initial = self._initial_up.get(uid)
+        if initial is None:
+            initial = self._initial_up[uid] = self._gate_resets(uid, 0)[0]
+        up0 = reset_gate_state(lambda j: self._gate_resets(uid, j)[1:], seg, initial)
         _, times, marks = self._gate_resets(uid, seg)
         before = np.concatenate([[up0], marks[:-1]]) if marks.size else marks
         return up0, times[marks != before]
@@ -461,7 +464,7 @@ class ActivityBatch:
                    int(np.ceil(NEUROPIL_MEMORY_TAUS * np_spec.tau_s / (SEGMENT_FRAMES * self.dt))))
         for cache in (self._birth_cache, self._drive_cache, self._reset_cache):
             for j in list(cache):  # a snapshot: another thread may add or drop entries
-                if not (seg - back <= j <= seg or (j == 0 and cache is self._reset_cache)):
+                if not seg - back <= j <= seg:
                     cache.pop(j, None)
 
     # -- the segment ------------------------------------------------------------------------
