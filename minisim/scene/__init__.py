@@ -532,7 +532,108 @@ def _maps(b: _Build) -> None:
 
 
 def build_footprints(b: _Build) -> Footprints:
-    """Every cell's footprints (:func:`cell_footprints`), as sparse matrices in unit order."""
+    """Every cell's footprints, as sparse matrices in unit order: the model of
+    :func:`cell_footprints` (the numpy reference) computed for all cells by compiled kernels
+    (``_kernels.cell_footprints``, ``_kernels.halos``), which hold no GIL.
+
+    Each cell's shape is drawn from its own key, as in :func:`optics.planted_footprint`; the
+    kernels take the same pixel-integration weights (the normal CDF of
+    :func:`optics.blur_and_bin`, computed here) and match the reference to ~1e-12 of a cell's
+    peak (float64 sums in another order; tests/test_footprint_kernels.py).
+    """
+    H, W, m = b.H, b.W, b.margin_px
+    n_rows = (H + 2 * m) * (W + 2 * m)
+    na, nb = b.node_shape
+    planted, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals) = footprint_arrays(b)
+    return Footprints(
+        sharp_e=_by_unit(s_ptr, s_rows, s_vals[0], n_rows),
+        halo_e=_by_unit(h_ptr, h_rows, h_vals, na * nb),
+        axial_e=tuple(_by_unit(s_ptr, s_rows, v, n_rows) for v in s_vals[1:]),
+        planted=planted,
+    )
+
+
+def footprint_arrays(b: _Build) -> tuple[list, tuple, tuple]:
+    """The compiled footprints before they become matrices: (planted, sharp, halo).
+
+    ``planted`` as in :class:`Footprints`; ``sharp`` = (indptr by unit, padded-grid rows,
+    values (planes, entries) float64: the sharp image, then per focus-drift plane its
+    difference from it); ``halo`` = (indptr by unit, node rows, values float64). Per unit the
+    entries of :func:`cell_footprints`, in its order.
+    """
+    from scipy.special import ndtr
+
+    from ._kernels import cell_footprints as sharp_kernel
+    from ._kernels import halos as halo_kernel
+
+    spec, cells, c = b.spec, b.cells, b.spec.cells
+    H, W, d, m = b.H, b.W, b.d, b.margin_px
+    Hp, Wp = H + 2 * m, W + 2 * m
+    n_units = len(cells)
+    ns = optics.oversample(spec)
+    i0, j0, n_px = _patches(b)
+    # the shape draws, keyed per cell (the only per-cell Python left)
+    k = c.dendrite_count
+    ell, phi = np.empty(n_units), np.empty(n_units)
+    angles, lengths = np.empty((n_units, k)), np.empty((n_units, k))
+    for u, uid in enumerate(cells.unit_id):
+        ell[u], phi[u], angles[u], lengths[u] = optics.cell_shape(spec, uid)
+    # blur_and_bin's normal CDF table, per PSF plane and cell whose patch meets the padded grid
+    planes = np.array([b.sigma, *b.sigma_axial], dtype=float).reshape(1 + len(b.sigma_axial), n_units)
+    meets = ((np.maximum(i0, -m) < np.minimum(i0 + n_px, H + m))
+             & (np.maximum(j0, -m) < np.minimum(j0 + n_px, W + m)))
+    sizes = np.where(meets & (planes > 1e-6 * d), 2 * n_px * ns + 1, 0).ravel()
+    starts = np.cumsum(sizes) - sizes
+    mm = (np.arange(sizes.sum()) - np.repeat(starts, sizes)
+          - np.repeat(np.broadcast_to(n_px * ns, planes.shape).ravel(), sizes))
+    cdf = ndtr((mm - 0.5) * (d / ns) / np.repeat(planes.ravel(), sizes))
+    planted_size = n_px * n_px
+    planted_start = np.cumsum(planted_size) - planted_size
+    planted_buf = np.zeros(int(planted_size.sum()), np.float32)
+    dendrites = bool(c.dendrites_enabled and c.dendrite_count and c.dendrite_brightness > 0)
+    t_vessel = np.ascontiguousarray(b.t_vessel, np.float64).reshape(Hp, Wp)
+    s_ptr, s_rows, s_vals = sharp_kernel(
+        cells.y_um, cells.x_um, cells.radius_um, ell, phi, angles, lengths, i0, j0, n_px, H, W,
+        float(d), ns, float(c.nucleus_radius_fraction), float(c.nucleus_brightness),
+        float(c.dendrite_width_um), float(c.dendrite_brightness), dendrites, planes, cdf,
+        starts.reshape(planes.shape), b.sharp_share * b.flux_e, b.shadowed, t_vessel, m,
+        planted_buf, planted_start)
+    na, nb = b.node_shape
+    (a0, b0), (off_y, off_x) = b.node_origin, b.node_offset_px
+    h_ptr, h_rows, h_vals = halo_kernel(
+        cells.y_um, cells.x_um, b.sharp_share, b.flux_e, b.halo_sigma, float(d), b.coarse_px,
+        a0, b0, na, nb, float(off_y), float(off_x), _HALO_TRUNCATE)
+    planted = [(int(i0[u]), int(j0[u]),
+                planted_buf[planted_start[u]:planted_start[u] + planted_size[u]].reshape(n_px[u], n_px[u]))
+               for u in range(n_units)]
+    return planted, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals)
+
+
+def _by_unit(indptr: np.ndarray, rows: np.ndarray, vals: np.ndarray, n_rows: int) -> sp.csr_matrix:
+    """(n_rows, units) float32 CSR from per-unit columns (each unit's rows ascending, no repeats):
+    the matrix :func:`_csr` makes of the same parts."""
+    n_units = len(indptr) - 1
+    mat = sp.csc_matrix((vals.astype(np.float32), rows, indptr), shape=(n_rows, n_units)).tocsr()
+    mat.sort_indices()
+    return mat
+
+
+def _patches(b: _Build) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit: the first pixel row i0, column j0 and side n (px) of its square patch, wide
+    enough for the soma, its dendrites and the widest of its PSFs out to the sharp cut."""
+    c, cells, d = b.spec.cells, b.cells, b.d
+    r = cells.radius_um
+    ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
+    ext = ext + _SHARP_TRUNCATE * b.sigma_reach
+    i0 = np.floor(optics.pixel_index(cells.y_um, b.H, d) - ext / d).astype(np.int64)
+    j0 = np.floor(optics.pixel_index(cells.x_um, b.W, d) - ext / d).astype(np.int64)
+    n = (np.ceil(2 * ext / d) + 2).astype(np.int64)
+    return i0, j0, n
+
+
+def reference_footprints(b: _Build) -> Footprints:
+    """The footprints of :func:`build_footprints` by the numpy reference, one cell at a time
+    (:func:`cell_footprints`): slow (~1 ms a cell), for tests and for reading."""
     H, W, m = b.H, b.W, b.margin_px
     Wp, n_rows = W + 2 * m, (H + 2 * m) * (W + 2 * m)
     na, nb = b.node_shape
@@ -577,17 +678,18 @@ class CellFootprints:
 
 
 def cell_footprints(b: _Build, u: int, Wp: int) -> CellFootprints:
-    """Footprints of cell ``u``: a pure function of the Spec and the cell (keyed by its id)."""
-    spec, cells, c = b.spec, b.cells, b.spec.cells
+    """Footprints of cell ``u``: a pure function of the Spec and the cell (keyed by its id).
+
+    The numpy reference of the model, one cell at a time, in the optics functions the anatomy
+    tutorial shows; :func:`build_footprints` computes the same for all cells compiled.
+    """
+    spec, cells = b.spec, b.cells
     H, W, d, m, F = b.H, b.W, b.d, b.margin_px, b.coarse_px
     q, flux_e, t_vessel = b.sharp_share, b.flux_e, b.t_vessel
     n_sub = optics.oversample(spec)  # sub-pixels per pixel side
     cy, cx, r = cells.y_um[u], cells.x_um[u], cells.radius_um[u]
-    ext = 1.5 * r + (1.4 * c.dendrite_length_um + r if c.dendrites_enabled else 0.0)
-    ext += _SHARP_TRUNCATE * b.sigma_reach[u]
-    i0 = int(np.floor(optics.pixel_index(cy, H, d) - ext / d))
-    j0 = int(np.floor(optics.pixel_index(cx, W, d) - ext / d))
-    n = int(np.ceil(2 * ext / d)) + 2
+    i0_all, j0_all, n_all = _patches(b)
+    i0, j0, n = int(i0_all[u]), int(j0_all[u]), int(n_all[u])
     img = optics.planted_footprint(spec, cells.unit_id[u], r, cy, cx, i0, j0, n, n, n_sub)
     out = CellFootprints((i0, j0, optics.bin_patch(img, n_sub).astype(np.float32)),
                          None, None, [], None, None)

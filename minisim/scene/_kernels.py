@@ -94,3 +94,414 @@ def assemble_tissue(sharp, corrs, axial_w, halo_nodes, nb, ny, nx, fy, fx, neuro
     """
     _assemble_tissue(sharp, corrs, axial_w, _float32(halo_nodes), nb, ny, nx, _float32(fy), _float32(fx),
                      _float32(neuropil), _float32(f_np), out)
+
+
+# ------------------------------------------------------------------------------ footprints
+# The compiled twin of optics.planted_footprint, optics.bin_patch and optics.blur_and_bin as
+# used by scene.cell_footprints (the numpy reference; tests/test_footprint_kernels.py holds them
+# to 1e-12 of each other), for all cells in one call. Per cell: the soma and its dendrites are
+# drawn on the sub-pixel grid only where they can be non-zero, binned into the planted patch,
+# and blurred with the same pixel-integrated Gaussian weights (the normal CDF table of
+# blur_and_bin, computed by scipy outside) -- but only over the pixels the far-tail cut can
+# keep, instead of the whole patch (see _footprint_planes).
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sub_centres(first_px, n_px_sensor, d, ns, n, centre_um, out):
+    """Sub-pixel centres (um, from the cell's centre) along a patch axis that starts at
+    sensor pixel ``first_px``: the arithmetic of optics.planted_footprint."""
+    sub = d / ns
+    base = (first_px - (n_px_sensor - 1) / 2.0) * d - d / 2
+    for i in range(n * ns):
+        out[i] = (base + (i + 0.5) * sub) - centre_um
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_b, dend_w, dend_b,
+               dendrites, img, box):
+    """Draw one cell on the sub-pixel grid ``img`` (unnormalised; rows ys, columns xs, n_px
+    pixels a side) where it can be non-zero; box[:] = the (row, row end, column, column end),
+    whole pixels, that holds all of it (zero elsewhere in the box).
+
+    The same parts, boxes and arithmetic as optics.planted_footprint: an ellipsoid with a
+    dimmer nucleus, then each dendrite (a term that is exactly 0 there is skipped)."""
+    sq = np.sqrt(ell)
+    reach = radius * max(sq, 1 / sq)
+    n_parts = 1 + (angles.shape[0] if dendrites else 0)
+    boxes = np.empty((n_parts, 4), np.int64)
+    boxes[0, 0] = np.searchsorted(ys, -reach - sub)
+    boxes[0, 1] = np.searchsorted(ys, reach + sub)
+    boxes[0, 2] = np.searchsorted(xs, -reach - sub)
+    boxes[0, 3] = np.searchsorted(xs, reach + sub)
+    w = dend_w / 2
+    r0 = radius * 0.8
+    for k in range(n_parts - 1):
+        ca, sa = np.cos(angles[k]), np.sin(angles[k])
+        r1 = radius * 0.8 + lengths[k]
+        ey0, ey1, ex0, ex1 = r0 * sa, r1 * sa, r0 * ca, r1 * ca
+        boxes[k + 1, 0] = np.searchsorted(ys, (min(ey0, ey1) - 4 * w) - sub)
+        boxes[k + 1, 1] = np.searchsorted(ys, (max(ey0, ey1) + 4 * w) + sub)
+        boxes[k + 1, 2] = np.searchsorted(xs, (min(ex0, ex1) - 4 * w) - sub)
+        boxes[k + 1, 3] = np.searchsorted(xs, (max(ex0, ex1) + 4 * w) + sub)
+    box[0], box[1], box[2], box[3] = ys.shape[0], 0, xs.shape[0], 0
+    for k in range(n_parts):
+        if boxes[k, 0] < boxes[k, 1] and boxes[k, 2] < boxes[k, 3]:
+            box[0], box[1] = min(box[0], boxes[k, 0]), max(box[1], boxes[k, 1])
+            box[2], box[3] = min(box[2], boxes[k, 2]), max(box[3], boxes[k, 3])
+    if box[0] >= box[1]:
+        box[0], box[1], box[2], box[3] = 0, 0, 0, 0
+        return
+    # whole pixels, so that binning reads only drawn (or zeroed) sub-pixels
+    ns = ys.shape[0] // n_px
+    box[0], box[2] = (box[0] // ns) * ns, (box[2] // ns) * ns
+    box[1], box[3] = -((-box[1]) // ns) * ns, -((-box[3]) // ns) * ns
+    img[box[0]:box[1], box[2]:box[3]] = 0.0
+    cp, sp_ = np.cos(phi), np.sin(phi)
+    r2 = radius * radius
+    ff = nuc_f * nuc_f
+    nuc = (1 - nuc_b) * nuc_f
+    for i in range(boxes[0, 0], boxes[0, 1]):
+        y = ys[i]
+        for j in range(boxes[0, 2], boxes[0, 3]):
+            x = xs[j]
+            u = (x * cp + y * sp_) * sq
+            v = (-x * sp_ + y * cp) / sq
+            rho2 = (u * u + v * v) / r2
+            soma = np.sqrt(max(1 - rho2, 0.0))
+            if nuc_f > 0:
+                soma -= nuc * np.sqrt(max(1 - rho2 / ff, 0.0))
+            img[i, j] += soma
+    for k in range(n_parts - 1):
+        ca, sa = np.cos(angles[k]), np.sin(angles[k])
+        L = lengths[k]
+        for i in range(boxes[k + 1, 0], boxes[k + 1, 1]):
+            y = ys[i]
+            for j in range(boxes[k + 1, 2], boxes[k + 1, 3]):
+                x = xs[j]
+                along = x * ca + y * sa
+                across = -x * sa + y * ca
+                s = (along - r0) / L
+                if s >= 0 and s <= 1 and abs(across) <= 4 * w:
+                    t = across / w
+                    img[i, j] += dend_b * (1 - s) * np.exp(-0.5 * (t * t))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _psf_phases(cdf, c0, n, ns, sharp, dph):
+    """The pixel-integration weights of one PSF by sub-pixel phase: dph[s, j + n - 1] = weight
+    of a sub-pixel s sub-pixels into its pixel p on pixel p + j (optics.blur_and_bin's D[j ns - s]
+    = cdf[(j + 1) ns - s] - cdf[j ns - s], cdf from ``c0``; ``sharp``: no blur, the weight is 1
+    on the sub-pixel's own pixel). Returns the range (lo, hi) of offsets j ns - s whose weight is
+    not exactly 0 (lo > hi: none)."""
+    lo, hi = n * ns, -n * ns
+    for s in range(ns):
+        for j in range(-(n - 1), n):
+            t = j * ns - s
+            if sharp:
+                wt = 1.0 if j == 0 else 0.0
+            else:
+                wt = cdf[c0 + t + ns + n * ns] - cdf[c0 + t + n * ns]
+            dph[s, j + n - 1] = wt
+            if wt != 0.0:
+                lo, hi = min(lo, t), max(hi, t)
+    return lo, hi
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _blur_columns(img, box, dph, lo, hi, n, ns, m_a, m_b, rows):
+    """rows[y, m] = the light of sub-pixel row y (of the drawn ``box``) falling on pixel column
+    m in [m_a, m_b): the x step of the separable blur, summed over the row's sub-pixels in
+    order."""
+    rows[box[0]:box[1], m_a:m_b] = 0.0
+    for y in range(box[0], box[1]):
+        row = rows[y]
+        for x in range(box[2], box[3]):
+            v = img[y, x]
+            if v == 0.0:
+                continue
+            px = x // ns
+            m_lo = max(m_a, -((-(x + lo)) // ns))
+            m_hi = min(m_b, (x + hi) // ns + 1)
+            # contiguous slices, so that the loop vectorises
+            weights = dph[x - px * ns, m_lo - px + n - 1:m_hi - px + n - 1]
+            part = row[m_lo:m_hi]
+            for i in range(m_hi - m_lo):
+                part[i] += v * weights[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _blur_pixels(rows, box, dph, lo, hi, n, ns, k0, k1, m0, m1, out):
+    """out[k - k0, m - m0] = the blurred, pixel-integrated image at pixel (k, m) for k in
+    [k0, k1), m in [m0, m1): the y step, summed over sub-pixel rows in order. A pixel's value
+    does not depend on the block it is computed in."""
+    w = m1 - m0
+    for k in range(k0, k1):
+        acc = out[k - k0, :w]
+        acc[:] = 0.0
+        y_lo, y_hi = max(box[0], k * ns - hi), min(box[1], k * ns - lo + 1)
+        for y in range(y_lo, y_hi):
+            py = y // ns
+            wt = dph[y - py * ns, k - py + n - 1]
+            if wt != 0.0:
+                row = rows[y, m0:m1]
+                for i in range(w):
+                    acc[i] += wt * row[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _row_bound(k, row_max, box, dph, lo, hi, n, ns):
+    """An upper bound of pixel row k of the image: the y step applied to ``row_max`` (per
+    sub-pixel row, the largest of its x-blurred values over the columns that matter)."""
+    v = 0.0
+    for y in range(max(box[0], k * ns - hi), min(box[1], k * ns - lo + 1)):
+        py = y // ns
+        v += dph[y - py * ns, k - py + n - 1] * row_max[y]
+    return v
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rows_max(rows, box, m_a, m_b, out):
+    """out[y] = max of rows[y, m_a:m_b] over the box's sub-pixel rows (0 for no columns)."""
+    for y in range(box[0], box[1]):
+        v = 0.0
+        for m in range(m_a, m_b):
+            v = max(v, rows[y, m])
+        out[y] = v
+
+
+_SAFE = 1 + 1e-9  # bounds are compared with this margin: they and the values round differently
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _peak(rows, box, px_box, dph, lo, hi, n, ns, row_max, bound, buf):
+    """The image's largest value over the box's pixels (where its largest value over the
+    whole patch lies: outside them a Gaussian integrated over a pixel only shrinks with the
+    distance to every source). Rows are evaluated in decreasing order of their bound, until
+    no row left can beat the best one found."""
+    k0, k1, m0, m1 = px_box[0], px_box[1], px_box[2], px_box[3]
+    _rows_max(rows, box, m0, m1, row_max)
+    for k in range(k0, k1):
+        bound[k - k0] = _row_bound(k, row_max, box, dph, lo, hi, n, ns)
+    best = 0.0
+    while True:
+        i = 0
+        for j in range(1, k1 - k0):
+            if bound[j] > bound[i]:
+                i = j
+        if bound[i] < 0 or bound[i] * _SAFE <= best:
+            return best
+        bound[i] = -1.0
+        _blur_pixels(rows, box, dph, lo, hi, n, ns, k0 + i, k0 + i + 1, m0, m1, buf)
+        for m in range(m1 - m0):
+            best = max(best, buf[0, m])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _reach(rows, box, dph, lo, hi, n, ns, crop, floor, row_max, col_bound):
+    """Rows [a, b) and columns [c, e) of the crop [r0, r1) x [c0, c1) outside which no pixel of
+    the image exceeds ``floor``, from bounds: a row by its sub-pixel rows' largest values over
+    the crop's columns, a column by its sub-pixel rows' values times their largest weight."""
+    r0, r1, c0, c1 = crop
+    _rows_max(rows, box, c0, c1, row_max)
+    a, b = r1, r0
+    for k in range(r0, r1):
+        if _row_bound(k, row_max, box, dph, lo, hi, n, ns) * _SAFE > floor:
+            a, b = min(a, k), k + 1
+    col_bound[c0:c1] = 0.0
+    for y in range(box[0], box[1]):
+        sy = y % ns
+        w = 0.0
+        for j in range(dph.shape[1]):
+            w = max(w, dph[sy, j])
+        part = rows[y, c0:c1]
+        for i in range(c1 - c0):
+            col_bound[c0 + i] += w * part[i]
+    c, e = c1, c0
+    for m in range(c0, c1):
+        if col_bound[m] * _SAFE > floor:
+            c, e = min(c, m), m + 1
+    return a, b, c, e
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _grow(a, need):
+    """``a`` (1-D), or a copy at least twice as long where ``need`` entries do not fit."""
+    if need <= a.shape[0]:
+        return a
+    b = np.empty(max(need, 2 * a.shape[0]), a.dtype)
+    b[:a.shape[0]] = a
+    return b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _grow_2d(a, need):
+    """``a`` (rows, entries), or a copy with room for at least ``need`` entries."""
+    if need <= a.shape[1]:
+        return a
+    b = np.empty((a.shape[0], max(need, 2 * a.shape[1])), a.dtype)
+    b[:, :a.shape[1]] = a
+    return b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H, W, d, ns,
+                     nuc_f, nuc_b, dend_w, dend_b, dendrites, sigma, cdf, cdf_start, scale,
+                     shadowed, t_vessel, margin, planted, planted_start):
+    N, P = cy.shape[0], sigma.shape[0]
+    Wp = t_vessel.shape[1]
+    max_n = 1
+    for u in range(N):
+        max_n = max(max_n, n_px[u])
+    M = max_n * ns
+    ys, xs = np.empty(M), np.empty(M)
+    img = np.empty((M, M))
+    rows = np.empty((P, M, max_n))
+    dph = np.empty((P, ns, 2 * max_n - 1))
+    lo, hi = np.empty(P, np.int64), np.empty(P, np.int64)
+    floors = np.empty(P)
+    vals = np.empty((P, max_n, max_n))
+    buf = np.empty((max_n, max_n))
+    row_max, bound, col_bound = np.empty(M), np.empty(max_n), np.empty(max_n)
+    box, px_box = np.empty(4, np.int64), np.empty(4, np.int64)
+    out_rows = np.empty(1 << 16, np.int64)
+    out_vals = np.empty((P, 1 << 16))
+    ptr = np.zeros(N + 1, np.int64)
+    nnz = 0
+    sub = d / ns
+    for u in range(N):
+        ptr[u] = nnz
+        n = n_px[u]
+        _sub_centres(i0[u], H, d, ns, n, cy[u], ys)
+        _sub_centres(j0[u], W, d, ns, n, cx[u], xs)
+        _draw_soma(ys[:n * ns], xs[:n * ns], n, sub, radius[u], ell[u], phi[u], angles[u], lengths[u],
+                   nuc_f, nuc_b, dend_w, dend_b, dendrites, img, box)
+        # normalised to sum 1, binned into the planted patch (sub-pixels in optics.bin_patch's order)
+        total = 0.0
+        for y in range(box[0], box[1]):
+            for x in range(box[2], box[3]):
+                total += img[y, x]
+        if total > 0:
+            for y in range(box[0], box[1]):
+                for x in range(box[2], box[3]):
+                    img[y, x] = img[y, x] / total
+        px_box[0], px_box[1], px_box[2], px_box[3] = box[0] // ns, box[1] // ns, box[2] // ns, box[3] // ns
+        p0 = planted_start[u]
+        for k in range(px_box[0], px_box[1]):
+            for m in range(px_box[2], px_box[3]):
+                v = img[k * ns, m * ns]
+                for a in range(ns):
+                    for b in range(ns):
+                        if a or b:
+                            v += img[k * ns + a, m * ns + b]
+                planted[p0 + k * n + m] = np.float32(v)
+        # the sharp images on the padded grid: crop [r0, r1) x [c0, c1) of the patch
+        r0, r1 = max(i0[u], -margin) - i0[u], min(i0[u] + n, H + margin) - i0[u]
+        c0, c1 = max(j0[u], -margin) - j0[u], min(j0[u] + n, W + margin) - j0[u]
+        if r0 >= r1 or c0 >= c1 or box[0] >= box[1]:
+            continue
+        # each PSF's far-tail floor (1e-4 of its own peak), and the pixels of the crop that
+        # can exceed it
+        k0, k1, m0, m1 = n, 0, n, 0
+        m_a, m_b = min(px_box[2], c0), max(px_box[3], c1)
+        for p in range(P):
+            lo[p], hi[p] = _psf_phases(cdf, cdf_start[p, u], n, ns, sigma[p, u] <= 1e-6 * d, dph[p])
+            _blur_columns(img, box, dph[p], lo[p], hi[p], n, ns, m_a, m_b, rows[p])
+            peak = _peak(rows[p], box, px_box, dph[p], lo[p], hi[p], n, ns, row_max, bound, buf)
+            floors[p] = 1e-4 * (peak * scale[u])
+            a, b_, c, e = _reach(rows[p], box, dph[p], lo[p], hi[p], n, ns, (r0, r1, c0, c1),
+                                 floors[p] / scale[u], row_max, col_bound)
+            if a < b_ and c < e:
+                k0, k1, m0, m1 = min(k0, a), max(k1, b_), min(m0, c), max(m1, e)
+        if k0 >= k1:
+            continue
+        for p in range(P):
+            _blur_pixels(rows[p], box, dph[p], lo[p], hi[p], n, ns, k0, k1, m0, m1, vals[p])
+        out_rows = _grow(out_rows, nnz + (k1 - k0) * (m1 - m0))
+        out_vals = _grow_2d(out_vals, nnz + (k1 - k0) * (m1 - m0))
+        su, shaded = scale[u], shadowed[u]
+        for k in range(k0, k1):
+            pr = k + i0[u] + margin
+            for m in range(m0, m1):
+                sharp = vals[0, k - k0, m - m0] * su
+                keep = sharp > floors[0]
+                for p in range(1, P):
+                    keep = keep or vals[p, k - k0, m - m0] * su > floors[p]
+                if keep:
+                    pc = m + j0[u] + margin
+                    shade = t_vessel[pr, pc] if shaded else 1.0
+                    if shaded:
+                        sharp = sharp * shade
+                    out_rows[nnz] = pr * Wp + pc
+                    out_vals[0, nnz] = sharp
+                    for p in range(1, P):
+                        out_vals[p, nnz] = (vals[p, k - k0, m - m0] * su) * shade - sharp
+                    nnz += 1
+    ptr[N] = nnz
+    return ptr, out_rows[:nnz], out_vals[:, :nnz]
+
+
+def cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H, W, d, ns,
+                    nuc_f, nuc_b, dend_w, dend_b, dendrites, sigma, cdf, cdf_start, scale,
+                    shadowed, t_vessel, margin, planted, planted_start):
+    """Every cell's planted patch and sharp images, in one compiled pass (no GIL held).
+
+    Per cell u: its centre (cy, cx um), radius, shape draws (ell, phi, dendrite ``angles`` and
+    ``lengths`` rows), patch [i0, i0 + n) x [j0, j0 + n) px, ``ns`` sub-pixels a side; per PSF
+    plane p (the sharp image, then the focus-drift planes) its ``sigma[p, u]`` and the normal CDF
+    table of optics.blur_and_bin at ``cdf[cdf_start[p, u]:]``; the light ``scale`` (sharp share x
+    flux), whether it is ``shadowed`` by ``t_vessel`` (padded grid, ``margin`` px). Writes the
+    planted patches (float32, n x n row-major at ``planted_start[u]``) into ``planted``; returns
+    (indptr by unit, padded-grid rows, values (planes, entries) float64): per unit the pixels
+    above any plane's far-tail floor, row-major; plane 0 the sharp image, plane p > 0 its
+    difference from plane 0.
+    """
+    return _cell_footprints(cy, cx, radius, ell, phi, np.ascontiguousarray(angles, np.float64),
+                            np.ascontiguousarray(lengths, np.float64), i0, j0, n_px, H, W, d, ns,
+                            nuc_f, nuc_b, dend_w, dend_b, dendrites, sigma, cdf, cdf_start, scale,
+                            shadowed, t_vessel, margin, planted, planted_start)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _halos(cy, cx, q, flux, hs, d, F, a0, b0, na, nb, off_y, off_x, truncate):
+    N = cy.shape[0]
+    out_rows = np.empty(1 << 16, np.int64)
+    out_vals = np.empty(1 << 16)
+    ptr = np.zeros(N + 1, np.int64)
+    nnz = 0
+    for u in range(N):
+        ptr[u] = nnz
+        if not q[u] < 1:
+            continue
+        ext_h = truncate * hs[u]
+        ci, cj = cy[u] / d - off_y, cx[u] / d - off_x
+        a_lo = max(int(np.floor((ci - ext_h / d) / F)), a0)
+        a_hi = min(int(np.ceil((ci + ext_h / d) / F)), a0 + na - 1) + 1
+        b_lo = max(int(np.floor((cj - ext_h / d) / F)), b0)
+        b_hi = min(int(np.ceil((cj + ext_h / d) / F)), b0 + nb - 1) + 1
+        if a_lo >= a_hi or b_lo >= b_hi:
+            continue
+        gx = np.empty(b_hi - b_lo)
+        for bb in range(b_lo, b_hi):
+            t = (((bb * F + off_x) - cx[u] / d) * d / hs[u])
+            gx[bb - b_lo] = np.exp(-0.5 * (t * t))
+        coef = (1 - q[u]) * flux[u] * d * d / (2 * np.pi * hs[u] * hs[u])
+        out_rows = _grow(out_rows, nnz + (a_hi - a_lo) * (b_hi - b_lo))
+        out_vals = _grow(out_vals, nnz + (a_hi - a_lo) * (b_hi - b_lo))
+        for aa in range(a_lo, a_hi):
+            t = (((aa * F + off_y) - cy[u] / d) * d / hs[u])
+            gy = np.exp(-0.5 * (t * t))
+            for bb in range(b_lo, b_hi):
+                v = gy * gx[bb - b_lo] * coef
+                if v > 0:
+                    out_rows[nnz] = (aa - a0) * nb + (bb - b0)
+                    out_vals[nnz] = v
+                    nnz += 1
+    ptr[N] = nnz
+    return ptr, out_rows[:nnz], out_vals[:nnz]
+
+
+def halos(cy, cx, q, flux, hs, d, F, a0, b0, na, nb, off_y, off_x, truncate):
+    """Every cell's scattered halo on the node grid, in one compiled pass: per unit with a
+    scattered share (sharp share q < 1) the Gaussian of sigma ``hs`` (um) cut at ``truncate``
+    sigma, sampled at the nodes (node (a, b) at pixel (a F + off_y, b F + off_x) from the optical
+    axis), holding (1 - q) x flux per pixel area; (indptr by unit, node rows, values)."""
+    return _halos(cy, cx, q, flux, hs, d, F, a0, b0, na, nb, off_y, off_x, truncate)

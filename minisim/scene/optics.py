@@ -138,6 +138,21 @@ def patch_overlap(
             (slice(ia - y0, ib - y0), slice(ja - x0, jb - x0)))
 
 
+def cell_shape(spec: Spec, unit_id: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """A cell's shape draws, keyed by (seed, unit id) only: ellipticity, orientation (rad),
+    dendrite angles (rad) and lengths (um), ``cells.dendrite_count`` of each.
+
+    Drawn whether or not dendrites are enabled, so switching them off changes nothing else.
+    """
+    c = spec.cells
+    g = rng(spec.recording.seed, "cell_shape", int(unit_id))
+    ell = np.exp(c.ellipticity_sd * g.standard_normal())
+    phi = g.uniform(0, np.pi)
+    dend_angles = g.uniform(0, 2 * np.pi, size=c.dendrite_count)
+    dend_len = c.dendrite_length_um * g.uniform(0.6, 1.4, size=c.dendrite_count)
+    return ell, phi, dend_angles, dend_len
+
+
 def planted_footprint(
     spec: Spec, unit_id: int, radius_um: float, cy_um: float, cx_um: float,
     i0: int, j0: int, ni: int, nj: int, n_sub: int,
@@ -152,11 +167,7 @@ def planted_footprint(
     """
     c = spec.cells
     H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
-    g = rng(spec.recording.seed, "cell_shape", int(unit_id))
-    ell = np.exp(c.ellipticity_sd * g.standard_normal())
-    phi = g.uniform(0, np.pi)
-    dend_angles = g.uniform(0, 2 * np.pi, size=c.dendrite_count)
-    dend_len = c.dendrite_length_um * g.uniform(0.6, 1.4, size=c.dendrite_count)
+    ell, phi, dend_angles, dend_len = cell_shape(spec, unit_id)
 
     sub = d / n_sub
     ys = pixel_center_um(i0, H, d) - d / 2 + (np.arange(ni * n_sub) + 0.5) * sub - cy_um

@@ -1,0 +1,111 @@
+"""The compiled footprints are the numpy reference's, cell by cell.
+
+``scene.build_footprints`` computes every cell's planted patch, sharp image, focus-drift planes and
+halo in compiled kernels (``scene._kernels``); ``scene.cell_footprints`` is the same model one cell
+at a time in the numpy functions of ``scene.optics`` that the anatomy tutorial shows. They sum in
+another order, so they agree to rounding: float64 values to 1e-12 of the cell's peak, the same
+pixels kept by the far-tail cut, and the float32 planted patches to one unit in the last place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import ALL_EFFECTS_OFF
+
+from minisim import Spec, presets
+from minisim.scene import build_scene, cell_footprints, footprint_arrays, optics
+
+REL = 1e-12
+
+
+def small_v4(**updates) -> Spec:
+    """The V4 CA1 preset on 64 x 72 px (shadowed cells, sub-pixels of half a pixel)."""
+    spec = presets.scope("miniscope_v4_ca1").with_updates(
+        {"sensor.height_px": 64, "sensor.width_px": 72, "recording.duration_s": 1.0, "recording.fps": 10.0})
+    return spec.with_updates(updates) if updates else spec
+
+
+def assert_same_footprints(spec: Spec, window=None, sigma_um: float | None = None) -> int:
+    """Every cell of the scene: compiled parts against cell_footprints. Returns the cells checked."""
+    b = build_scene(spec, window)._build
+    if sigma_um is not None:  # every cell at one PSF width (0: no blur, binning only)
+        b.sigma = np.full_like(b.sigma, sigma_um)
+        b.sigma_axial = [np.full_like(s, sigma_um) for s in b.sigma_axial]
+    Wp = b.W + 2 * b.margin_px
+    planted, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals) = footprint_arrays(b)
+    assert len(planted) == len(b.cells) > 0
+    for u in range(len(b.cells)):
+        ref = cell_footprints(b, u, Wp)
+        (i0, j0, patch), (ri0, rj0, rpatch) = planted[u], ref.planted
+        assert (i0, j0, patch.shape, patch.dtype) == (ri0, rj0, rpatch.shape, rpatch.dtype)
+        np.testing.assert_array_max_ulp(patch, rpatch, maxulp=1)
+        a, e = s_ptr[u], s_ptr[u + 1]
+        if ref.sharp_rows is None:
+            assert a == e
+        else:
+            np.testing.assert_array_equal(s_rows[a:e], ref.sharp_rows)
+            peak = np.abs(ref.sharp_vals).max() if len(ref.sharp_vals) else 0.0
+            np.testing.assert_allclose(s_vals[0, a:e], ref.sharp_vals, rtol=0, atol=REL * peak)
+            assert len(ref.axial_vals) == s_vals.shape[0] - 1
+            for k, plane in enumerate(ref.axial_vals):
+                np.testing.assert_allclose(s_vals[1 + k, a:e], plane, rtol=0, atol=REL * peak)
+        a, e = h_ptr[u], h_ptr[u + 1]
+        if ref.halo_rows is None:
+            assert a == e
+        else:
+            np.testing.assert_array_equal(h_rows[a:e], ref.halo_rows)
+            np.testing.assert_allclose(h_vals[a:e], ref.halo_vals, rtol=REL, atol=0)
+    return len(b.cells)
+
+
+def test_compiled_footprints_match_the_reference_for_v4_cells():
+    # shadowed cells, patches clipped by the padded grid's edges and patches that miss it
+    spec = small_v4()
+    b = build_scene(spec)._build
+    assert b.shadowed.all()
+    assert assert_same_footprints(spec) > 10
+
+
+def test_some_v4_patches_are_clipped_and_some_miss_the_grid():
+    # what the test above covers: cells whose patch the padded grid cuts, and cells whose light
+    # reaches the sensor only through the halo
+    spec = small_v4()
+    b = build_scene(spec)._build
+    planted, (s_ptr, _, _), _ = footprint_arrays(b)
+    m = b.margin_px
+    clipped = [i0 < -m or j0 < -m or i0 + p.shape[0] > b.H + m or j0 + p.shape[1] > b.W + m
+               for i0, j0, p in planted]
+    has_sharp = np.diff(s_ptr) > 0
+    assert np.any(np.array(clipped) & has_sharp)
+    assert np.any(~has_sharp)
+
+
+def test_compiled_footprints_match_the_reference_with_focus_drift():
+    spec = small_v4(**{"motion.enabled": True, "motion.axial_sd_um": 2.0})
+    assert len(build_scene(spec)._build.sigma_axial) == 2
+    assert_same_footprints(spec)
+
+
+def test_compiled_footprints_match_the_reference_without_dendrites_or_shadows():
+    spec = small_v4(**{"cells.dendrites_enabled": False, "vasculature.depth_um": 400.0})
+    assert not build_scene(spec)._build.shadowed.any()
+    assert_same_footprints(spec)
+
+
+def test_compiled_footprints_match_the_reference_in_a_window():
+    assert_same_footprints(small_v4(), window=(10, 40, 50, 72))
+
+
+def test_compiled_footprints_match_the_reference_without_oversampling():
+    # the generic scope: one sub-pixel per pixel, every effect off but the PSF
+    spec = Spec(recording={"duration_s": 1.0, "fps": 10.0}, sensor={"height_px": 48, "width_px": 40})
+    spec = spec.with_updates(ALL_EFFECTS_OFF)
+    assert optics.oversample(spec) == 1
+    assert_same_footprints(spec)
+
+
+@pytest.mark.parametrize("sigma_um", [0.0, 30.0])
+def test_compiled_footprints_match_the_reference_at_extreme_psf_widths(sigma_um):
+    # 0: blur_and_bin only bins; 30 um: the footprint spreads over most of the patch
+    assert_same_footprints(small_v4(), sigma_um=sigma_um)
