@@ -40,18 +40,19 @@ STREAMS: dict[str, int] = {
     "sensor_fixed": 7,     # PRNU / DSNU / hot pixels: Philox key, counter (x, y)
     "sensor_noise": 8,     # shot + read noise: Philox key, counter (x // 4, y, frame), word x % 4
     "motion": 9,           # per motion segment
-    "activity_unit": 10,   # per (unit, segment): gate, rate, spikes
+    "activity_unit": 10,   # retired (render algorithm <= 5: per (unit, segment) Generator)
     "activity_params": 11, # per unit: rate, kinetics jitter, amplitude
     "ensembles": 12,       # per (ensemble, segment): shared drive
     "ensemble_membership": 13,  # per unit
     "hemodynamics": 14,
     "neuropil_trace": 15,
     "bleaching": 16,
-    "activity_gate": 17,   # per (unit, segment): resets of the up/down gate
-    "modulation_knots": 18,  # per (unit, knot block): private OU at segment boundaries
+    "activity_gate": 17,   # retired (render algorithm <= 5: per (unit, segment) gate resets)
+    "modulation_knots": 18,  # retired (render algorithm <= 5: per (unit, knot block) private OU knots)
     "ensemble_knots": 19,  # per (ensemble, knot block): shared OU at segment boundaries
     "motion_knots": 20,    # per (motion component, knot block)
     "sensor_poisson": 21,  # uniform of the exact-Poisson pixels: counter (x // 4, y, frame), word x % 4
+    "activity_births": 22,  # per unit: Philox key, word streams (unit id, segment or knot, kind)
 }
 
 
@@ -120,6 +121,118 @@ _U32 = 2.0**-32
 def word_uniform(w):
     """A uint32 word as a uniform in (0, 1): (w + 1/2) / 2**32 (float64, never 0 or 1)."""
     return (np.float64(w) + 0.5) * _U32
+
+
+# ------------------------------------------------------------ word streams (per-unit draws)
+# A word stream is the sequence of words of the counters (c0, c1, c2, kind << 28 | i),
+# i = 0, 1, 2, ...: word n is word n % 4 of counter i = n // 4. Per-unit draws read their
+# uniforms from such streams in a fixed order (one stream per unit, segment and kind of draw), so
+# a draw depends only on (seed, stream, c0, c1, c2, kind, n): never on other units, on the order
+# units are drawn in, or on which process draws them. ``st`` (uint64, STREAM_STATE) holds the
+# counter, the position and the current counter's four words.
+STREAM_STATE = 9
+#: bits of the counter's last word below the kind: at most 2**28 counters (2**30 words) a stream
+KIND_SHIFT = np.uint64(28)
+_ONE_U64, _THREE_U64 = np.uint64(1), np.uint64(3)
+_U53 = 2.0**-53
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def open_stream(st, c0, c1, c2, kind):
+    """Point ``st`` at word 0 of the stream (c0, c1, c2, kind) (all uint64, 32 bits each,
+    ``kind`` < 16)."""
+    st[0] = c0
+    st[1] = c1
+    st[2] = c2
+    st[3] = kind << KIND_SHIFT
+    st[4] = np.uint64(0)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def next_word(k0, k1, st):
+    """The stream's next uint32 word (as uint64), one Philox call every four words."""
+    pos = st[4]
+    r = pos & _THREE_U64
+    if r == 0:
+        a, b, c, d = philox4x32(st[0], st[1], st[2], st[3] | (pos >> np.uint64(2)), k0, k1)
+        st[5] = a
+        st[6] = b
+        st[7] = c
+        st[8] = d
+    st[4] = pos + _ONE_U64
+    return st[5 + np.int64(r)]
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def next_uniform(k0, k1, st):
+    """A uniform in (0, 1) from the stream's next word (32 bits: :func:`word_uniform`)."""
+    return word_uniform(next_word(k0, k1, st))
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def next_uniform53(k0, k1, st):
+    """A uniform in (0, 1) with 53 random bits from the stream's next two words."""
+    hi = next_word(k0, k1, st) >> np.uint64(5)
+    lo = next_word(k0, k1, st) >> np.uint64(6)
+    return (np.float64(hi) * 67108864.0 + np.float64(lo) + 0.5) * _U53
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def next_exponential(k0, k1, st):
+    """A unit-mean exponential, -log u of the stream's next uniform (at most 22.9)."""
+    return -math.log(next_uniform(k0, k1, st))
+
+
+#: An exact Poisson draw is the sum of draws by inversion whose means are at most this, so
+#: exp(-mean) never underflows (it would past ~745) and the search stays short.
+POISSON_CHUNK_MEAN = 64.0
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def poisson_inversion(mean, u):
+    """The Poisson(``mean``) count whose CDF first reaches the uniform ``u`` (``mean`` <=
+    :data:`POISSON_CHUNK_MEAN`). Sequential search from 0; it stops where the pmf underflows
+    (u within rounding of 1: a count ~10 sd out, probability < 1e-15)."""
+    p = math.exp(-mean)
+    cdf = p
+    k = 0
+    while u > cdf and p > 0.0:
+        k += 1
+        p = p * mean / k
+        cdf += p
+    return k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def next_poisson(k0, k1, st, mean):
+    """An exact Poisson(``mean``) count from the stream, for any mean: the sum of
+    ceil(mean / :data:`POISSON_CHUNK_MEAN`) draws by inversion of equal means (a sum of
+    independent Poissons is Poisson), each from a 53-bit uniform (two words)."""
+    if not mean > 0.0:
+        return 0
+    chunks = math.ceil(mean / POISSON_CHUNK_MEAN)
+    m = mean / chunks
+    total = 0
+    for _ in range(chunks):
+        total += poisson_inversion(m, next_uniform53(k0, k1, st))
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _stream_poissons(k0, k1, mean, out):
+    st = np.zeros(STREAM_STATE, np.uint64)
+    for i in range(out.size):
+        open_stream(st, np.uint64(i) & _LO, np.uint64(i) >> _S32, np.uint64(0), np.uint64(0))
+        out[i] = next_poisson(k0, k1, st, mean)
+
+
+def stream_poissons(seed: int, stream: str, mean: float, size: int) -> np.ndarray:
+    """``size`` Poisson(``mean``) counts (int64), draw i from the word stream (i, 0, kind 0) of
+    (seed, stream): :func:`next_poisson` as the per-unit draws use it (for tests)."""
+    k0, k1 = philox_key(seed, stream)
+    out = np.empty(int(size), np.int64)
+    _stream_poissons(np.uint64(k0), np.uint64(k1), float(mean), out)
+    return out
 
 
 # ------------------------------------------------------------ float32 normals of whole words
