@@ -50,13 +50,28 @@ and a shorter recording is bit for bit the prefix of a longer one (prefix-stable
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 from scipy.signal import lfilter
 
-from .rng import ou_segment, reset_gate_state, rng
+from .rng import (
+    KIND_SHIFT,
+    STREAM_STATE,
+    lookback_knots,
+    next_exponential,
+    next_poisson,
+    next_uniform,
+    next_word,
+    open_stream,
+    ou_segment,
+    philox4x32,
+    philox_key,
+    rng,
+    words_to_normals32,
+)
 from .spec import ActivitySpec, Spec
 
 __all__ = ["SEGMENT_FRAMES", "Activity", "ActivityBatch", "dff_from_spikes", "expected_dff", "hill_dff",
@@ -188,78 +203,464 @@ def expected_dff(spec: Spec, params: dict[str, np.ndarray]) -> np.ndarray:
     return hill_dff(kernel_sum, act_spec, params["amplitude"])
 
 
-def _refractory(t: np.ndarray, refractory_s: float) -> np.ndarray:
-    """Drop spikes closer than ``refractory_s`` to the previous kept spike (t sorted)."""
-    if t.size == 0 or np.all(np.diff(t) >= refractory_s):
-        return t
-    keep = np.ones(t.size, bool)
-    last = -np.inf
-    for k, tk in enumerate(t):
-        if tk - last < refractory_s:
-            keep[k] = False
-        else:
-            last = tk
-    return t[keep]
-
-
-# ----------------------------------------------------------------------------- calcium
-def _frame_kernel_inputs(
-    times: list[np.ndarray], seg: int, fps: float, tau_s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per (unit, frame): spike count n_f and a_f = Σ_k exp(-((f+1)Δt - t_k)/τ) for each τ.
-
-    ``tau_s`` is (n_components, n_units); returns n (n_units, L) and a (n_components, n_units, L).
-    """
-    L = SEGMENT_FRAMES
-    n_units = len(times)
-    counts = np.array([t.size for t in times], np.int64)
-    n = np.zeros((n_units, L))
-    a = np.zeros((tau_s.shape[0], n_units, L))
-    if counts.sum() == 0:
-        return n, a
-    t = np.concatenate(times)
-    unit = np.repeat(np.arange(n_units), counts)
-    frame = np.clip(np.floor(t * fps).astype(np.int64) - seg * L, 0, L - 1)
-    to_edge = np.clip((seg * L + frame + 1) / fps - t, 0.0, 1.0 / fps)
-    flat = unit * L + frame
-    n += np.bincount(flat, minlength=n_units * L).reshape(n_units, L)
-    for c in range(tau_s.shape[0]):
-        w = np.exp(-to_edge / tau_s[c, unit])
-        a[c] = np.bincount(flat, weights=w, minlength=n_units * L).reshape(n_units, L)
-    return n, a
-
-
-def _kernel_segment(
-    n: np.ndarray, a: np.ndarray, state: np.ndarray, tau_s: np.ndarray, fps: float
-) -> np.ndarray:
-    """Exposure-averaged Σ_k exp(-(t - t_k)/τ) per component, unit and frame; updates ``state``.
-
-    With E_f the sum at frame start and decay = exp(-Δt/τ):
-    mean over frame f = (τ/Δt) [(1 - decay) E_f + n_f - a_f], and E_{f+1} = decay E_f + a_f.
-    """
-    dt = 1.0 / fps
-    decay = np.exp(-dt / tau_s)                       # (components, units)
-    E = np.empty(a.shape)
-    cur = np.ascontiguousarray(state, np.float64).copy()
-    _frame_start_sums(np.ascontiguousarray(a, np.float64), np.ascontiguousarray(decay, np.float64), cur, E)
-    state[...] = cur
-    return (tau_s / dt)[:, :, None] * ((1.0 - decay)[:, :, None] * E + n[None] - a)
+# ----------------------------------------------------------------------------- row math
+# exp and log of whole rows in float64 by loops the compiler vectorises (the C library's exp
+# and pow are scalar calls, ~12 and ~27 ns each here: most of a segment's per-frame work). The
+# exponent is built from and read out of the float's bits through integer views, as in
+# minisim.rng.words_to_normals32; same arithmetic on every platform, within 2 ulp of libm
+# (tests/test_activity.py).
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_ROUND_SHIFT = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer, kept in the low bits
+_EXP_MIN, _EXP_MAX = -708.0, 709.0
+_BIAS, _EXP_SHIFT = np.uint64(1023), np.uint64(52)
+_MANTISSA, _ONE_BITS = np.uint64(0xFFFFFFFFFFFFF), np.uint64(0x3FF0000000000000)
+_SQRT2 = math.sqrt(2.0)
+# 1/k! for exp(r), |r| <= ln2/2: degree 13 (truncation < 1e-17)
+_E2, _E3, _E4, _E5, _E6, _E7 = 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040
+_E8, _E9, _E10, _E11, _E12, _E13 = 1 / 40320, 1 / 362880, 1 / 3628800, 1 / 39916800, 1 / 479001600, 1 / 6227020800
+# 1/(2k+1) for atanh(s) = s Σ s^2k / (2k+1), |s| <= 0.1716: ten terms (truncation < 3e-17)
+_L3, _L5, _L7, _L9, _L11, _L13, _L15, _L17, _L19 = (1 / k for k in (3, 5, 7, 9, 11, 13, 15, 17, 19))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _frame_start_sums(a, decay, cur, E):
-    """E[c, u, f] = the sum at frame f's start; cur carries it (E_{f+1} = decay E_f + a_f, the
-    product rounded before the sum, frame by frame)."""
-    C, U, L = a.shape
-    for c in range(C):
-        for u in range(U):
-            e = cur[c, u]
-            d = decay[c, u]
+def _exp_row(x, out, scratch):
+    """out[i] = exp(x[i]) (float64), x clamped to [-708, 709]; ``scratch`` (n,) float64.
+
+    exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 (in two parts), exp(r) by its
+    Taylor polynomial; 2^k from the bits (k + 1023) << 52.
+    """
+    n = x.shape[0]
+    for i in range(n):
+        xi = min(max(x[i], _EXP_MIN), _EXP_MAX)
+        t = xi * _LOG2E + _ROUND_SHIFT
+        k = t - _ROUND_SHIFT
+        r = (xi - k * _LN2_HI) - k * _LN2_LO
+        out[i] = 1.0 + r * (1.0 + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * (
+            _E7 + r * (_E8 + r * (_E9 + r * (_E10 + r * (_E11 + r * (_E12 + r * _E13))))))))))))
+        scratch[i] = t
+    bits = scratch.view(np.uint64)
+    for i in range(n):
+        bits[i] = (bits[i] + _BIAS) << _EXP_SHIFT  # the low bits of t hold k
+    scale = scratch
+    for i in range(n):
+        out[i] = out[i] * scale[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _log_row(y, out, scratch):
+    """out[i] = log(y[i]) (float64) for positive normal y; ``scratch`` (n,) float64.
+
+    y = 2^e m, m in [sqrt(1/2), sqrt(2)): log y = e ln 2 + 2 atanh((m - 1) / (m + 1)).
+    """
+    n = y.shape[0]
+    ybits = y.view(np.uint64)
+    mbits = scratch.view(np.uint64)
+    for i in range(n):
+        out[i] = np.float64(np.int64(ybits[i] >> _EXP_SHIFT) - 1023)
+        mbits[i] = (ybits[i] & _MANTISSA) | _ONE_BITS
+    for i in range(n):
+        m = scratch[i]
+        big = m > _SQRT2
+        m = m * 0.5 if big else m
+        e = out[i] + 1.0 if big else out[i]
+        s = (m - 1.0) / (m + 1.0)
+        s2 = s * s
+        series = 2.0 * s * (1.0 + s2 * (_L3 + s2 * (_L5 + s2 * (_L7 + s2 * (_L9 + s2 * (_L11 + s2 * (
+            _L13 + s2 * (_L15 + s2 * (_L17 + s2 * _L19)))))))))
+        out[i] = e * _LN2_HI + (e * _LN2_LO + series)
+
+
+# ----------------------------------------------------------------------------- keyed draws
+# Every per-unit draw reads a word stream of the Philox key of (seed, "activity_births")
+# (minisim.rng: word n of stream (c0, c1, c2, kind) is word n % 4 of the counter
+# (c0, c1, c2, kind << 28 | n // 4)); c0, c1 are the unit id's low and high 32 bits, c2 the
+# segment (or the knot), and the kind says which draw:
+_GATE = np.uint64(0)        # (unit, segment): word 0 the state at t = 0 (segment 0's), then per reset its gap and mark
+_MODULATION = np.uint64(1)  # (unit, segment): the private OU's SEGMENT_FRAMES normals inside the segment
+_EVENTS = np.uint64(2)      # (unit, segment): per event its gap (in integrated intensity) and burst coin
+_BURSTS = np.uint64(3)      # (unit, segment): per burst its extra-spike count (Poisson), then their ISIs
+_KNOTS = np.uint64(4)       # (unit, knot): word 0 the knot's innovation, word 1 its stationary start
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _grown(a, n):
+    """``a`` with its first ``n`` entries kept and twice the room."""
+    b = np.empty(max(2 * a.size, 16), a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sort_run(a, lo, hi):
+    """Sort a[lo:hi] in place by insertion (the runs here are sorted or nearly so)."""
+    for i in range(lo + 1, hi):
+        x = a[i]
+        j = i - 1
+        while j >= lo and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gate_state_at(k0, k1, u0, u1, seg, seg_s, reset_rate_hz, p_up, st):
+    """The gate's state at the start of segment ``seg``: the mark of the last reset before it,
+    looking back segment by segment (each segment's resets are a Poisson process of rate
+    ``reset_rate_hz`` drawn by exponential gaps), else the unit's stationary state at t = 0."""
+    for j in range(seg - 1, -1, -1):
+        open_stream(st, u0, u1, np.uint64(j), _GATE)
+        next_word(k0, k1, st)  # the state at t = 0 (used from segment 0 only)
+        t = next_exponential(k0, k1, st) / reset_rate_hz
+        if t < seg_s:
+            mark = False
+            while t < seg_s:
+                mark = next_uniform(k0, k1, st) < p_up
+                t += next_exponential(k0, k1, st) / reset_rate_hz
+            return mark
+    open_stream(st, u0, u1, np.uint64(0), _GATE)
+    return next_uniform(k0, k1, st) < p_up
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gate_switches_kernel(k0, k1, u0, u1, seg, seg_s, reset_rate_hz, p_up, st, out):
+    """(state at the segment start, number of flips, ``out`` holding the flip times in s from
+    the segment start, grown where needed): the resets whose mark changes the state."""
+    up0 = _gate_state_at(k0, k1, u0, u1, seg, seg_s, reset_rate_hz, p_up, st)
+    open_stream(st, u0, u1, np.uint64(seg), _GATE)
+    next_word(k0, k1, st)
+    state = up0
+    n = 0
+    t = next_exponential(k0, k1, st) / reset_rate_hz
+    while t < seg_s:
+        mark = next_uniform(k0, k1, st) < p_up
+        if mark != state:
+            if n == out.size:
+                out = _grown(out, n)
+            out[n] = t
+            n += 1
+            state = mark
+        t += next_exponential(k0, k1, st) / reset_rate_hz
+    return up0, n, out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _knot(k0, k1, u0, u1, knot, n_back, rho, innovation_sd, w4, z4, s4):
+    """The private OU's value at segment boundary ``knot``: the AR(1) chain
+    K_j = rho K_{j-1} + sqrt(1 - rho^2) eta_j over the last ``n_back`` knots, started from a
+    stationary draw where that window starts (knot 0 or the window's first knot)."""
+    m0 = max(0, knot - n_back)
+    value = 0.0
+    for j in range(m0, knot + 1):
+        a, b, _, _ = philox4x32(u0, u1, np.uint64(j), _KNOTS << KIND_SHIFT, k0, k1)
+        w4[0] = a
+        w4[1] = b
+        words_to_normals32(w4, z4, s4)
+        if j == m0:
+            value = np.float64(z4[1])
+        else:
+            value = rho * value + innovation_sd * np.float64(z4[0])
+    return value
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _private_modulation(k0, k1, u0, u1, seg, a, c, bridge_w, n_back, rho, innovation_sd,
+                        words, z, scratch, w4, z4, s4, path):
+    """``path`` = the unit's private unit-variance OU over segment ``seg``: the exact OU bridge
+    between its keyed knots at ``seg`` and ``seg + 1``, driven by the segment's normals
+    (the free path from the left knot plus the conditional-mean pull to the right one)."""
+    L = path.size
+    x0 = _knot(k0, k1, u0, u1, seg, n_back, rho, innovation_sd, w4, z4, s4)
+    x1 = _knot(k0, k1, u0, u1, seg + 1, n_back, rho, innovation_sd, w4, z4, s4)
+    hi = (_MODULATION << KIND_SHIFT)
+    seg_u = np.uint64(seg)
+    for g in range(L // 4):
+        w0, w1, w2, w3 = philox4x32(u0, u1, seg_u, hi | np.uint64(g), k0, k1)
+        words[4 * g] = w0
+        words[4 * g + 1] = w1
+        words[4 * g + 2] = w2
+        words[4 * g + 3] = w3
+    words_to_normals32(words, z, scratch)
+    y = x0
+    for i in range(L):
+        path[i] = y
+        y = a * y + c * np.float64(z[i])
+    pull = x1 - y
+    for i in range(L):
+        path[i] += pull * bridge_w[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _unit_events(k0, k1, u0, u1, seg, edges, rate, drive, shared_sd, path, private_sd, half_var,
+                 up0, switches, n_switches, p_burst, extra_mean, isi_min_s, isi_span_s,
+                 st, st_b, lam, up_clock, cum, starts, out, n):
+    """Append to ``out`` (from ``n``) the spike times, s from the segment start, of the events
+    that start in segment ``seg`` and of their bursts; returns (out, n).
+
+    Events are a Poisson process of intensity ``rate · m_f`` while the gate is up, m_f the
+    frame's modulation exp(σ_s X + σ_p Y - σ²/2): unit-mean exponential gaps in the integrated
+    intensity Λ (time rescaling). Λ is piecewise linear in the up-clock U (time spent up since
+    the segment start), so an event at Λ = x lies in the frame f with Λ_f <= x < Λ_{f+1}, at
+    U = U_f + (x - Λ_f) / (rate · m_f), mapped back to time through the up interval holding it.
+    Each event is a burst with probability ``p_burst``: 1 + Poisson(``extra_mean``) more spikes
+    at ISIs uniform in [isi_min_s, isi_min_s + isi_span_s]. ``lam`` (L), ``up_clock``, ``cum``
+    (L + 1) and ``starts`` (2, >= n_switches + 1) are work space; ``edges`` the frame edges in s.
+    """
+    L = path.size
+    for f in range(L):
+        cum[f] = shared_sd * drive[f] + private_sd * path[f] - half_var
+    _exp_row(cum[:L], lam, up_clock[:L])
+    for f in range(L):
+        lam[f] = rate * lam[f]
+    # the up-clock at the frame edges; each up interval's start as (time, up-clock)
+    up = up0
+    m = 0
+    if up:
+        starts[0, 0] = 0.0
+        starts[1, 0] = 0.0
+        m = 1
+    s = 0
+    clock = 0.0
+    t_prev = 0.0
+    up_clock[0] = 0.0
+    for f in range(L):
+        edge = edges[f + 1]
+        while s < n_switches and switches[s] < edge:
+            t_switch = switches[s]
+            if up:
+                clock += t_switch - t_prev
+            else:
+                starts[0, m] = t_switch
+                starts[1, m] = clock
+                m += 1
+            t_prev = t_switch
+            up = not up
+            s += 1
+        if up:
+            clock += edge - t_prev
+        t_prev = edge
+        up_clock[f + 1] = clock
+    cum[0] = 0.0
+    for f in range(L):
+        cum[f + 1] = cum[f] + lam[f] * (up_clock[f + 1] - up_clock[f])
+    open_stream(st, u0, u1, np.uint64(seg), _EVENTS)
+    open_stream(st_b, u0, u1, np.uint64(seg), _BURSTS)
+    x = next_exponential(k0, k1, st)
+    f = 0
+    j = 0
+    while x < cum[L]:
+        while cum[f + 1] <= x:
+            f += 1
+        u = up_clock[f] + (x - cum[f]) / lam[f]
+        while j + 1 < m and starts[1, j + 1] <= u:
+            j += 1
+        onset = starts[0, j] + (u - starts[1, j])
+        if n == out.size:
+            out = _grown(out, n)
+        out[n] = onset
+        n += 1
+        if next_uniform(k0, k1, st) < p_burst:
+            extra = 1 + next_poisson(k0, k1, st_b, extra_mean)
+            t = onset
+            for _ in range(extra):
+                t += isi_min_s + isi_span_s * next_uniform(k0, k1, st_b)
+                if n == out.size:
+                    out = _grown(out, n)
+                out[n] = t
+                n += 1
+        x += next_exponential(k0, k1, st)
+    return out, n
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _births_kernel(k0, k1, uid_lo, uid_hi, ensemble, event_rate, drives, shared_sd, private_sd,
+                   half_var, seg, edges, seg_s, t0, a, c, bridge_w, n_back, rho, innovation_sd,
+                   reset_rate_hz, p_up, p_burst, extra_mean, isi_min_s, isi_span_s):
+    """Births of segment ``seg`` for every unit given (active ones): CSR (offsets, times s),
+    each unit's spikes sorted (module docstring; :class:`ActivityBatch`)."""
+    n_units = uid_lo.size
+    L = bridge_w.size
+    offsets = np.zeros(n_units + 1, np.int64)
+    out = np.empty(max(64, 8 * n_units), np.float64)
+    n = 0
+    st = np.zeros(STREAM_STATE, np.uint64)
+    st_b = np.zeros(STREAM_STATE, np.uint64)
+    words = np.empty(L, np.uint32)
+    z = np.empty(L, np.float32)
+    scratch = np.empty((2, L), np.float32)
+    w4 = np.zeros(4, np.uint32)
+    z4 = np.empty(4, np.float32)
+    s4 = np.empty((2, 4), np.float32)
+    path = np.zeros(L)
+    lam = np.empty(L)
+    up_clock = np.empty(L + 1)
+    cum = np.empty(L + 1)
+    switches = np.empty(64)
+    starts = np.empty((2, 64))
+    for i in range(n_units):
+        u0, u1 = uid_lo[i], uid_hi[i]
+        up0, n_switches, switches = _gate_switches_kernel(k0, k1, u0, u1, seg, seg_s, reset_rate_hz,
+                                                          p_up, st, switches)
+        if (up0 or n_switches > 0) and event_rate[i] > 0.0:  # else no event can start here
+            if private_sd > 0.0:
+                _private_modulation(k0, k1, u0, u1, seg, a, c, bridge_w, n_back, rho, innovation_sd,
+                                    words, z, scratch, w4, z4, s4, path)
+            if starts.shape[1] < n_switches + 1:
+                starts = np.empty((2, 2 * n_switches + 1))
+            first = n
+            out, n = _unit_events(k0, k1, u0, u1, seg, edges, event_rate[i], drives[ensemble[i]], shared_sd,
+                                  path, private_sd, half_var, up0, switches, n_switches, p_burst,
+                                  extra_mean, isi_min_s, isi_span_s, st, st_b, lam, up_clock, cum, starts,
+                                  out, n)
+            _sort_run(out, first, n)
+            for k in range(first, n):
+                out[k] = t0 + out[k]
+        offsets[i + 1] = n
+    return offsets, out[:n].copy()
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bleach_rows(rate_hz, t0_s, dt_s, beta, out):
+    """out[r, f] = (1 - β) + β exp(-rate_hz[r] (t0_s + f dt_s)), the exponential carried from
+    frame to frame (one factor exp(-rate dt) a frame: within 1e-13 of the closed form)."""
+    for r in range(rate_hz.size):
+        e = math.exp(-rate_hz[r] * t0_s)
+        d = math.exp(-rate_hz[r] * dt_s)
+        for f in range(out.shape[1]):
+            out[r, f] = (1.0 - beta) + beta * e
+            e = e * d
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _window_kernel(times, offsets, lo_row, refractory_s, fps, end_frame):
+    """Each unit's kept spikes of its look-back window: its births of rows ``lo_row[j]`` ..
+    last (``offsets`` (rows, units + 1) into ``times``), merged in time, the refractory rule
+    applied over the whole window, then cut at frame ``end_frame``. CSR (offsets, times)."""
+    rows, n_units = offsets.shape[0], offsets.shape[1] - 1
+    win_off = np.zeros(n_units + 1, np.int64)
+    win = np.empty(times.size)
+    n = 0
+    for j in range(n_units):
+        first = n
+        for r in range(lo_row[j], rows):
+            for k in range(offsets[r, j], offsets[r, j + 1]):
+                win[n] = times[k]
+                n += 1
+        _sort_run(win, first, n)
+        kept = first
+        last = -np.inf
+        for k in range(first, n):
+            t = win[k]
+            if t - last < refractory_s:
+                continue
+            last = t
+            if math.floor(t * fps) < end_frame:
+                win[kept] = t
+                kept += 1
+        n = kept
+        win_off[j + 1] = n
+    return win_off, win[:n].copy()
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _hill_row(ksum, ca_rest_nm, kd_nm, hill_n, dynamic_range, f_rest, out, work):
+    """out[f] = F(Ca_rest + ksum[f]) / f_rest - 1, F(Ca) = 1 + (R_f - 1) x / (1 + x),
+    x = (Ca / K_d)^n as exp(n log(Ca / K_d)) by the row functions; 0 where ksum is 0.
+    ``work`` (3, n) float64. ``f_rest`` is F(Ca_rest) (:func:`_hill_rest`)."""
+    n = ksum.shape[0]
+    y, x, scratch = work[0, :n], work[1, :n], work[2, :n]
+    for f in range(n):
+        y[f] = (ca_rest_nm + ksum[f]) / kd_nm
+    _log_row(y, x, scratch)
+    for f in range(n):
+        x[f] = hill_n * x[f]
+    _exp_row(x, y, scratch)
+    for f in range(n):
+        ratio = y[f]
+        dff = (1.0 + (dynamic_range - 1.0) * ratio / (1.0 + ratio)) / f_rest - 1.0
+        out[f] = dff if ksum[f] != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _hill_rest(ca_rest_nm, kd_nm, hill_n, dynamic_range):
+    """F(Ca_rest) by the same row functions as :func:`_hill_row`."""
+    work = np.empty((3, 1))
+    y, x, scratch = work[0], work[1], work[2]
+    y[0] = ca_rest_nm / kd_nm
+    _log_row(y, x, scratch)
+    x[0] = hill_n * x[0]
+    _exp_row(x, y, scratch)
+    return 1.0 + (dynamic_range - 1.0) * y[0] / (1.0 + y[0])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _calcium_kernel(win_off, win, rows, seg, L, fps, tau_decay_s, tau_rise_s, gain, hill,
+                    ca_rest_nm, kd_nm, hill_n, dynamic_range, dff, spikes, inside_off, inside):
+    """ΔF/F and spike counts of segment ``seg`` (frames [seg·L, (seg+1)·L)) for the units of the
+    CSR (``win_off``, ``win``: each unit's sorted spikes), written to rows ``rows[j]`` of ``dff``
+    and ``spikes`` (left alone for a unit with no spike before the segment's end).
+
+    Per exponential (decay, rise): the state E_0 = Σ exp(-(t_0 - t_k)/τ) over the spikes before
+    the segment, n_f and a_f = Σ_{k in f} exp(-((f+1)Δt - t_k)/τ) from those inside; the frame's
+    exposure average is (τ/Δt)[(1 - d)E_f + n_f - a_f], E_{f+1} = d E_f + a_f (d = exp(-Δt/τ)).
+    The gain-scaled difference goes through the indicator (linear, or the Hill curve).
+    ``inside_off``/``inside`` get each unit's spikes inside the segment.
+    """
+    dt = 1.0 / fps
+    f0 = seg * L
+    t0 = f0 / fps
+    f_rest = _hill_rest(ca_rest_nm, kd_nm, hill_n, dynamic_range)
+    ksum = np.empty(L)
+    hill_out = np.empty(L)
+    work = np.empty((3, L))
+    count = np.zeros(L)
+    a_decay = np.zeros(L)
+    a_rise = np.zeros(L)
+    m = 0
+    for j in range(rows.size):
+        inside_off[j] = m
+        td, tr = tau_decay_s[j], tau_rise_s[j]
+        e_decay = 0.0
+        e_rise = 0.0
+        lit = False
+        for k in range(win_off[j], win_off[j + 1]):
+            t = win[k]
+            frame = math.floor(t * fps)
+            if frame < f0:
+                e_decay += math.exp(-(t0 - t) / td)
+                e_rise += math.exp(-(t0 - t) / tr)
+                lit = True
+            elif frame < f0 + L:
+                f = min(max(int(frame) - f0, 0), L - 1)
+                to_edge = min(max((f0 + f + 1) / fps - t, 0.0), dt)
+                count[f] += 1.0
+                a_decay[f] += math.exp(-to_edge / td)
+                a_rise[f] += math.exp(-to_edge / tr)
+                inside[m] = t
+                m += 1
+                lit = True
+        if not lit:
+            continue
+        row = rows[j]
+        d_decay, d_rise = math.exp(-dt / td), math.exp(-dt / tr)
+        for f in range(L):
+            mean_decay = (td / dt) * ((1.0 - d_decay) * e_decay + count[f] - a_decay[f])
+            mean_rise = (tr / dt) * ((1.0 - d_rise) * e_rise + count[f] - a_rise[f])
+            e_decay = e_decay * d_decay + a_decay[f]
+            e_rise = e_rise * d_rise + a_rise[f]
+            ksum[f] = gain[j] * (mean_decay - mean_rise)
+            spikes[row, f] = min(count[f], 255.0)
+            count[f] = 0.0
+            a_decay[f] = 0.0
+            a_rise[f] = 0.0
+        if hill:
+            _hill_row(ksum, ca_rest_nm, kd_nm, hill_n, dynamic_range, f_rest, hill_out, work)
             for f in range(L):
-                E[c, u, f] = e
-                e = e * d
-                e = e + a[c, u, f]
-            cur[c, u] = e
+                dff[row, f] = hill_out[f]
+        else:
+            for f in range(L):
+                dff[row, f] = ksum[f]
+    inside_off[rows.size] = m
 
 
 # ----------------------------------------------------------------------------- segments
@@ -275,13 +676,15 @@ class ActivityBatch:
 
     Built once per set of units (per-unit constants only); :meth:`segment` then gives any
     segment's traces from keyed draws alone, without the segments before it: the gate state at
-    a segment start from its keyed resets (:func:`minisim.rng.reset_gate_state`), the slow
-    modulations as keyed OU knots bridged per segment (:func:`minisim.rng.ou_segment`), the
-    calcium from the spikes of a bounded look-back window (:data:`CALCIUM_MEMORY_TAUS`), the
-    bleaching from each unit's expected ΔF/F (:func:`expected_dff`), the neuropil low-pass over
-    a bounded window of the ensemble drives. The steps, in order: ``_drives`` →
-    ``_births`` (gate, modulation, events, bursts) → ``_window_spikes`` (refractory) →
-    ``_calcium`` → ``_indicator`` → ``_bleaching``; ``_neuropil`` on its own.
+    a segment start from its keyed resets, the private modulation as keyed OU knots bridged per
+    segment, the calcium from the spikes of a bounded look-back window
+    (:data:`CALCIUM_MEMORY_TAUS`), the bleaching from each unit's expected ΔF/F
+    (:func:`expected_dff`), the neuropil low-pass over a bounded window of the ensemble drives.
+    The per-unit work runs in numba kernels over all units at once, each unit from its own
+    counter-based word streams (module docstring). The steps, in order: ``_drives`` →
+    ``_births`` (gate, modulation, events, bursts: ``_births_kernel``) → ``_window_spikes``
+    (refractory: ``_window_kernel``) → ``_calcium`` (kernel sums and indicator:
+    ``_calcium_kernel``) → ``_bleaching``; ``_neuropil`` on its own.
     """
 
     def __init__(self, spec: Spec, unit_ids: np.ndarray) -> None:
@@ -301,20 +704,29 @@ class ActivityBatch:
         spikes_per_event = 1.0 + act_spec.burst_probability * (1.0 + act_spec.burst_extra_spikes_mean)
         # event rate while up: rate_hz is the mean over the recording, the gate is up p_up of it
         self.event_rate = self.params["rate_hz"] / self.p_up / spikes_per_event
-        seg_s = SEGMENT_FRAMES * self.dt
+        L = SEGMENT_FRAMES
+        self.seg_s = L / self.fps
+        self._edges_s = np.arange(L + 1) / self.fps  # frame edges from a segment's start
         self.lookback_segments = np.maximum(
-            1, np.ceil(CALCIUM_MEMORY_TAUS * self.tau_s[0] / seg_s)).astype(np.int64)
+            1, np.ceil(CALCIUM_MEMORY_TAUS * self.tau_s[0] / self.seg_s)).astype(np.int64)
         bl = spec.illumination.bleaching
         self.beta = bl.fraction if bl.enabled else 0.0
         kappa = bl.activity_dependence if bl.enabled else 0.0
         self.bleach_rate_hz = (1.0 + kappa * expected_dff(spec, self.params)) / bl.tau_s
         self.np_bleach_rate_hz = 1.0 / bl.tau_s
+        # the counter-based draws: one Philox key, the unit id's two halves in the counter
+        self._key = tuple(np.uint64(k) for k in philox_key(self.seed, "activity_births"))
+        uid_bits = self.unit_ids.view(np.uint64)
+        self._uid_lo, self._uid_hi = uid_bits & np.uint64(0xFFFFFFFF), uid_bits >> np.uint64(32)
+        # the private OU: per-frame coefficient a, its bridge weights, the knot chain's rho
+        log_a = -self.dt / act_spec.modulation_tau_s
+        i = np.arange(L, dtype=np.float64)
+        self._ou = {"a": float(np.exp(log_a)), "c": float(np.sqrt(-np.expm1(2.0 * log_a))),
+                    "bridge_w": np.exp((L - i) * log_a) * -np.expm1(2.0 * i * log_a) / -np.expm1(2.0 * L * log_a)}
+        rho = float(np.exp(L * log_a))
+        self._ou.update(rho=rho, n_back=lookback_knots(rho), innovation_sd=float(np.sqrt(1.0 - rho * rho)))
         self._drive_cache: dict[int, np.ndarray] = {}
-        self._birth_cache: dict[int, list[np.ndarray]] = {}
-        # per segment, per unit: its gate's resets (a build reads its own and the segment's
-        # before); per unit, its gate's state at t = 0 (every build reads it)
-        self._reset_cache: dict[int, dict[int, tuple]] = {}
-        self._initial_up: dict[int, bool] = {}
+        self._birth_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- keyed pieces, each a pure function of (unit or ensemble, segment) ------------------
     def _drives(self, seg: int) -> np.ndarray:
@@ -329,106 +741,87 @@ class ActivityBatch:
                 for e in range(act_spec.ensemble_count)])
         return got
 
-    def _gate_resets(self, uid: int, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
-        """(initial state, reset times s, reset marks) of one unit's gate in one segment
-        (kept for the segments a build reads: one keyed draw per unit and segment)."""
-        per_unit = self._reset_cache.setdefault(seg, {})
-        got = per_unit.get(uid)
-        if got is None:
-            got = per_unit[uid] = self._draw_gate_resets(uid, seg)
-        return got
-
-    def _draw_gate_resets(self, uid: int, seg: int) -> tuple[bool, np.ndarray, np.ndarray]:
-        g = rng(self.seed, "activity_gate", uid, seg)
-        initial = bool(g.random() < self.p_up)
-        seg_s = SEGMENT_FRAMES * self.dt
-        n = g.poisson(self.reset_rate_hz * seg_s)
-        times = seg * seg_s + np.sort(g.random(n)) * seg_s
-        return initial, times, g.random(n) < self.p_up
-
     def _gate_switches(self, uid: int, seg: int) -> tuple[bool, np.ndarray]:
-        """(state at the segment start, times at which the gate flips inside the segment)."""
-        initial = self._initial_up.get(uid)
-        if initial is None:
-            initial = self._initial_up[uid] = self._gate_resets(uid, 0)[0]
-        up0 = reset_gate_state(lambda j: self._gate_resets(uid, j)[1:], seg, initial)
-        _, times, marks = self._gate_resets(uid, seg)
-        before = np.concatenate([[up0], marks[:-1]]) if marks.size else marks
-        return up0, times[marks != before]
+        """(state at the segment start, times in s at which the gate flips inside the segment)
+        of unit ``uid`` (the births kernel's own gate)."""
+        bits = np.array([uid], np.int64).view(np.uint64)[0]
+        up0, n, out = _gate_switches_kernel(
+            *self._key, bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32), seg, self.seg_s,
+            self.reset_rate_hz, self.p_up, np.zeros(STREAM_STATE, np.uint64), np.empty(64))
+        return bool(up0), seg * SEGMENT_FRAMES / self.fps + out[:n]
 
-    def _births(self, seg: int) -> list[np.ndarray]:
-        """Per active unit, the spike times of the events that start in segment ``seg``."""
+    def _births(self, seg: int) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (offsets over the active units, spike times s) of the events, bursts included,
+        that start in segment ``seg``."""
         got = self._birth_cache.get(seg)
         if got is not None:
             return got
-        act_spec, L, fps = self.act_spec, SEGMENT_FRAMES, self.fps
-        shared_sd = act_spec.modulation_sd_ln * np.sqrt(act_spec.correlation)
-        private_sd = act_spec.modulation_sd_ln * np.sqrt(1.0 - act_spec.correlation)
-        drives = self._drives(seg) if self.active_idx.size else None
-        edges = (seg * L + np.arange(L + 1)) / fps
-        out = []
-        for i in self.active_idx:
-            uid = int(self.unit_ids[i])
-            g = rng(self.seed, "activity_unit", uid, seg)
-            y_priv = ou_segment(self.seed, "modulation_knots", (uid,), seg, g.standard_normal(L),
-                                self.dt, act_spec.modulation_tau_s)
-            # slow modulation m = exp(σ_m(√ρ X_e + √(1-ρ) Y_i) - σ_m²/2), E[m] = 1
-            log_m = (shared_sd * drives[self.params["ensemble"][i]] + private_sd * y_priv
-                     - 0.5 * act_spec.modulation_sd_ln**2)
-            lam_frame = self.event_rate[i] * np.exp(log_m)
-            up0, switches = self._gate_switches(uid, seg)
-            out.append(_events(g, act_spec, lam_frame, edges, up0, switches))
-        self._birth_cache[seg] = out
-        return out
+        act_spec, idx = self.act_spec, self.active_idx
+        if idx.size:
+            drives = self._drives(seg)
+        else:
+            drives = np.zeros((act_spec.ensemble_count, SEGMENT_FRAMES))
+        ou = self._ou
+        got = _births_kernel(
+            *self._key, self._uid_lo[idx], self._uid_hi[idx], self.params["ensemble"][idx],
+            np.ascontiguousarray(self.event_rate[idx], np.float64), drives,
+            act_spec.modulation_sd_ln * np.sqrt(act_spec.correlation),
+            act_spec.modulation_sd_ln * np.sqrt(1.0 - act_spec.correlation),
+            0.5 * act_spec.modulation_sd_ln**2, seg, self._edges_s, self.seg_s, seg * SEGMENT_FRAMES / self.fps,
+            ou["a"], ou["c"], ou["bridge_w"], ou["n_back"], ou["rho"], ou["innovation_sd"],
+            self.reset_rate_hz, self.p_up, act_spec.burst_probability, act_spec.burst_extra_spikes_mean,
+            act_spec.burst_isi_min_ms / 1e3, (act_spec.burst_isi_max_ms - act_spec.burst_isi_min_ms) / 1e3)
+        self._birth_cache[seg] = got
+        return got
 
-    def _window_spikes(self, seg: int) -> list[np.ndarray]:
-        """Per unit, the kept spikes (refractory applied) of its look-back window up to ``seg``.
+    def _window_spikes(self, seg: int) -> tuple[np.ndarray, np.ndarray]:
+        """CSR over the active units: the kept spikes (refractory applied) of each unit's
+        look-back window, up to the end of ``seg``.
 
         Bursts that start in one segment may end in the next, so a segment's spikes are those
         born in its window; the refractory rule runs over the whole window, which starts many
         decay times back, so a refractory chain reaching across it cannot occur in practice.
         """
-        L, fps = SEGMENT_FRAMES, self.fps
-        first = max(0, seg - int(self.lookback_segments.max(initial=1)))
-        births = {j: self._births(j) for j in range(first, seg + 1)}
-        refractory_s = self.act_spec.refractory_ms / 1e3
-        out = [np.empty(0)] * len(self.unit_ids)
-        for j, i in enumerate(self.active_idx):
-            lo = max(0, seg - int(self.lookback_segments[i]))
-            t = np.sort(np.concatenate([births[k][j] for k in range(lo, seg + 1)]))
-            t = _refractory(t, refractory_s)
-            out[i] = t[np.floor(t * fps) < (seg + 1) * L]
-        return out
+        idx = self.active_idx
+        lookback = self.lookback_segments[idx]
+        first = max(0, seg - int(lookback.max(initial=1)))
+        births = [self._births(j) for j in range(first, seg + 1)]
+        base = np.cumsum([0] + [b[1].size for b in births[:-1]])
+        offsets = np.stack([b[0] + o for b, o in zip(births, base)])
+        times = np.concatenate([b[1] for b in births])
+        lo_row = np.maximum(0, seg - lookback) - first
+        return _window_kernel(times, offsets, lo_row, self.act_spec.refractory_ms / 1e3, self.fps,
+                              (seg + 1) * SEGMENT_FRAMES)
 
-    def _calcium(self, seg: int, window: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(Σh per unit and frame, gain-scaled) and the spikes inside ``seg``, from the window."""
-        L, fps = SEGMENT_FRAMES, self.fps
-        t0 = seg * L / fps
-        state = np.zeros((2, len(self.unit_ids)))
-        inside = []
-        for i, t in enumerate(window):
-            before = np.floor(t * fps) < seg * L
-            state[:, i] = np.exp(-(t0 - t[before])[None, :] / self.tau_s[:, i : i + 1]).sum(axis=1)
-            inside.append(t[~before])
-        n, aw = _frame_kernel_inputs(inside, seg, fps, self.tau_s)
-        k = _kernel_segment(n, aw, state, self.tau_s, fps)
-        return self.gain[:, None] * (k[0] - k[1]), inside
-
-    def _indicator(self, kernel_sum: np.ndarray) -> np.ndarray:
-        """ΔF/F from the gain-scaled kernel sum (linear, or through the Hill curve)."""
-        act_spec = self.act_spec
-        if not act_spec.hill_enabled:
-            return kernel_sum
-        f_rest = _hill_f(np.float64(act_spec.ca_rest_nm), act_spec)
-        return _hill_f(act_spec.ca_rest_nm + kernel_sum, act_spec) / f_rest - 1.0
+    def _calcium(self, seg: int, window: tuple[np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(ΔF/F float32, spike counts uint8) per unit and frame of ``seg``, and the spikes inside it."""
+        act_spec, idx, n = self.act_spec, self.active_idx, len(self.unit_ids)
+        win_off, win = window
+        dff = np.zeros((n, SEGMENT_FRAMES), np.float32)
+        spikes = np.zeros((n, SEGMENT_FRAMES), np.uint8)
+        inside_off = np.zeros(idx.size + 1, np.int64)
+        inside = np.empty(win.size)
+        _calcium_kernel(win_off, win, idx, seg, SEGMENT_FRAMES, self.fps,
+                        np.ascontiguousarray(self.tau_s[0, idx]), np.ascontiguousarray(self.tau_s[1, idx]),
+                        np.ascontiguousarray(self.gain[idx], np.float64), act_spec.hill_enabled,
+                        act_spec.ca_rest_nm, act_spec.kd_nm, act_spec.hill_n, act_spec.dynamic_range,
+                        dff, spikes, inside_off, inside)
+        times = [np.empty(0) for _ in range(n)]
+        for j, i in enumerate(idx):
+            times[i] = inside[inside_off[j]:inside_off[j + 1]]
+        return dff, spikes, times
 
     def _bleaching(self, seg: int) -> np.ndarray:
-        """(units, L) expected-course bleaching ``(1-β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b)``."""
+        """(units, L) float32 expected-course bleaching ``(1-β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b)``."""
         n = len(self.unit_ids)
         if self.beta <= 0.0:
-            return np.ones((n, SEGMENT_FRAMES))
-        t = (seg * SEGMENT_FRAMES + np.arange(SEGMENT_FRAMES)) * self.dt
-        return (1.0 - self.beta) + self.beta * np.exp(-self.bleach_rate_hz[:, None] * t[None, :])
+            return np.ones((n, SEGMENT_FRAMES), np.float32)
+        # units of one rate (every silent unit) share one row
+        rates, inverse = np.unique(self.bleach_rate_hz, return_inverse=True)
+        rows = np.empty((rates.size, SEGMENT_FRAMES), np.float32)
+        _bleach_rows(rates, seg * SEGMENT_FRAMES * self.dt, self.dt, self.beta, rows)
+        return rows[inverse.reshape(-1)]
 
     def _neuropil(self, seg: int) -> np.ndarray:
         """(L,) neuropil course: the ensemble drives averaged, low-passed, scaled to unit sd.
@@ -462,7 +855,7 @@ class ActivityBatch:
         np_spec = self.spec.tissue.neuropil
         back = max(int(self.lookback_segments.max(initial=1)),
                    int(np.ceil(NEUROPIL_MEMORY_TAUS * np_spec.tau_s / (SEGMENT_FRAMES * self.dt))))
-        for cache in (self._birth_cache, self._drive_cache, self._reset_cache):
+        for cache in (self._birth_cache, self._drive_cache):
             for j in list(cache):  # a snapshot: another thread may add or drop entries
                 if not seg - back <= j <= seg:
                     cache.pop(j, None)
@@ -476,16 +869,13 @@ class ActivityBatch:
         if seg < 0:
             raise ValueError(f"segment={seg} must be >= 0")
         self._forget_outside(seg)
-        window = self._window_spikes(seg)
-        kernel_sum, inside = self._calcium(seg, window)
-        dff = self._indicator(kernel_sum).astype(np.float32)
-        n, _ = _frame_kernel_inputs(inside, seg, self.fps, self.tau_s[:1])
+        dff, spikes, inside = self._calcium(seg, self._window_spikes(seg))
         f32 = np.float32
         return Activity(
-            spikes=np.minimum(n, 255).astype(np.uint8),
+            spikes=spikes,
             dff=dff,
-            bleach=self._bleaching(seg).astype(f32),
-            spike_times=[t.astype(np.float64) for t in inside],
+            bleach=self._bleaching(seg),
+            spike_times=inside,
             neuropil_f=self._neuropil(seg).astype(f32),
             active=self.params["active"].astype(bool),
             rate_hz=self.params["rate_hz"].astype(f32),
@@ -493,40 +883,6 @@ class ActivityBatch:
             tau_decay_ms=self.params["tau_decay_ms"].astype(f32),
             amplitude=self.params["amplitude"].astype(f32),
         )
-
-
-def _events(g: np.random.Generator, act_spec: ActivitySpec, lam_frame: np.ndarray, edges: np.ndarray,
-            up0: bool, switches: np.ndarray) -> np.ndarray:
-    """Spike times of the events (and their bursts) that start in one segment, sorted.
-
-    ``lam_frame`` is the event rate while up, per frame; ``edges`` the frame edges in s;
-    the gate is ``up0`` at the start and flips at ``switches``.
-    """
-    L = lam_frame.size
-    t0, t1 = edges[0], edges[-1]
-    # up-clock U(t) = time spent up since t0, piecewise linear with knots at the switches
-    knots = np.concatenate([[t0], switches, [t1]])
-    up_seg = (np.arange(knots.size - 1) % 2 == 0) == up0
-    u_knots = np.concatenate([[0.0], np.cumsum(np.diff(knots) * up_seg)])
-    u_edges = np.interp(edges, knots, u_knots)
-    # integrated intensity Λ at the frame edges; events are uniform in Λ (time rescaling)
-    lam = np.concatenate([[0.0], np.cumsum(lam_frame * np.diff(u_edges))])
-    n_events = g.poisson(lam[-1])
-    x = np.sort(g.random(n_events)) * lam[-1]
-    f = np.clip(np.searchsorted(lam, x, side="right") - 1, 0, L - 1)
-    onsets = np.interp(u_edges[f] + (x - lam[f]) / lam_frame[f], u_knots, knots)
-    # bursts: 1 + Poisson extra spikes at uniform ISIs after the onset
-    burst = g.random(n_events) < act_spec.burst_probability
-    n_extra = np.where(burst, 1 + g.poisson(act_spec.burst_extra_spikes_mean, n_events), 0)
-    isi = g.uniform(act_spec.burst_isi_min_ms, act_spec.burst_isi_max_ms, int(n_extra.sum())) / 1e3
-    if not isi.size:
-        return onsets
-    owner = np.repeat(np.arange(n_events), n_extra)
-    is_b = n_extra > 0
-    first = (np.cumsum(n_extra) - n_extra)[is_b]
-    csum = np.cumsum(isi)
-    offset = csum - np.repeat(csum[first] - isi[first], n_extra[is_b])  # cumulative ISI within a burst
-    return np.sort(np.concatenate([onsets, onsets[owner] + offset]))
 
 
 # ----------------------------------------------------------------------------- main
@@ -590,7 +946,8 @@ def dff_from_spikes(
 ) -> np.ndarray:
     """ΔF/F (float64, exposure-averaged) of one cell for given spike times, no jitter.
 
-    The same kernel and indicator code as :func:`simulate_activity`; handy to check kinetics.
+    The same kernel and indicator code as :func:`simulate_activity` (every spike kept: no
+    refractory rule, no look-back cut); handy to check kinetics.
 
     Examples
     --------
@@ -601,21 +958,17 @@ def dff_from_spikes(
     """
     tr = (activity.tau_rise_ms if tau_rise_ms is None else tau_rise_ms) / 1e3
     td = (activity.tau_decay_ms if tau_decay_ms is None else tau_decay_ms) / 1e3
-    tau_s = np.array([[td], [tr]])
     h_max = _kernel_peak(np.array([tr]), np.array([td]))
     gain = amplitude * (activity.dca_per_spike_nm if activity.hill_enabled else activity.dff_per_spike)
     t = np.sort(np.asarray(spike_times_s, np.float64))
-    n_seg = -(-int(n_frames) // SEGMENT_FRAMES)
-    out = np.zeros(n_seg * SEGMENT_FRAMES)
-    state = np.zeros((2, 1))
-    frame = np.floor(t * fps)
+    L = SEGMENT_FRAMES
+    n_seg = -(-int(n_frames) // L)
+    dff = np.zeros((n_seg, L))
+    spikes = np.zeros((n_seg, L), np.uint8)
+    off = np.array([0, t.size], np.int64)
     for seg in range(n_seg):
-        ts = t[(frame >= seg * SEGMENT_FRAMES) & (frame < (seg + 1) * SEGMENT_FRAMES)]
-        n, aw = _frame_kernel_inputs([ts], seg, fps, tau_s)
-        k = _kernel_segment(n, aw, state, tau_s, fps)
-        ksum = gain / h_max[0] * (k[0, 0] - k[1, 0])
-        if activity.hill_enabled:
-            f_rest = _hill_f(np.float64(activity.ca_rest_nm), activity)
-            ksum = _hill_f(activity.ca_rest_nm + ksum, activity) / f_rest - 1.0
-        out[seg * SEGMENT_FRAMES:(seg + 1) * SEGMENT_FRAMES] = ksum
-    return out[:n_frames]
+        _calcium_kernel(off, t, np.array([seg]), seg, L, float(fps), np.array([td]), np.array([tr]),
+                        gain / h_max, activity.hill_enabled, activity.ca_rest_nm, activity.kd_nm,
+                        activity.hill_n, activity.dynamic_range, dff, spikes, np.zeros(2, np.int64),
+                        np.empty(t.size))
+    return dff.reshape(-1)[:n_frames]

@@ -272,9 +272,11 @@ def test_seed_changes_the_activity():
 
 
 def test_up_down_gate_silences_down_states_and_keeps_mean_rate():
-    # up 5 s / down 5 s, 10 Hz mean → 20 Hz while up; 0.1 s bins are empty in down states
+    # up 5 s / down 5 s, 10 Hz mean → 20 Hz while up; 0.1 s bins are empty in down states.
+    # No refractory period: at 20 Hz it would drop ~4 % of the spikes (1 - exp(-20 Hz · 2 ms)),
+    # most of the 5 % tolerance, and hide a gate that loses rate
     spec = _spec(seed=4, rate_median_hz=10.0, rate_sd_ln=0.0, up_dwell_s=5.0, down_dwell_s=5.0,
-                 burst_probability=0.0, modulation_sd_ln=0.0, active_fraction=1.0)
+                 burst_probability=0.0, modulation_sd_ln=0.0, active_fraction=1.0, refractory_ms=0.0)
     act = simulate_activity(spec, np.arange(50), n_frames=12000)
     empty = (act.spikes.reshape(50, -1, 2).sum(axis=2) == 0).mean()
     assert abs(empty - (0.5 + 0.5 * np.exp(-2.0))) < 0.03
