@@ -1,5 +1,11 @@
-"""Compiled per-pixel loops of the tissue sum (numba): the halo's bilinear interpolation and
-the assembly of sharp footprints, focus-drift corrections, halo and neuropil in one pass.
+"""Compiled loops of the scene (numba): the cells' footprints, built once per Scene, and the
+per-pixel loops of the tissue sum -- the halo's bilinear interpolation and the assembly of sharp
+footprints, focus-drift corrections, halo and neuropil in one pass.
+
+The footprint kernels (:func:`cell_footprints`, :func:`halos`) are the compiled twin of the
+numpy reference ``scene.cell_footprints`` (the model of ``scene.optics``), for all cells in one
+call, in float64: what a cell gets depends only on the cell, never on the other cells or the
+window.
 
 They are the inner loops of :meth:`minisim.scene.Scene.tissue_e` and ``Scene._halo``; each
 output pixel depends only on its own coordinates and the frame, so any window is a crop.
@@ -307,11 +313,12 @@ def _reach(rows, box, dph, lo, hi, n, ns, crop, floor, row_max, col_bound):
         if _row_bound(k, row_max, box, dph, lo, hi, n, ns) * _SAFE > floor:
             a, b = min(a, k), k + 1
     col_bound[c0:c1] = 0.0
+    w_max = np.zeros(ns)  # per sub-pixel phase, its largest weight on any pixel
+    for sy in range(ns):
+        for j in range(2 * n - 1):
+            w_max[sy] = max(w_max[sy], dph[sy, j])
     for y in range(box[0], box[1]):
-        sy = y % ns
-        w = 0.0
-        for j in range(dph.shape[1]):
-            w = max(w, dph[sy, j])
+        w = w_max[y % ns]
         part = rows[y, c0:c1]
         for i in range(c1 - c0):
             col_bound[c0 + i] += w * part[i]
