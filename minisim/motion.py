@@ -110,6 +110,8 @@ def _bouts(spec: Spec, seg: int) -> np.ndarray:
     on0 = reset_gate_state(lambda j: _bout_resets(spec, j)[1:], seg, _bout_resets(spec, 0)[0])
     _, at, marks = _bout_resets(spec, seg)
     frames = seg * SEGMENT_FRAMES + np.arange(SEGMENT_FRAMES)
+    if not marks.size:  # no reset inside the segment (a short one: at 200 fps, 1 in 4)
+        return np.full(SEGMENT_FRAMES, float(on0))
     last = np.searchsorted(at, frames, side="right") - 1  # last reset at or before each frame
     return np.where(last >= 0, marks[np.maximum(last, 0)], on0).astype(np.float64)
 

@@ -53,6 +53,21 @@ def test_oscillation_is_at_its_frequency_and_only_in_bouts():
     assert np.abs(y).max() <= 1.0 + 1e-9
 
 
+def test_bouts_hold_their_state_through_a_segment_without_a_reset():
+    """At 200 fps a 1,024-frame segment lasts 5 s and about one in four has no bout reset: the
+    gate keeps the state it had at the segment's start (it used to index an empty array)."""
+    from minisim.motion import _bout_resets, _bouts
+
+    spec, mot = motion_of(minutes=2.0, fps=200.0, oscillation_amplitude_um=1.0, oscillation_hz=5.0)
+    empty = [seg for seg in range(1, 23) if _bout_resets(spec, seg)[1].size == 0]
+    assert empty, "no segment without a reset: pick another seed"
+    for seg in empty:
+        state = _bouts(spec, seg)
+        before = _bouts(spec, seg - 1)[-1] if _bout_resets(spec, seg - 1)[1].size else None
+        assert len(set(state)) == 1 and (before is None or state[0] == before)
+    assert np.isfinite(mot.rigid_um).all() and 0 < np.abs(mot.rigid_um).max() <= 1.0 + 1e-9
+
+
 def test_drift_is_a_30_minute_ou_and_max_displacement_bounds_the_path():
     _, mot = motion_of(minutes=30.0, fps=5.0, drift_um=5.0)  # well inside the 50-um soft bound
     step = np.diff(mot.rigid_um, axis=0)
