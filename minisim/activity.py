@@ -1,7 +1,7 @@
 """Neural activity: spikes, calcium ΔF/F, bleaching and the neuropil time course, per unit.
 
-This is the ``activity`` box of the data flow (docs/architecture.md): pure numpy, computed a
-time segment at a time, small next to the movie. The renderer multiplies a cell's resting image ``A`` by
+This is the ``activity`` box of the data flow (docs/architecture.md): numpy and numba kernels,
+computed a time segment at a time, small next to the movie. The renderer multiplies a cell's resting image ``A`` by
 ``C = bleach * (1 + dff)``, so ``C`` is 1 for a cell at rest at t = 0.
 
 The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activity.md):
@@ -37,15 +37,23 @@ The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activi
   ensemble drives averaged, low-passed with ``tissue.neuropil.tau_s`` and scaled to unit sd.
   It depends on the ensemble drives only, never on which units are simulated.
 
-Keys and stability: per-unit draws come from ``rng(seed, "activity_params", unit_id)``,
-``rng(seed, "ensemble_membership", unit_id)`` and ``rng(seed, "activity_unit", unit_id, segment)``;
-ensemble drives from ``rng(seed, "ensembles", ensemble, segment)``. Time is cut into fixed
-segments of :data:`SEGMENT_FRAMES` frames, always computed whole (the last one is cropped), and
-nothing is carried from one segment to the next: the state at a segment's start comes from the
-Spec alone (keyed OU knots bridged inside the segment, the gate's last keyed reset, calcium and
-the neuropil low-pass rebuilt over a bounded look-back window; docs/segments.md). So any process
-computes any segment, a unit's traces do not depend on the other units simulated (subset-stable),
-and a shorter recording is bit for bit the prefix of a longer one (prefix-stable).
+Keys and stability: the per-unit constants come from ``rng(seed, "activity_params", unit_id)``
+and ``rng(seed, "ensemble_membership", unit_id)``; the ensemble drives from
+``rng(seed, "ensembles", ensemble, segment)`` and their knots. Everything else a unit draws (its
+gate's resets, its private modulation's knots and in-segment normals, its events, bursts and their
+ISIs) is read from counter-based word streams under the one Philox key of
+``(seed, "activity_births")`` (:func:`minisim.rng.open_stream`): the counter holds the unit id's two
+32-bit halves, the segment (or the knot) and the kind of draw with the draw's index, so every draw
+is a function of (seed, unit id, segment, kind, index) alone, never of the other units in the
+batch, their order, the chunking or the process. Time is cut into fixed segments of
+:data:`SEGMENT_FRAMES` frames, always computed whole (the last one is cropped), and nothing is
+carried from one segment to the next: the state at a segment's start comes from the Spec alone
+(keyed OU knots bridged inside the segment, the gate's last keyed reset, calcium and the neuropil
+low-pass rebuilt over a bounded look-back window; docs/segments.md). So any process computes any
+segment, a unit's traces do not depend on the other units simulated (subset-stable), and a
+shorter recording is bit for bit the prefix of a longer one (prefix-stable). The per-unit work
+runs in numba kernels that loop over the units of a batch (births, look-back window and
+refractory rule, calcium and indicator); each unit's result depends on its own streams only.
 """
 
 from __future__ import annotations

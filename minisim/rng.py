@@ -19,6 +19,14 @@ pattern takes the four words of the counter (x, y, 0) (:func:`pixel_words`). Wor
 by no Generator object and in no order, and a pixel's word depends only on (seed, stream, y,
 x, t): a window of a frame is the crop of the whole frame by construction, whatever its start.
 A word becomes a normal by the float32 normal quantile :func:`words_to_normals32`.
+
+Per-unit draws of the activity (many small draws per unit and segment, where a Generator would
+cost ~40 us to create) read *word streams* of the same Philox: stream (c0, c1, c2, kind) is the
+sequence of words of the counters (c0, c1, c2, kind << 28 | i), i = 0, 1, 2, ...; a numba
+kernel walks it with :func:`open_stream` and :func:`next_word` (and the uniforms, exponentials
+and exact Poisson counts built on it), so a draw depends only on the key, the counter and its
+place in the stream. The activity puts the unit id's two halves in c0, c1 and the segment in c2
+(minisim/activity.py says which kind is which draw).
 """
 
 from __future__ import annotations

@@ -9,12 +9,15 @@ from minisim import presets
 from minisim.activity import (
     SEGMENT_FRAMES,
     ActivityBatch,
+    _exp_row,
+    _log_row,
     dff_from_spikes,
     expected_dff,
     hill_dff,
     simulate_activity,
     unit_params,
 )
+from minisim.rng import POISSON_CHUNK_MEAN, stream_poissons
 from minisim.spec import INDICATORS, ActivitySpec, Spec
 
 
@@ -332,3 +335,44 @@ def test_gate_dwell_times_are_exponential_with_their_means():
     assert up_dwells.mean() == pytest.approx(3.0, rel=0.08)
     assert down_dwells.mean() == pytest.approx(6.0, rel=0.08)
     assert np.std(up_dwells) / up_dwells.mean() == pytest.approx(1.0, abs=0.1)  # exponential: CV 1
+
+
+@pytest.mark.parametrize("mean", [0.3, 2.5, POISSON_CHUNK_MEAN, 100.0, 1000.0])
+def test_counter_poisson_has_the_poisson_mean_and_variance_at_small_and_large_means(mean):
+    # past exp(-mean) underflow (~745) too: the draw sums chunks of mean <= POISSON_CHUNK_MEAN
+    n = 20000
+    x = stream_poissons(3, "activity_births", mean, n).astype(np.float64)
+    assert abs(x.mean() - mean) < 5 * np.sqrt(mean / n)
+    # sd of the sample variance: sqrt((2 mean^2 + mean) / n)
+    assert abs(x.var() - mean) < 5 * np.sqrt((2 * mean**2 + mean) / n)
+    if mean < 3:
+        assert abs((x == 0).mean() - np.exp(-mean)) < 5 * np.sqrt(np.exp(-mean) / n)
+    assert np.array_equal(x, stream_poissons(3, "activity_births", mean, n))  # keyed, not stateful
+
+
+def test_a_units_draws_use_all_64_bits_of_its_id():
+    # the counter holds the id's low and high halves: ids equal modulo 2**32 are different units
+    spec = _spec(seed=1, rate_median_hz=2.0, rate_sd_ln=0.0, active_fraction=1.0)
+    ids = np.array([5, 5 + 2**32, 5 + 2**33], np.int64)
+    act = simulate_activity(spec, ids, n_frames=SEGMENT_FRAMES)
+    times = act.spike_times
+    assert all(t.size > 20 for t in times)
+    assert not np.array_equal(times[0], times[1]) and not np.array_equal(times[0], times[2])
+    alone = simulate_activity(spec, ids[1:2], n_frames=SEGMENT_FRAMES)
+    assert np.array_equal(alone.spike_times[0], times[1])
+
+
+def test_row_exp_and_log_are_within_a_few_ulp_of_the_c_library():
+    gen = np.random.default_rng(0)
+    x = np.concatenate([gen.uniform(-708, 709, 20000), gen.normal(0, 3, 20000), [0.0, -708.0, 709.0, 1e-12]])
+    got = np.empty_like(x)
+    _exp_row(x, got, np.empty_like(x))
+    want = np.exp(x)
+    assert np.max(np.abs(got - want) / np.spacing(want)) <= 2
+    y = np.concatenate([np.exp(gen.uniform(-700, 700, 20000)), gen.uniform(0.1, 100, 20000),
+                        1 + gen.uniform(-1e-6, 1e-6, 1000), [1.0, 2.0, 0.5, np.sqrt(2.0)]])
+    got = np.empty_like(y)
+    _log_row(y, got, np.empty_like(y))
+    want = np.log(y)
+    assert np.max(np.abs(got - want) / np.spacing(np.maximum(np.abs(want), 1e-300))) <= 4
+    assert got[-4] == 0.0
