@@ -43,3 +43,58 @@ def compute(*objs, scheduler=None, progress: bool = False):
         with ProgressBar():
             return dask.compute(*objs, **kw)
     return dask.compute(*objs, **kw)
+
+
+def compute_in_steps(steps: list[tuple], scheduler=None, progress: bool = False) -> list[tuple]:
+    """:func:`compute` of each step's objects, one step after the other; one result tuple per step.
+
+    Each step is its own computation, so the scheduler never holds more than one step's graph
+    (a long movie's writes, a window of frames at a time). With ``progress``, one bar for all
+    steps on the local schedulers (a step's share of it is its share of the steps), one per step
+    on a distributed cluster.
+    """
+    if progress and _client_for(scheduler) is None:
+        bar = _StepsBar(len(steps))
+        out = []
+        with bar:
+            for objs in steps:
+                out.append(compute(*objs, scheduler=scheduler))
+                bar.steps_done += 1
+        return out
+    return [compute(*objs, scheduler=scheduler, progress=progress) for objs in steps]
+
+
+def _StepsBar(n_steps: int, width: int = 40):
+    """One text bar over ``n_steps`` computations on the local schedulers (dask's callbacks)."""
+    import sys
+    import time
+
+    from dask.callbacks import Callback
+
+    class StepsBar(Callback):
+        def __init__(self):
+            super().__init__()
+            self.steps_done, self._t0, self._last = 0, time.perf_counter(), 0.0
+
+        def _draw(self, frac: float, force: bool = False) -> None:
+            now = time.perf_counter()
+            if force or now - self._last >= 0.1:
+                self._last = now
+                frac = min(1.0, (self.steps_done + frac) / max(n_steps, 1))
+                sys.stdout.write(f"\r[{'#' * int(width * frac):<{width}}] | {int(100 * frac)}% Completed "
+                                 f"| {now - self._t0:.1f} s")
+                sys.stdout.flush()
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            done = len(state["finished"])
+            total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
+            self._draw(done / total if total else 1.0)
+
+        def _finish(self, dsk, state, errored):
+            last = self.steps_done + 1 >= n_steps
+            self._draw(1.0, force=True)
+            if errored or last:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+
+    return StepsBar()

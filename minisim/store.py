@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._compute import compute
+from ._compute import compute_in_steps
 from ._version import __version__, numba_version
 from .spec import Spec
 
@@ -200,11 +200,16 @@ def _write_block(block: np.ndarray, target, start: list[int], nonzero_only: bool
             _write_chunk(target, tuple(a + p.start for a, p in zip(start, part)), piece, encode)
 
 
-def _store_if_nonzero(block: np.ndarray, target, block_info=None) -> np.ndarray:
+def _block_start(block_info, origin: tuple[int, ...]) -> list[int]:
+    """Where a block of a (window of an) array begins in the whole array."""
+    return [o + a for o, (a, _) in zip(origin, block_info[0]["array-location"])]
+
+
+def _store_if_nonzero(block: np.ndarray, target, origin: tuple[int, ...], block_info=None) -> np.ndarray:
     """Write each zarr chunk of ``block`` that holds a non-zero value (the block's edges lie on
     chunk edges); the others are neither compressed nor written."""
     if block.size:  # (none: e.g. no units at all)
-        _write_block(block, target, [a for a, _ in block_info[0]["array-location"]], nonzero_only=True)
+        _write_block(block, target, _block_start(block_info, origin), nonzero_only=True)
     return np.zeros((1,) * block.ndim, np.int8)
 
 
@@ -243,17 +248,22 @@ def nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...],
     The values are those of ``var``, whatever computes its blocks (rendered or loaded).
     """
     target = _new_array_like(var, path, chunks, attrs, fill_value=0.0)
-    return _block_writes(var, target, chunks, _store_if_nonzero, np.int8)
+    return _mapped_writes(_whole_chunks(var.data, chunks), target, _store_if_nonzero, np.int8)
 
 
-def _block_writes(var: xr.DataArray, target, chunks: tuple[int, ...], write, dtype, *args):
-    """``write(block, target, *args, block_info=...)`` over ``var``'s blocks, one task per block
-    returning a (1, ..., 1) array of ``dtype``; blocks are rechunked to the zarr ``chunks`` where
-    they would not hold whole chunks."""
-    data = var.data
+def _whole_chunks(data, chunks: tuple[int, ...]):
+    """``data`` with blocks that hold whole zarr ``chunks`` (rechunked only where they do not)."""
     if any(c and b % c for bs, c in zip(data.chunks, chunks) for b in bs[:-1]):
-        data = data.rechunk(chunks)  # blocks must hold whole chunks
-    return data.map_blocks(write, target, *args, dtype=dtype,
+        data = data.rechunk(chunks)
+    return data
+
+
+def _mapped_writes(data, target, write, dtype, *args, origin: tuple[int, ...] | None = None):
+    """One task per block of ``data``: ``write(block, target, *args, origin, block_info=...)``
+    returning a (1, ..., 1) array of ``dtype``; ``origin`` is where ``data`` begins in
+    ``target`` (a window of it), the array's start by default."""
+    origin = (0,) * data.ndim if origin is None else tuple(origin)
+    return data.map_blocks(write, target, *args, origin, dtype=dtype,
                            chunks=tuple((1,) * len(c) for c in data.chunks),
                            meta=np.empty((0,) * data.ndim, dtype))
 
@@ -273,26 +283,46 @@ def write_traces(var: xr.DataArray, path: Path, attrs: dict) -> None:
 
 
 # --------------------------------------------------------------------------- whole stores
-def _store_counting(block: np.ndarray, target, top: int, block_info=None) -> np.ndarray:
+def _store_counting(block: np.ndarray, target, top: int, origin: tuple[int, ...],
+                    block_info=None) -> np.ndarray:
     """Write a movie block (whole zarr chunks) and return (1, 1, 1) its pixels at ``top``."""
     if block.size:
-        _write_block(block, target, [a for a, _ in block_info[0]["array-location"]], nonzero_only=False)
+        _write_block(block, target, _block_start(block_info, origin), nonzero_only=False)
     return np.full((1,) * block.ndim, np.count_nonzero(block == top), np.int64)
 
 
-def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict, top: int):
+#: Frames of the movie a save hands the scheduler at a time (whole zarr chunks, at least this
+#: many): one computation per window, one after the other, so the graph and the per-task state
+#: the scheduler holds are the same size for a 1-minute and a 24-hour recording (a single
+#: computation of an hour of V4 CA1 held ~70,000 tasks). About one trace segment: the blocks of
+#: a window read the same few segments of the World's cache.
+MOVIE_WINDOW_FRAMES = 1024
+
+
+def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict, top: int) -> list:
     """Lazy writes of the movie into a new zarr array, one task per block, each returning the
-    number of its pixels at ``top`` (saturated): (blocks) int64, to be summed.
+    number of its pixels at ``top`` (saturated): per window of :data:`MOVIE_WINDOW_FRAMES`
+    frames, a lazy int64 scalar (that window's count), to be computed one window at a time.
 
     The count comes from the block the task has just written, so the movie is rendered once
     and never read back (dask fuses each block's render into this write)."""
-    return _block_writes(var, _new_array_like(var, path, chunks, attrs), chunks, _store_counting,
-                         np.int64, top)
+    target = _new_array_like(var, path, chunks, attrs)
+    data = _whole_chunks(var.data, chunks)
+    starts = np.cumsum((0, *data.chunks[0]))
+    out, t0 = [], 0
+    while t0 < var.shape[0]:
+        # the window ends on a block edge (a block holds whole chunks) at or past the target
+        t1 = int(starts[min(np.searchsorted(starts, t0 + MOVIE_WINDOW_FRAMES), len(starts) - 1)])
+        out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
+                                  origin=(t0,) + (0,) * (data.ndim - 1)).sum())
+        t0 = t1
+    return out
 
 
 def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: bool) -> int:
-    """Every variable of ``ds`` into a new store at ``path``, in one computation; returns the
-    number of movie pixels at ``top`` (counted by the tasks that write the movie)."""
+    """Every variable of ``ds`` into a new store at ``path``, the movie a window of frames at a
+    time (:data:`MOVIE_WINDOW_FRAMES`; the rest with its first window); returns the number of
+    movie pixels at ``top`` (counted by the tasks that write the movie)."""
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items() if var.chunks is not None
@@ -310,11 +340,15 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     for n in traces:
         write_traces(ds[n], path, ds.attrs)
     movie = ds["movie"]
-    saturated = movie_writes(movie, path, encoding.get("movie", {}).get("chunks", movie.shape),
-                             ds.attrs, top).sum()
+    windows = movie_writes(movie, path, encoding.get("movie", {}).get("chunks", movie.shape),
+                           ds.attrs, top)
     writes = [nonzero_chunk_writes(ds[n], path, encoding[n]["chunks"], ds.attrs) for n in footprints]
-    n_sat, *_ = compute(saturated, write, *writes, scheduler=scheduler, progress=progress)
-    return int(n_sat)
+    # the ground truth goes with the movie's first window (it is small and bounded per segment);
+    # then the movie a window at a time
+    first = windows[0] if windows else np.int64(0)
+    results = compute_in_steps([(first, write, *writes), *((w,) for w in windows[1:])],
+                               scheduler=scheduler, progress=progress)
+    return int(sum(int(r[0]) for r in results))
 
 
 def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,

@@ -204,3 +204,42 @@ def test_minisims_chunk_files_are_byte_for_byte_zarrs(tmp_path, dtype):
     assert files == sorted(p.relative_to(paths["minisim"]) for p in paths["minisim"].rglob("*") if p.is_file())
     for f in files:
         assert (paths["zarr"] / f).read_bytes() == (paths["minisim"] / f).read_bytes(), f
+
+
+def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
+    """A save is one computation per window of MOVIE_WINDOW_FRAMES frames (the ground truth goes
+    with the first): a recording twice as long has twice the windows, each window's graph is the
+    size of any other's, and the movie written is the movie, window edges or not."""
+    from dask.callbacks import Callback
+
+    from minisim.store import MOVIE_WINDOW_FRAMES
+
+    class Graphs(Callback):
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def _start(self, dsk):
+            self.sizes.append(len(dsk))
+
+    fps = 200.0
+    sizes = {}
+    for windows in (2, 4):
+        # a last window cut short, so window edges fall mid-segment and mid-chunk of the truth
+        n_frames = (windows - 1) * MOVIE_WINDOW_FRAMES + 100
+        spec = small_spec(**{"recording.fps": fps, "recording.duration_s": n_frames / fps,
+                             "sensor.width_px": 16, "sensor.height_px": 16,
+                             "sensor.bit_depth": 8, "sensor.offset_adu": 240.0})
+        rec = simulate(spec, chunks={"frame": 24})
+        with Graphs() as g:
+            rec.save(tmp_path / f"w{windows}.zarr", scheduler="sync")
+        assert len(g.sizes) == windows
+        sizes[windows] = g.sizes
+        saved = Recording.load(tmp_path / f"w{windows}.zarr")
+        np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
+        top = 2**spec.sensor.bit_depth - 1
+        assert saved.dataset.attrs["saturated_pixels"] == int((rec.movie.values == top).sum()) > 0
+    # every full window's graph is the same size, however long the recording; the first
+    # computation also holds the ground truth
+    first, *full, short = sizes[4]
+    assert len(set(full)) == 1 and full[0] > short == sizes[2][-1] and first > full[0]
