@@ -108,8 +108,11 @@ def assemble_tissue(sharp, corrs, axial_w, halo_nodes, nb, ny, nx, fy, fx, neuro
 # to 1e-12 of each other), for all cells in one call. Per cell: the soma and its dendrites are
 # drawn on the sub-pixel grid only where they can be non-zero, binned into the planted patch,
 # and blurred with the same pixel-integrated Gaussian weights (the normal CDF table of
-# blur_and_bin, computed by scipy outside) -- but only over the pixels the far-tail cut can
-# keep, instead of the whole patch (see _footprint_planes).
+# blur_and_bin, computed by scipy outside), x first (_blur_columns: per sub-pixel row) then y
+# (_blur_pixels) -- but only over the pixels the far-tail cut can keep, instead of the whole
+# patch: the peak that sets the cut lies on the drawn box's pixels (_peak), and rows and
+# columns whose upper bound is below the cut hold nothing to keep (_reach). Every pixel's value
+# is the same sum in the same order whichever block it is computed in.
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _sub_centres(first_px, n_px_sensor, d, ns, n, centre_um, out):
