@@ -71,6 +71,11 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
     """The Recording's Dataset: lazy movie, footprints, per-frame truth and the per-unit truth that
     reads footprints or activity (vessel overlap, pnr, detectability); the rest of the scene's
     per-unit truth eager (nothing here builds a footprint)."""
+    return _dataset_and_footprints(world, chunks)[0]
+
+
+def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None = None) -> tuple:
+    """:func:`build_dataset` and the :func:`minisim.truth.lazy_footprints` it holds."""
     import dask.array as da
 
     spec, sc, act = world.spec, world.scene, world.activity
@@ -155,7 +160,7 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
             "complete": False,
         },
     )
-    return ds
+    return ds, footprints
 
 
 def simulate(spec: Spec | None = None, chunks: dict[str, int] | None = None) -> Recording:
@@ -183,16 +188,22 @@ def simulate(spec: Spec | None = None, chunks: dict[str, int] | None = None) -> 
     check_resources(spec)
     world = render.build_world(spec)
     render.remember_world(world)
-    return Recording(build_dataset(world, chunks), spec)
+    ds, footprints = _dataset_and_footprints(world, chunks)
+    return Recording(ds, spec, chunk_writers=truth.footprint_chunk_writers(spec, footprints))
 
 
 class Recording:
     """A (lazy) recording: ``dataset`` (xarray) and the ``spec`` it is a pure function of."""
 
-    def __init__(self, dataset: xr.Dataset, spec: Spec, path: Path | None = None):
+    def __init__(self, dataset: xr.Dataset, spec: Spec, path: Path | None = None,
+                 chunk_writers: dict | None = None):
         self.dataset = dataset
         self.spec = spec
         self.path = path
+        # how a save writes the footprints of a simulated Recording without building their
+        # dense blocks (minisim.truth.footprint_chunk_writers); used only while ``dataset``
+        # still holds those very arrays
+        self._chunk_writers = chunk_writers or {}
 
     def __repr__(self) -> str:
         ds = self.dataset
@@ -258,7 +269,8 @@ class Recording:
             partial = _safe_io.write_aside(path)
             try:
                 store.write_dataset(ds, partial, bit_depth=self.spec.sensor.bit_depth,
-                                    scheduler=scheduler, progress=progress)
+                                    scheduler=scheduler, progress=progress,
+                                    chunk_writers=self._chunk_writers)
                 _safe_io.swap_into_place(partial, path)
             finally:
                 if partial.exists():

@@ -96,6 +96,57 @@ def _boxes_task(spec_json: str, u0: int, u1: int) -> list:
     return [sc.footprint_box(u) for u in range(u0, u1)]
 
 
+def footprint_chunk_writers(spec: Spec, footprints: dict) -> dict:
+    """For :func:`minisim.store.write_dataset`: ``A`` and ``A_planted`` (the arrays of
+    :func:`lazy_footprints` ``footprints``) written a block of units at a time straight from the
+    units' boxes and planted patches: each task pastes only the zarr chunks its units touch and
+    writes those holding light. The blocks of ``A`` are 16 units over the whole field (23 MB for
+    V4), mostly zeros: building and scanning them was ~40 % of a 1,200-frame V4 save's task time.
+    The chunks are the same :func:`_paste_observed` and :func:`_paste_planted` give, over a tile."""
+    import dask
+
+    delayed = dask.delayed(pure=True)
+    sj = spec.model_dump_json()
+    starts = np.cumsum((0,) + footprints["A"].chunks[0])
+
+    def writes(name: str):
+        def of(target) -> list:
+            return [delayed(_write_footprint_chunks)(sj, name, int(u0), int(u1), boxes, target)
+                    for u0, u1, boxes in zip(starts[:-1], starts[1:], footprints["boxes"])]
+        return footprints[name].name, of
+
+    return {"A": writes("A"), "A_planted": writes("A_planted")}
+
+
+def _write_footprint_chunks(spec_json: str, name: str, u0: int, u1: int, boxes: list, target) -> int:
+    """Write the non-zero zarr chunks of ``name`` for units [u0, u1) (one chunk along units)."""
+    from . import store
+
+    sc = render.get_world(spec_json).scene
+    H, W = sc.spec.sensor.height_px, sc.spec.sensor.width_px
+    _, th, tw = target.chunks
+    if name == "A":
+        extents = [None if got is None else got[0] for got in boxes]
+    else:
+        extents = []
+        for u in range(u0, u1):
+            i0, j0, p = sc.planted[u]
+            extents.append((max(i0, 0), min(i0 + p.shape[0], H), max(j0, 0), min(j0 + p.shape[1], W)))
+    tiles = set()
+    for ext in extents:
+        if ext is not None and ext[0] < ext[1] and ext[2] < ext[3]:
+            tiles.update((ty, tx) for ty in range(ext[0] // th, (ext[1] - 1) // th + 1)
+                         for tx in range(ext[2] // tw, (ext[3] - 1) // tw + 1))
+
+    def pieces():
+        for ty, tx in sorted(tiles):
+            loc = (u0, u1, ty * th, min((ty + 1) * th, H), tx * tw, min((tx + 1) * tw, W))
+            piece = _paste_observed(spec_json, boxes, loc) if name == "A" else _paste_planted(spec_json, loc)
+            yield (u0, loc[2], loc[4]), piece
+
+    return store.write_nonzero_chunks(target, pieces())
+
+
 def _paste_observed(spec_json: str, boxes: list, loc: tuple) -> np.ndarray:
     u0, u1, y0, y1, x0, x1 = loc
     world = render.get_world(spec_json)
