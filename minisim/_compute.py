@@ -49,19 +49,25 @@ def compute_in_steps(steps: list[tuple], scheduler=None, progress: bool = False)
     """:func:`compute` of each step's objects, one step after the other; one result tuple per step.
 
     Each step is its own computation, so the scheduler never holds more than one step's graph
-    (a long movie's writes, a window of frames at a time). With ``progress``, one bar for all
-    steps on the local schedulers (a step's share of it is its share of the steps), one per step
-    on a distributed cluster.
+    (a long movie's writes, a window of frames at a time). With ``progress``, one bar over all
+    steps on the local schedulers (it follows these computations only, not others running at
+    the same time in other threads), one per step on a distributed cluster.
     """
-    if progress and _client_for(scheduler) is None:
-        bar = _StepsBar(len(steps))
-        out = []
-        with bar:
-            for objs in steps:
-                out.append(compute(*objs, scheduler=scheduler))
-                bar.steps_done += 1
-        return out
-    return [compute(*objs, scheduler=scheduler, progress=progress) for objs in steps]
+    if _client_for(scheduler) is not None:
+        return [compute(*objs, scheduler=scheduler, progress=progress) for objs in steps]
+    bar = [_StepsBar(len(steps))._callback] if progress else []
+    return [_local(objs, scheduler, bar) for objs in steps]
+
+
+def _local(objs: tuple, scheduler, callbacks: list) -> tuple:
+    """dask.compute of ``objs`` on a local scheduler, with these callbacks and the active ones."""
+    import dask
+    from dask.callbacks import Callback
+
+    kw = {"scheduler": scheduler} if scheduler else {}
+    if not callbacks:
+        return dask.compute(*objs, **kw)
+    return dask.compute(*objs, callbacks=[*Callback.active, *callbacks], **kw)
 
 
 def _StepsBar(n_steps: int, width: int = 40):
@@ -88,11 +94,13 @@ def _StepsBar(n_steps: int, width: int = 40):
         def _posttask(self, key, result, dsk, state, worker_id):
             done = len(state["finished"])
             total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
-            self._draw(done / total if total else 1.0)
+            if done < total:  # (a step's end is drawn once, by _finish)
+                self._draw(done / total)
 
         def _finish(self, dsk, state, errored):
             last = self.steps_done + 1 >= n_steps
             self._draw(1.0, force=True)
+            self.steps_done += 1
             if errored or last:
                 sys.stdout.write("\n")
                 sys.stdout.flush()

@@ -243,3 +243,20 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     # computation also holds the ground truth
     first, *full, short = sizes[4]
     assert len(set(full)) == 1 and full[0] > short == sizes[2][-1] and first > full[0]
+
+
+def test_a_saves_progress_is_one_bar_over_all_its_windows(tmp_path, capsys):
+    """Several windows, one bar: its percentages only grow, it reaches 100 % once, at the end."""
+    import re
+
+    from minisim.store import MOVIE_WINDOW_FRAMES
+
+    fps = 200.0
+    n_frames = 2 * MOVIE_WINDOW_FRAMES + 50
+    spec = small_spec(**{"recording.fps": fps, "recording.duration_s": n_frames / fps,
+                         "sensor.width_px": 16, "sensor.height_px": 16})
+    simulate(spec, chunks={"frame": 64}).save(tmp_path / "r.zarr", scheduler="threads", progress=True)
+    out = capsys.readouterr().out
+    percents = [int(p) for p in re.findall(r"\| (\d+)% Completed", out)]
+    assert percents == sorted(percents) and percents[-1] == 100 and percents.count(100) == 1
+    assert out.count("\n") == 1 and out.endswith("\n")
