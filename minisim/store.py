@@ -168,10 +168,6 @@ def _direct_encoder(target):
     return encode
 
 
-#: Chunk folders this process has made (bounded: the oldest are forgotten past 4,096).
-_MADE_DIRS: set = set()
-
-
 def _write_chunk(target, start: tuple[int, ...], piece: np.ndarray, encode=None) -> None:
     """Write ``piece`` as the zarr chunk of ``target`` that begins at ``start`` (a chunk's
     corner; the piece is that chunk, cut at the array's edge): encoded by ``encode``
@@ -183,9 +179,6 @@ def _write_chunk(target, start: tuple[int, ...], piece: np.ndarray, encode=None)
         return
     idx = tuple(a // c for a, c in zip(start, target.chunks))
     path = Path(str(target.store.root)) / target.path / target.metadata.encode_chunk_key(idx)
-    if path.parent not in _MADE_DIRS:  # (a mkdir per chunk: ~0.25 s of a V4 save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _MADE_DIRS.add(path.parent)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
     data = encode(piece)
     try:
@@ -351,7 +344,7 @@ def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: 
 def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: bool,
                      chunk_writers: dict | None = None) -> int:
     """Every variable of ``ds`` into a new store at ``path``, the movie a window of frames at a
-    time (:data:`MOVIE_WINDOW_FRAMES`; the rest alongside, :func:`compute_in_steps`); returns the number of
+    time (:data:`MOVIE_WINDOW_FRAMES`; the rest with its first window); returns the number of
     movie pixels at ``top`` (counted by the tasks that write the movie).
 
     ``chunk_writers`` maps a footprint variable to (the dask name of its array, a function of
