@@ -679,6 +679,13 @@ CALCIUM_MEMORY_TAUS = 20.0
 NEUROPIL_MEMORY_TAUS = 20.0
 
 
+def _id_halves(unit_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The low and high 32 bits (uint64) of int64 unit ids: the two counter words that key a
+    unit's draws."""
+    bits = np.ascontiguousarray(unit_ids, np.int64).view(np.uint64)
+    return bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32)
+
+
 class ActivityBatch:
     """The activity of a set of units, one time segment at a time (the one state object).
 
@@ -724,8 +731,7 @@ class ActivityBatch:
         self.np_bleach_rate_hz = 1.0 / bl.tau_s
         # the counter-based draws: one Philox key, the unit id's two halves in the counter
         self._key = tuple(np.uint64(k) for k in philox_key(self.seed, "activity_births"))
-        uid_bits = self.unit_ids.view(np.uint64)
-        self._uid_lo, self._uid_hi = uid_bits & np.uint64(0xFFFFFFFF), uid_bits >> np.uint64(32)
+        self._uid_lo, self._uid_hi = _id_halves(self.unit_ids)
         # the private OU: per-frame coefficient a, its bridge weights, the knot chain's rho
         log_a = -self.dt / act_spec.modulation_tau_s
         i = np.arange(L, dtype=np.float64)
@@ -752,9 +758,9 @@ class ActivityBatch:
     def _gate_switches(self, uid: int, seg: int) -> tuple[bool, np.ndarray]:
         """(state at the segment start, times in s at which the gate flips inside the segment)
         of unit ``uid`` (the births kernel's own gate)."""
-        bits = np.array([uid], np.int64).view(np.uint64)[0]
+        lo, hi = _id_halves(np.array([uid], np.int64))
         up0, n, out = _gate_switches_kernel(
-            *self._key, bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32), seg, self.seg_s,
+            *self._key, lo[0], hi[0], seg, self.seg_s,
             self.reset_rate_hz, self.p_up, np.zeros(STREAM_STATE, np.uint64), np.empty(64))
         return bool(up0), seg * SEGMENT_FRAMES / self.fps + out[:n]
 
