@@ -67,6 +67,24 @@ class World:
         self._segments: OrderedDict[int, Segment] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[int, threading.Lock] = {}  # one lock per segment being built
+        self._patterns: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def mode_patterns(self, motion, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The motion's non-rigid mode patterns over sensor ``window``
+        (:func:`minisim.motion.mode_patterns`; their wave vectors and phases are the
+        recording's, keyed by its seed): kept per window, as every block of frames of a tile
+        asks for the same (a sine per mode and pixel in float64 was ~4 % of a V4 render)."""
+        key = tuple(int(v) for v in window)
+        got = self._patterns.get(key)
+        if got is None:
+            spec = self.spec
+            H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
+            y0, y1, x0, x1 = key
+            got = mode_patterns(motion, pixel_center_um(np.arange(y0, y1), H, d),
+                                pixel_center_um(np.arange(x0, x1), W, d))
+            with self._lock:
+                _keep(self._patterns, key, got, PATTERN_WINDOWS)
+        return got
 
     def segment(self, seg: int, *, evict: bool = True) -> Segment:
         """Traces and motion of segment ``seg`` (whole: frames [seg·L, (seg+1)·L)), cached.
@@ -156,6 +174,9 @@ class Segment:
 WORLD_SEGMENTS = 3
 #: Worlds a process keeps (one per Spec, window and prefix).
 PROCESS_WORLDS = 3
+#: Windows whose motion mode patterns a World keeps (:meth:`World.mode_patterns`; a render's
+#: tiles and the oracle's window; ~1 MB a 256 px tile).
+PATTERN_WINDOWS = 32
 _WORLDS: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 
@@ -221,10 +242,8 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
         tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m), aw)
         if _hemodynamics_on(spec):
             tissue = tissue * dilation_factor(spec, sc.vessel_chord_um[y0 : y1 + 2 * m, x0 : x1 + 2 * m], f)
-        H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
-        rigid, amp = displacement_terms(motion, d, frames)
-        pat = mode_patterns(motion, pixel_center_um(np.arange(y0, y1), H, d),
-                            pixel_center_um(np.arange(x0, x1), W, d))
+        rigid, amp = displacement_terms(motion, spec.pixel_size_um, frames)
+        pat = world.mode_patterns(motion, window)
         out = np.empty((len(f), y1 - y0, x1 - x0), np.float32)
         _warp(np.ascontiguousarray(tissue, np.float32), m, rigid, amp,
               np.ascontiguousarray(motion.mode_dir, np.float64), pat, vi, vg, out)

@@ -25,8 +25,10 @@ a recording is simulated.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -178,19 +180,26 @@ def _write_chunk(target, start: tuple[int, ...], piece: np.ndarray, encode=None)
         target[tuple(slice(a, a + n) for a, n in zip(start, piece.shape))] = piece
         return
     idx = tuple(a // c for a, c in zip(start, target.chunks))
-    path = Path(str(target.store.root)) / target.path / target.metadata.encode_chunk_key(idx)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    # plain strings: pathlib's parsing was ~2 % of a V4 save (a few per chunk)
+    path = os.path.join(str(target.store.root), target.path, target.metadata.encode_chunk_key(idx))
+    tmp = f"{path}.{uuid.uuid4().hex}.partial"
     data = encode(piece)
     try:
         try:
-            tmp.write_bytes(data)
+            _write_file(tmp, data)
         except FileNotFoundError:  # the chunk's folder is new (a mkdir per chunk cost ~0.25 s of a V4 save)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-        tmp.replace(path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write_file(tmp, data)
+        os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def _write_block(block: np.ndarray, target, start: list[int], nonzero_only: bool) -> None:

@@ -37,6 +37,9 @@ from .cells import Cells, place_cells
 
 _HALO_TRUNCATE = 2.5   # halo Gaussians are cut at 2.5 sigma
 _SHARP_TRUNCATE = 4.0
+#: windows whose footprint rows a Scene keeps (:meth:`Scene._window_rows`): a render's tiles,
+#: with and without the motion margin, and the oracle's window
+_WINDOW_CACHE = 32
 
 
 @dataclass
@@ -127,24 +130,22 @@ class Scene:
 
         y0, y1, x0, x1 = rows
         m = self.margin_px
-        Wp = self.padded_shape[1]
         T = C.shape[1]
         h, w = y1 - y0, x1 - x0
-        ii = np.arange(y0, y1) + m
-        jj = np.arange(x0, x1) + m
-        idx = (ii[:, None] * Wp + jj[None, :]).ravel()
         Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
-        sharp = np.ascontiguousarray(self.sharp_e[idx] @ Cx, np.float32)
+        sharp_rows, axial_rows, halo_rows, geometry = self._window_rows(rows)
+        sharp = np.ascontiguousarray(sharp_rows @ Cx, np.float32)
         corrs, weights = [], []
-        if axial_w is not None and self.axial_e:
-            for k, mat in enumerate(self.axial_e):
+        if axial_w is not None and axial_rows:
+            for k, mat in enumerate(axial_rows):
                 if axial_w[:, k].any():
-                    corrs.append(np.asarray(mat[idx] @ Cx, np.float32))
+                    corrs.append(np.asarray(mat @ Cx, np.float32))
                     weights.append(axial_w[:, k])
         corr = np.stack(corrs) if corrs else np.zeros((0, 1, 1), np.float32)
         aw = np.ascontiguousarray(np.stack(weights, axis=1) if weights else np.zeros((T, 0)), np.float64)
         if self.halo_e.nnz:
-            nodes, nb, ny, nx, fy, fx = self._halo_nodes(Cx, y0, y1, x0, x1)
+            nb, (ny, nx, fy, fx) = geometry
+            nodes = np.ascontiguousarray(halo_rows @ Cx, np.float32)
         else:
             nodes, nb = np.zeros((0, 1), np.float32), 1
             ny = nx = np.zeros(max(h, w), np.int64)
@@ -155,15 +156,30 @@ class Scene:
                         np.ascontiguousarray(f_np[:T], np.float64), res)
         return res
 
-    def _halo_nodes(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None):
-        """The halo nodes that pixel rows [y0, y1) x [x0, x1) interpolate: (nodes (node rows x
-        nb, frames) float32 = mat @ Cx, nb, and per pixel row / column its node ``ny``, ``nx``
-        and fraction ``fy``, ``fx`` (float64) below it)."""
-        ra, rb, geometry = self._halo_geometry(y0, y1, x0, x1)
-        nb = self.node_shape[1]
-        idx = (ra[:, None] * nb + rb[None, :]).ravel()
-        mat = (self.halo_e if mat is None else mat)[idx]
-        return (np.ascontiguousarray(mat @ Cx, np.float32), len(rb), *geometry)
+    def _window_rows(self, rows: tuple[int, int, int, int]) -> tuple:
+        """What :meth:`tissue_e` reads of the footprints for pixel rows [y0, y1) x [x0, x1):
+        the rows of ``sharp_e`` and of each ``axial_e`` matrix at those pixels, the rows of
+        ``halo_e`` at the halo nodes they interpolate, and (node columns, per pixel row and
+        column its node and fraction: :meth:`_halo_geometry`). The same
+        selections scipy makes on every call, kept per window (a render asks for the same few
+        tiles for every block of frames: the row selections were ~4 % of a V4 render), the
+        oldest dropped beyond :data:`_WINDOW_CACHE`; a benign race between threads (both build
+        the same)."""
+        fp = self.footprints()
+        got = fp.windows.get(rows)
+        if got is None:
+            y0, y1, x0, x1 = rows
+            m, Wp = self.margin_px, self.padded_shape[1]
+            idx = ((np.arange(y0, y1) + m)[:, None] * Wp + (np.arange(x0, x1) + m)[None, :]).ravel()
+            ra, rb, geometry = self._halo_geometry(y0, y1, x0, x1)
+            nb = self.node_shape[1]
+            halo = self.halo_e[(ra[:, None] * nb + rb[None, :]).ravel()] if self.halo_e.nnz else None
+            got = (self.sharp_e[idx], tuple(mat[idx] for mat in self.axial_e), halo, (len(rb), geometry))
+            with _FOOTPRINT_LOCK:
+                fp.windows[rows] = got
+                while len(fp.windows) > _WINDOW_CACHE:
+                    fp.windows.pop(next(iter(fp.windows)))
+        return got
 
     def _halo_geometry(self, y0, y1, x0, x1):
         """The node rows ``ra`` and columns ``rb`` (of the node grid) that pixel rows [y0, y1) x
@@ -181,7 +197,7 @@ class Scene:
 
     def _unit_halo(self, rows: np.ndarray, vals: np.ndarray, y0, y1, x0, x1) -> np.ndarray:
         """One unit's halo (h, w) float32 over pixel rows [y0, y1) x [x0, x1), from its column
-        of the halo matrix (node ``rows``, float32 ``vals``): the values ``_halo`` gives for a
+        of the halo matrix (node ``rows``, float32 ``vals``): the halo :meth:`tissue_e` gives for a
         one-hot C (each node holds one entry v, and v times 1 is v on any path), without
         scipy's per-call overhead (most of a footprint box's cost)."""
         from ._kernels import halo_interp
@@ -195,16 +211,6 @@ class Scene:
         out = np.empty((1, len(ny), len(nx)), np.float32)
         halo_interp(nodes.reshape(-1, 1), len(rb), ny, nx, fy, fx, out)
         return out[0]
-
-    def _halo(self, Cx, y0, y1, x0, x1, mat: sp.csr_matrix | None = None) -> np.ndarray:
-        """Bilinear interpolation of the halo nodes (mat @ Cx; mat: all nodes x the units of
-        Cx's rows, default every unit) over pixel rows [y0, y1) x [x0, x1): (frames, h, w)."""
-        from ._kernels import halo_interp
-
-        nodes, nb, ny, nx, fy, fx = self._halo_nodes(Cx, y0, y1, x0, x1, mat)
-        out = np.empty((nodes.shape[1], len(ny), len(nx)), np.float32)
-        halo_interp(nodes, nb, ny, nx, fy, fx, out)
-        return out
 
     # --------------------------------------------------------------- ground-truth footprints
     def _sensor_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, sp.csc_matrix]:
@@ -388,6 +394,7 @@ class Footprints:
     columns: tuple | None = field(default=None, init=False, repr=False)
     halo_boxes_px: np.ndarray | None = field(default=None, init=False, repr=False)
     bounds_px: np.ndarray | None = field(default=None, init=False, repr=False)
+    windows: dict = field(default_factory=dict, init=False, repr=False)  # Scene._window_rows
 
 
 @dataclass
