@@ -22,6 +22,7 @@ frame's motion alone, and frame t never depends on the duration (prefix-stable).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,16 +73,26 @@ def halo_um(spec: Spec) -> float:
     return m.max_displacement_um + 3.0 * m.nonrigid_amplitude_um * np.sqrt(N_MODES)
 
 
-def _geometry(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(mode wave vectors, mode directions, mode phases, oscillation phases), keyed by the seed."""
-    g0 = rng(spec.recording.seed, "motion", -1)
+@functools.lru_cache(maxsize=64)
+def _geometry_angles(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mode direction angles, wave vector angles, mode phases, oscillation phases), keyed by
+    the seed: drawn once per process and seed (every block asks), read-only."""
+    g0 = rng(seed, "motion", -1)
     ang = g0.uniform(0, 2 * np.pi, N_MODES)
     kdir = g0.uniform(0, 2 * np.pi, N_MODES)
-    k = 2 * np.pi / spec.motion.nonrigid_length_um * np.column_stack([np.sin(kdir), np.cos(kdir)])
-    mdir = np.column_stack([np.sin(ang), np.cos(ang)])
     phase = g0.uniform(0, 2 * np.pi, N_MODES)
     osc_phase = g0.uniform(0, 2 * np.pi, 2)
-    return k, mdir, phase, osc_phase
+    for a in (ang, kdir, phase, osc_phase):
+        a.setflags(write=False)
+    return ang, kdir, phase, osc_phase
+
+
+def _geometry(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mode wave vectors, mode directions, mode phases, oscillation phases), keyed by the seed."""
+    ang, kdir, phase, osc_phase = _geometry_angles(int(spec.recording.seed))
+    k = 2 * np.pi / spec.motion.nonrigid_length_um * np.column_stack([np.sin(kdir), np.cos(kdir)])
+    mdir = np.column_stack([np.sin(ang), np.cos(ang)])
+    return k, mdir, phase.copy(), osc_phase.copy()
 
 
 def _jumps(spec: Spec, seg: int) -> np.ndarray:
