@@ -20,17 +20,24 @@ by no Generator object and in no order, and a pixel's word depends only on (seed
 x, t): a window of a frame is the crop of the whole frame by construction, whatever its start.
 A word becomes a normal by the float32 normal quantile :func:`words_to_normals32`.
 
-Per-unit draws of the activity (many small draws per unit and segment, where a Generator would
-cost ~40 us to create) read *word streams* of the same Philox: stream (c0, c1, c2, kind) is the
-sequence of words of the counters (c0, c1, c2, kind << 28 | i), i = 0, 1, 2, ...; a numba
+Per-item draws (many small draws per unit and segment, or a few constants per cell, where a
+Generator would cost ~40 us to create) read *word streams* of the same Philox: stream
+(c0, c1, c2, kind) is the sequence of words of the counters (c0, c1, c2, kind << 28 | i),
+i = 0, 1, 2, ...; a numba
 kernel walks it with :func:`open_stream` and :func:`next_word` (and the uniforms, exponentials
 and exact Poisson counts built on it), so a draw depends only on the key, the counter and its
 place in the stream. The activity puts the unit id's two halves in c0, c1 and the segment in c2
-(minisim/activity.py says which kind is which draw).
+(minisim/activity.py says which kind is which draw). Per-item constants (a tissue column's
+candidate somata, a cell's shape and brightness, a unit's rate and kinetics, a vessel's course)
+are drawn the same way, for all items of a call at once: uniform j of an item's stream is the
+53-bit uniform of its words 2j, 2j + 1 and a normal is the float64 quantile of one uniform
+(:func:`keyed_uniforms`, :func:`unit_uniforms`, :func:`keyed_poissons`, :func:`normal_quantile`).
+A key is built once per (seed, stream) and process (:func:`philox_key` is cached).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -39,17 +46,19 @@ from scipy.signal import lfilter
 
 # Fixed stream ids. Never renumber: they are part of the bytes of every recording.
 STREAMS: dict[str, int] = {
-    "cells": 1,            # candidate somata per (band, column_y, column_x)
-    "cell_shape": 2,       # per unit: radius, ellipticity, orientation, dendrites
-    "cell_brightness": 3,  # per unit: expression gain
-    "vessels": 4,          # per trunk
+    # Streams 1-4, 11 and 13 are Philox keys of per-item word streams (keyed constants) since
+    # render algorithm 7; up to algorithm 6 each was a Generator per item (the same indices).
+    "cells": 1,            # per (band, column_y, column_x): candidate count, then y, x, z, mark each
+    "cell_shape": 2,       # per unit: ellipticity, orientation, dendrite angles and lengths
+    "cell_brightness": 3,  # per unit: soma radius, expression gain
+    "vessels": 4,          # per (trunk, branch level, index): placement, then the walk's turns
     "neuropil_map": 5,     # spatial modes of the neuropil
     "glow": 6,
     "sensor_fixed": 7,     # PRNU / DSNU / hot pixels: Philox key, counter (x, y)
     "sensor_noise": 8,     # shot + read noise: Philox key, counter (x // 4, y, frame), word x % 4
     "motion": 9,           # per motion segment
     "activity_unit": 10,   # retired (render algorithm <= 5: per (unit, segment) Generator)
-    "activity_params": 11, # per unit: rate, kinetics jitter, amplitude
+    "activity_params": 11, # per unit: active coin, rate, kinetics jitter, amplitude
     "ensembles": 12,       # per (ensemble, segment): shared drive
     "ensemble_membership": 13,  # per unit
     "hemodynamics": 14,
@@ -93,9 +102,13 @@ def rng(seed: int, stream: str, *indices: int) -> np.random.Generator:
 
 
 # ----------------------------------------------------------------------------- counter-based
+@functools.lru_cache(maxsize=1024)
 def philox_key(seed: int, stream: str, *indices: int) -> tuple[int, int]:
-    """The 64-bit Philox key (two uint32 as ints) of one keyed stream (from its SeedSequence)."""
-    k = seed_sequence(seed, stream, *indices).generate_state(2, np.uint32)
+    """The 64-bit Philox key (two uint32 as ints) of one keyed stream (from its SeedSequence).
+
+    A pure function of its arguments, so it is cached: a key costs one SeedSequence per process.
+    """
+    k = seed_sequence(int(seed), stream, *(int(i) for i in indices)).generate_state(2, np.uint32)
     return int(k[0]), int(k[1])
 
 
@@ -226,21 +239,182 @@ def next_poisson(k0, k1, st, mean):
     return total
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _stream_poissons(k0, k1, mean, out):
-    st = np.zeros(STREAM_STATE, np.uint64)
-    for i in range(out.size):
-        open_stream(st, np.uint64(i) & _LO, np.uint64(i) >> _S32, np.uint64(0), np.uint64(0))
-        out[i] = next_poisson(k0, k1, st, mean)
-
-
 def stream_poissons(seed: int, stream: str, mean: float, size: int) -> np.ndarray:
     """``size`` Poisson(``mean``) counts (int64), draw i from the word stream (i, 0, kind 0) of
     (seed, stream): :func:`next_poisson` as the per-unit draws use it (for tests)."""
+    i = np.arange(int(size), dtype=np.int64)
+    return keyed_poissons(seed, stream, *id_halves(i), 0, float(mean))
+
+
+# ------------------------------------------------------------ keyed constants (per-item draws)
+# Per-item constants (a tissue column's candidate somata, a cell's shape and brightness, a unit's
+# rate and kinetics, a vessel's course) read word streams too, under one key per (seed, stream):
+# item i's stream is (c0, c1, c2, kind), its own key in the counter (a unit id's two halves and
+# 0; a tissue column's zigzagged indices and band; a vessel's trunk, level and index), and
+# uniform j of a stream is the 53-bit uniform of its words 2j and 2j + 1 (:func:`next_uniform53`),
+# a normal the float64 quantile of one such uniform (:func:`normal_quantile`). So an item's values
+# depend on (seed, stream, its counter, kind, j) alone: drawn with any other items, in any order,
+# in any process, they are the same. No Generator is built per item; the key's SeedSequence is
+# built once per process (:func:`philox_key` is cached).
+def id_halves(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The low and high 32 bits (uint64) of int64 ids (unit ids): the two counter words that key
+    an item's draws."""
+    bits = np.ascontiguousarray(ids, np.int64).view(np.uint64)
+    return bits & _LO, bits >> _S32
+
+
+def zigzag(i: np.ndarray) -> np.ndarray:
+    """Signed indices as counter words (uint64): 0, -1, 1, -2, ... -> 0, 1, 2, 3, ... (|i| < 2**31)."""
+    i = np.asarray(i, np.int64)
+    return np.where(i >= 0, 2 * i, -2 * i - 1).astype(np.uint64)
+
+
+def _counters(c0, c1, c2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three counter-word arrays (uint64, contiguous, one entry per item): 1-d arrays of one
+    length, scalars broadcast to it."""
+    cs = [np.asarray(c) for c in (c0, c1, c2)]
+    sizes = {c.size for c in cs if c.ndim}
+    if len(sizes) > 1 or any(c.ndim > 1 for c in cs):
+        raise ValueError(f"counter words of shapes {[c.shape for c in cs]}: 1-d of one length, or scalars")
+    n = sizes.pop() if sizes else 1
+    return tuple(np.ascontiguousarray(c, np.uint64) if c.ndim else np.full(n, c, np.uint64) for c in cs)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _keyed_uniforms(k0, k1, c0, c1, c2, kind, counts, out):
+    """``out`` (flat) = item i's first ``counts[i]`` uniforms of stream (c0[i], c1[i], c2[i],
+    ``kind``), item after item."""
+    st = np.zeros(STREAM_STATE, np.uint64)
+    n = 0
+    for i in range(c0.size):
+        open_stream(st, c0[i], c1[i], c2[i], kind)
+        for _ in range(counts[i]):
+            out[n] = next_uniform53(k0, k1, st)
+            n += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _keyed_poissons(k0, k1, c0, c1, c2, kind, mean, out):
+    st = np.zeros(STREAM_STATE, np.uint64)
+    for i in range(c0.size):
+        open_stream(st, c0[i], c1[i], c2[i], kind)
+        out[i] = next_poisson(k0, k1, st, mean[i])
+
+
+@functools.lru_cache(maxsize=1024)
+def key_words(seed: int, stream: str) -> tuple[np.uint64, np.uint64]:
+    """:func:`philox_key` of (seed, stream) as the two uint64 the kernels take (cached)."""
     k0, k1 = philox_key(seed, stream)
-    out = np.empty(int(size), np.int64)
-    _stream_poissons(np.uint64(k0), np.uint64(k1), float(mean), out)
+    return np.uint64(k0), np.uint64(k1)
+
+
+def keyed_uniform_runs(seed: int, stream: str, c0, c1, c2, counts, kind: int = 0) -> np.ndarray:
+    """Item i's first ``counts[i]`` uniforms (53 bits, in (0, 1)) of the word stream
+    (c0[i], c1[i], c2[i], ``kind``) under the key of (seed, stream), items concatenated (float64)."""
+    c0, c1, c2 = _counters(c0, c1, c2)
+    counts = np.ascontiguousarray(np.broadcast_to(np.asarray(counts, np.int64), c0.shape))
+    out = np.empty(int(counts.sum()))
+    _keyed_uniforms(*key_words(seed, stream), c0, c1, c2, np.uint64(kind), counts, out)
     return out
+
+
+def keyed_uniforms(seed: int, stream: str, c0, c1, c2, n: int, kind: int = 0) -> np.ndarray:
+    """(items, ``n``) float64: row i the first ``n`` uniforms of item i's stream
+    (c0[i], c1[i], c2[i], ``kind``) under the key of (seed, stream)."""
+    u = keyed_uniform_runs(seed, stream, c0, c1, c2, int(n), kind)
+    return u.reshape(-1, int(n)) if n else np.empty((np.broadcast(c0, c1, c2).size, 0))
+
+
+def unit_uniforms(seed: int, stream: str, unit_ids: np.ndarray, n: int) -> np.ndarray:
+    """(units, ``n``) float64 uniforms: row i from unit i's stream (id low half, id high half,
+    0, kind 0) of (seed, stream), whatever other units are drawn with it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = unit_uniforms(1, "cell_shape", np.array([3, 7]), 2)
+    >>> bool((a[1] == unit_uniforms(1, "cell_shape", np.array([7]), 2)[0]).all())
+    True
+    """
+    return keyed_uniforms(seed, stream, *id_halves(np.asarray(unit_ids).reshape(-1)), 0, n)
+
+
+def keyed_poissons(seed: int, stream: str, c0, c1, c2, mean, kind: int = 0) -> np.ndarray:
+    """(items,) int64: item i an exact Poisson(``mean[i]``) count (:func:`next_poisson`) from the
+    start of its stream (c0[i], c1[i], c2[i], ``kind``) under the key of (seed, stream)."""
+    c0, c1, c2 = _counters(c0, c1, c2)
+    mean = np.ascontiguousarray(np.broadcast_to(np.asarray(mean, np.float64), c0.shape))
+    out = np.empty(c0.size, np.int64)
+    _keyed_poissons(*key_words(seed, stream), c0, c1, c2, np.uint64(kind), mean, out)
+    return out
+
+
+# float64 normal quantile: AS241 PPND16 (Wichura 1988), relative error ~1e-16: a normal is the
+# quantile of one 53-bit uniform, so its law is the normal's to double precision (tails to
+# |z| ~ 8.3, the quantile of 2**-54).
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _quantile_central(q):
+    r = 0.180625 - q * q
+    return q * (((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
+                     + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
+                   + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
+                 + 1.3314166789178437745e2) * r + 3.3871328727963666080e0) / (
+        ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r
+             + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r
+           + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r
+         + 4.2313330701600911252e1) * r + 1.0)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _quantile_tail(u):
+    q = u - 0.5
+    r = math.sqrt(-math.log(u if q < 0 else 1.0 - u))
+    if r <= 5.0:
+        r -= 1.6
+        z = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
+                  + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
+                + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
+              + 4.63033784615654529590e0) * r + 1.42343711074968357734e0) / (
+            ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
+                 + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
+               + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
+             + 2.05319162663775882187e0) * r + 1.0)
+    else:
+        r -= 5.0
+        z = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
+                  + 1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r
+                + 2.96560571828504891230e-1) * r + 1.78482653991729133580e0) * r
+              + 5.46378491116411436990e0) * r + 6.65790464350110377720e0) / (
+            ((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r
+                 + 1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r
+               + 1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r
+             + 5.99832206555887937690e-1) * r + 1.0)
+    return -z if q < 0 else z
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def normal_quantile(u):
+    """The standard normal quantile of ``u`` in (0, 1), float64 (AS241 PPND16, relative error
+    ~1e-16): a rational function in the central 85 % (|u - 1/2| <= 0.425), one log and one sqrt
+    in the tails."""
+    q = u - 0.5
+    if abs(q) <= 0.425:
+        return _quantile_central(q)
+    return _quantile_tail(u)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _normal_quantiles(u, z):
+    for i in range(u.size):
+        z[i] = normal_quantile(u[i])
+
+
+def normal_quantiles(u: np.ndarray) -> np.ndarray:
+    """:func:`normal_quantile` of every element of ``u`` (float64, any shape)."""
+    u = np.ascontiguousarray(u, np.float64)
+    z = np.empty_like(u)
+    _normal_quantiles(u.reshape(-1), z.reshape(-1))
+    return z
 
 
 # ------------------------------------------------------------ float32 normals of whole words
