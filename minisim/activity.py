@@ -37,8 +37,9 @@ The model (docs/physics.md §4, §5, §7.2, §7.3; the whole page is docs/activi
   ensemble drives averaged, low-passed with ``tissue.neuropil.tau_s`` and scaled to unit sd.
   It depends on the ensemble drives only, never on which units are simulated.
 
-Keys and stability: the per-unit constants come from ``rng(seed, "activity_params", unit_id)``
-and ``rng(seed, "ensemble_membership", unit_id)``; the ensemble drives from
+Keys and stability: the per-unit constants come from the unit id's counter-based streams under
+the keys of (seed, "activity_params") and (seed, "ensemble_membership") (:func:`unit_params`,
+minisim.rng "keyed constants"); the ensemble drives from
 ``rng(seed, "ensembles", ensemble, segment)`` and their knots. Everything else a unit draws (its
 gate's resets, its private modulation's knots and in-segment normals, its events, bursts and their
 ISIs) is read from counter-based word streams under the one Philox key of
@@ -68,16 +69,19 @@ from scipy.signal import lfilter
 from .rng import (
     KIND_SHIFT,
     STREAM_STATE,
+    id_halves,
     lookback_knots,
     next_exponential,
     next_poisson,
     next_uniform,
     next_word,
+    normal_quantiles,
     open_stream,
     ou_segment,
     philox4x32,
     philox_key,
     rng,
+    unit_uniforms,
     words_to_normals32,
 )
 from .spec import ActivitySpec, Spec
@@ -171,19 +175,21 @@ def unit_params(spec: Spec, unit_ids: np.ndarray) -> dict[str, np.ndarray]:
     """Per-unit constants, each unit from its own key (the same draws whatever the Spec values).
 
     Keys: ``active``, ``rate_hz``, ``tau_rise_ms``, ``tau_decay_ms``, ``amplitude`` (float64)
-    and ``ensemble`` (int64), one entry per unit id.
+    and ``ensemble`` (int64), one entry per unit id. Unit i reads its id's stream of (seed,
+    ``"activity_params"``) (minisim.rng, keyed constants): uniform 0 the active coin, then the
+    normals of rate, τ_r, τ_d and amplitude; its ensemble is ⌊u E⌋ of uniform 0 of its id's
+    stream of (seed, ``"ensemble_membership"``). All units in one vectorised call, each from its
+    own counter: the same values whatever other units are drawn with it.
     """
     act_spec = spec.activity
     seed = spec.recording.seed
-    n = len(unit_ids)
-    u_active = np.empty(n)
-    z = np.empty((n, 4))  # rate, tau_rise, tau_decay, amplitude
-    ensemble = np.empty(n, np.int64)
-    for i, uid in enumerate(unit_ids):
-        g = rng(seed, "activity_params", int(uid))
-        u_active[i] = g.random()
-        z[i] = g.standard_normal(4)
-        ensemble[i] = rng(seed, "ensemble_membership", int(uid)).integers(act_spec.ensemble_count)
+    ids = np.asarray(unit_ids, np.int64).reshape(-1)
+    u = unit_uniforms(seed, "activity_params", ids, 5)
+    u_active = u[:, 0]
+    z = normal_quantiles(u[:, 1:])  # rate, tau_rise, tau_decay, amplitude
+    n_ens = act_spec.ensemble_count
+    ensemble = np.minimum(unit_uniforms(seed, "ensemble_membership", ids, 1)[:, 0] * n_ens,
+                          n_ens - 1).astype(np.int64)
     jitter_ln = np.sqrt(np.log1p(act_spec.tau_jitter_cv**2))  # log-normal with this CV, median = Spec value
     tau_decay = act_spec.tau_decay_ms * np.exp(jitter_ln * z[:, 2])
     tau_rise = np.minimum(act_spec.tau_rise_ms * np.exp(jitter_ln * z[:, 1]), MAX_RISE_OVER_DECAY * tau_decay)
@@ -679,11 +685,9 @@ CALCIUM_MEMORY_TAUS = 20.0
 NEUROPIL_MEMORY_TAUS = 20.0
 
 
-def _id_halves(unit_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The low and high 32 bits (uint64) of int64 unit ids: the two counter words that key a
-    unit's draws."""
-    bits = np.ascontiguousarray(unit_ids, np.int64).view(np.uint64)
-    return bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32)
+#: The low and high 32 bits (uint64) of int64 unit ids: the two counter words that key a
+#: unit's draws (one home, minisim.rng, shared with the per-unit constants).
+_id_halves = id_halves
 
 
 class ActivityBatch:

@@ -45,7 +45,7 @@ from .scene.vessels import dilation, dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
-RENDER_ALGORITHM = 6
+RENDER_ALGORITHM = 7
 
 
 class World:

@@ -11,6 +11,13 @@ is asked for: enlarging the field only adds cells.
 The candidate intensity is solved so that the surviving density equals ``density_per_mm3``
 (Matern II retains (1 - exp(-lambda v)) / v per volume, v the exclusion-sphere volume);
 the expected count is N = area x thickness x density (docs/physics.md §3).
+
+Keys (counter-based, minisim.rng "keyed constants"): a column's candidates come from the key of
+(seed, ``"cells"``) with the counter (zigzag(cy), zigzag(cx), band, kind): kind 0 the candidate
+count (an exact Poisson draw), kind 1 four uniforms per candidate in order (y, x, z, mark). A
+cell's radius and gain are the two normals of its unit id's stream of (seed,
+``"cell_brightness"``). Every column and cell is drawn by the same vectorised calls, and its
+values depend on its own counter alone.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..rng import rng
+from ..rng import keyed_poissons, keyed_uniform_runs, normal_quantiles, unit_uniforms, zigzag
 from ..spec import CellBand, Spec
 
 COLUMN_UM = 100.0
@@ -88,22 +95,37 @@ def candidate_intensity_per_um3(band: CellBand) -> float:
     return 0.5 * (lo + hi)
 
 
-def unit_ids(band: int, cy: int, cx: int, k: np.ndarray) -> np.ndarray:
+def unit_ids(band: int, cy: np.ndarray | int, cx: np.ndarray | int, k: np.ndarray) -> np.ndarray:
+    """Stable ids of candidates ``k`` of tissue columns (cy, cx) of ``band`` (bit fields)."""
     off = 1 << (_C_BITS - 1)
     return (
         (((np.int64(band) << _C_BITS) | (cy + off)) << _C_BITS | (cx + off)) << _K_BITS
     ) | k.astype(np.int64)
 
 
-def _candidates(seed: int, b: int, band: CellBand, lam: float, cy: int, cx: int):
-    g = rng(seed, "cells", b, cy, cx)
-    n = int(g.poisson(lam * COLUMN_UM**2 * band.band_thickness_um))
-    n = min(n, (1 << _K_BITS) - 1)
-    u = g.random((n, 4))
-    y = (cy + u[:, 0]) * COLUMN_UM
-    x = (cx + u[:, 1]) * COLUMN_UM
+def _candidates(seed: int, b: int, band: CellBand, lam: float, cy: np.ndarray, cx: np.ndarray):
+    """(positions (n, 3) z, y, x um; marks (n,); unit ids (n,); column index (n,)) of the
+    candidates of the tissue columns (cy[i], cx[i]) of band ``b``, column after column, each
+    column from its own counter."""
+    c0, c1 = zigzag(cy), zigzag(cx)
+    n = keyed_poissons(seed, "cells", c0, c1, b, lam * COLUMN_UM**2 * band.band_thickness_um, kind=0)
+    n = np.minimum(n, (1 << _K_BITS) - 1)
+    u = keyed_uniform_runs(seed, "cells", c0, c1, b, 4 * n, kind=1).reshape(-1, 4)
+    col = np.repeat(np.arange(len(n)), n)
+    k = np.arange(len(col)) - np.repeat(np.cumsum(n) - n, n)  # index within its column
+    y = (cy[col] + u[:, 0]) * COLUMN_UM
+    x = (cx[col] + u[:, 1]) * COLUMN_UM
     z = band.depth_um + (u[:, 2] - 0.5) * band.band_thickness_um
-    return np.column_stack([z, y, x]), u[:, 3], unit_ids(b, cy, cx, np.arange(n))
+    return np.column_stack([z, y, x]), u[:, 3], unit_ids(b, cy[col], cx[col], k), col
+
+
+def cell_draws(spec: Spec, band: CellBand, uid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(soma radius um, expression gain) of the cells ``uid`` of ``band``, each from its own key:
+    radius r0 + sd clip(N, -2.5, 2.5), gain LogNormal(0, ``brightness_sd_ln``)."""
+    z = normal_quantiles(unit_uniforms(spec.recording.seed, "cell_brightness", uid, 2))
+    radius = band.soma_radius_um + band.soma_radius_sd_um * np.clip(z[:, 0], -2.5, 2.5)
+    gain = np.exp(spec.cells.brightness_sd_ln * z[:, 1])
+    return radius, gain
 
 
 def place_cells(spec: Spec, y_range_um: tuple[float, float], x_range_um: tuple[float, float]) -> Cells:
@@ -119,35 +141,20 @@ def place_cells(spec: Spec, y_range_um: tuple[float, float], x_range_um: tuple[f
         cy0, cy1 = int(np.floor(y_range_um[0] / COLUMN_UM)), int(np.floor(y_range_um[1] / COLUMN_UM))
         cx0, cx1 = int(np.floor(x_range_um[0] / COLUMN_UM)), int(np.floor(x_range_um[1] / COLUMN_UM))
         ring = 1 + int(band.min_spacing_um // COLUMN_UM)  # neighbours that can thin a cell
-        pos, mark, uid, inner = [], [], [], []
-        for cy in range(cy0 - ring, cy1 + ring + 1):
-            for cx in range(cx0 - ring, cx1 + ring + 1):
-                p, m, u = _candidates(seed, b, band, lam, cy, cx)
-                pos.append(p)
-                mark.append(m)
-                uid.append(u)
-                inner.append(np.full(len(u), cy0 <= cy <= cy1 and cx0 <= cx <= cx1))
-        pos, mark, uid, inner = map(np.concatenate, (pos, mark, uid, inner))
-        keep = inner.copy()
+        cy, cx = np.meshgrid(np.arange(cy0 - ring, cy1 + ring + 1), np.arange(cx0 - ring, cx1 + ring + 1),
+                             indexing="ij")
+        cy, cx = cy.ravel(), cx.ravel()
+        pos, mark, uid, col = _candidates(seed, b, band, lam, cy, cx)
+        keep = ((cy0 <= cy) & (cy <= cy1) & (cx0 <= cx) & (cx <= cx1))[col]  # inner columns
         if band.min_spacing_um > 0 and len(pos):
-            tree = cKDTree(pos)
-            for i, j in tree.query_pairs(band.min_spacing_um, output_type="ndarray"):
-                # the candidate with the larger mark loses (Matern II)
-                if mark[i] < mark[j]:
-                    keep[j] = False
-                else:
-                    keep[i] = False
+            pairs = cKDTree(pos).query_pairs(band.min_spacing_um, output_type="ndarray")
+            # the candidate with the larger mark loses (Matern II)
+            i, j = pairs[:, 0], pairs[:, 1]
+            keep[np.where(mark[i] < mark[j], j, i)] = False
         keep &= (pos[:, 1] >= y_range_um[0]) & (pos[:, 1] < y_range_um[1])
         keep &= (pos[:, 2] >= x_range_um[0]) & (pos[:, 2] < x_range_um[1])
         pos, uid = pos[keep], uid[keep]
-        radius = np.empty(len(uid))
-        gain = np.empty(len(uid))
-        for n, u in enumerate(uid):
-            g = rng(seed, "cell_brightness", int(u))
-            radius[n] = band.soma_radius_um + band.soma_radius_sd_um * np.clip(
-                g.standard_normal(), -2.5, 2.5
-            )
-            gain[n] = np.exp(spec.cells.brightness_sd_ln * g.standard_normal())
+        radius, gain = cell_draws(spec, band, uid)
         out.append(Cells(uid, np.full(len(uid), b, np.int16), pos[:, 0], pos[:, 1], pos[:, 2],
                          radius, gain))
     if not out:

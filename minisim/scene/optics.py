@@ -18,10 +18,13 @@ Defocus spreads light but never removes it; only attenuation, absorption and vig
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 from scipy.special import ndtr
 
-from ..rng import rng
+from ..rng import STREAM_STATE, id_halves, key_words, next_uniform53, normal_quantile, open_stream
 from ..spec import Spec
 
 
@@ -138,19 +141,50 @@ def patch_overlap(
             (slice(ia - y0, ib - y0), slice(ja - x0, jb - x0)))
 
 
-def cell_shape(spec: Spec, unit_id: int) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """A cell's shape draws, keyed by (seed, unit id) only: ellipticity, orientation (rad),
-    dendrite angles (rad) and lengths (um), ``cells.dendrite_count`` of each.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cell_shapes(k0, k1, lo, hi, ell_sd, length_um, ell, phi, angles, lengths):
+    st = np.zeros(STREAM_STATE, np.uint64)
+    k = angles.shape[1]
+    for i in range(lo.size):
+        open_stream(st, lo[i], hi[i], np.uint64(0), np.uint64(0))
+        ell[i] = math.exp(ell_sd * normal_quantile(next_uniform53(k0, k1, st)))
+        phi[i] = math.pi * next_uniform53(k0, k1, st)
+        for j in range(k):
+            angles[i, j] = 2.0 * math.pi * next_uniform53(k0, k1, st)
+        for j in range(k):
+            lengths[i, j] = length_um * (0.6 + 0.8 * next_uniform53(k0, k1, st))
 
-    Drawn whether or not dendrites are enabled, so switching them off changes nothing else.
+
+def _shapes_of(spec: Spec, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    c, n = spec.cells, lo.size
+    k = int(c.dendrite_count)
+    ell, phi, angles, lengths = np.empty(n), np.empty(n), np.empty((n, k)), np.empty((n, k))
+    _cell_shapes(*key_words(spec.recording.seed, "cell_shape"), lo, hi, float(c.ellipticity_sd),
+                 float(c.dendrite_length_um), ell, phi, angles, lengths)
+    return ell, phi, angles, lengths
+
+
+def cell_shapes(spec: Spec, unit_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cells' shape draws, each keyed by (seed, its unit id) only: ellipticity (n,),
+    orientation (n,) rad, dendrite angles (n, k) rad and lengths (n, k) um, k =
+    ``cells.dendrite_count``.
+
+    Cell i reads its unit id's stream of (seed, ``"cell_shape"``) (minisim.rng, keyed
+    constants): uniform 0 the ellipticity's normal (LogNormal(0, ``ellipticity_sd``)), 1 the
+    orientation U(0, pi), then k angles U(0, 2 pi) and k length factors U(0.6, 1.4). Drawn
+    whether or not dendrites are enabled, so switching them off changes nothing else, and the
+    first two do not depend on k.
     """
-    c = spec.cells
-    g = rng(spec.recording.seed, "cell_shape", int(unit_id))
-    ell = np.exp(c.ellipticity_sd * g.standard_normal())
-    phi = g.uniform(0, np.pi)
-    dend_angles = g.uniform(0, 2 * np.pi, size=c.dendrite_count)
-    dend_len = c.dendrite_length_um * g.uniform(0.6, 1.4, size=c.dendrite_count)
-    return ell, phi, dend_angles, dend_len
+    return _shapes_of(spec, *id_halves(np.asarray(unit_ids, np.int64).reshape(-1)))
+
+
+def cell_shape(spec: Spec, unit_id: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """One cell's shape draws (:func:`cell_shapes`, the same values): ellipticity, orientation
+    (rad), dendrite angles (rad) and lengths (um), ``cells.dendrite_count`` of each."""
+    v = int(unit_id) & 0xFFFFFFFFFFFFFFFF  # the int64 id's bits
+    ell, phi, angles, lengths = _shapes_of(spec, np.array([v & 0xFFFFFFFF], np.uint64),
+                                           np.array([v >> 32], np.uint64))
+    return float(ell[0]), float(phi[0]), angles[0], lengths[0]
 
 
 def planted_footprint(

@@ -4,7 +4,10 @@ Trunks cross the field as smooth random walks (heading sd 0.08 rad per 10 um ste
 branch level spawns two daughters per vessel at 30-70 degrees with 0.6x the radius
 (Murray-like taper, estimate). Blood absorbs both the excitation and the emission leg:
 T_v = exp(-2 mu_a L), L the chord through the vessel above a point (docs/physics.md §2.5: a 20 um
-vessel with mu_a = 0.02 /um gives T_v ~ 0.45). Vessels are keyed by trunk and branch index.
+vessel with mu_a = 0.02 /um gives T_v ~ 0.45). Vessels are keyed by trunk and branch index:
+vessel (trunk k, level l, index i in its level; a trunk is (k, 0, 0), branch b of parent p is
+(k, l, 2 p + b)) reads the streams (k, l, i, kind) of the key of (seed, ``"vessels"``)
+(minisim.rng, keyed constants): kind 0 its placement uniforms, kind 1 its walk's normals.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
-from ..rng import rng
+from ..rng import keyed_uniforms, normal_quantiles, rng
 from ..spec import Spec
 
 _STEP_UM = 10.0
+_PLACE, _WALK = 0, 1  # the kinds of a vessel's streams
 
 
 @dataclass(frozen=True)
@@ -25,16 +30,19 @@ class Vessel:
     radius_um: float
 
 
-def _walk(g: np.random.Generator, start, heading, length_um, half_extent) -> np.ndarray:
-    pts = [np.asarray(start, float)]
+def _walk(seed: int, key: tuple[int, int, int], start, heading, length_um, half_extent) -> np.ndarray:
+    """The centre line from ``start``: steps of 10 um whose heading takes a N(0, 0.08) turn
+    each, stopped at the first point past 1.3 half extents (that point kept)."""
     n = int(length_um / _STEP_UM)
-    for _ in range(n):
-        heading += 0.08 * g.standard_normal()
-        p = pts[-1] + _STEP_UM * np.array([np.sin(heading), np.cos(heading)])
-        pts.append(p)
-        if np.any(np.abs(p) > half_extent * 1.3):
-            break
-    return np.array(pts)
+    turns = normal_quantiles(keyed_uniforms(seed, "vessels", *key, n, kind=_WALK)[0])
+    h = heading + np.cumsum(0.08 * turns)
+    pts = np.empty((n + 1, 2))
+    pts[0] = start
+    pts[1:, 0] = _STEP_UM * np.sin(h)
+    pts[1:, 1] = _STEP_UM * np.cos(h)
+    pts = np.cumsum(pts, axis=0)
+    out = np.flatnonzero(np.any(np.abs(pts[1:]) > half_extent * 1.3, axis=1))
+    return pts[: out[0] + 2] if out.size else pts
 
 
 def vessel_network(spec: Spec) -> list[Vessel]:
@@ -42,55 +50,91 @@ def vessel_network(spec: Spec) -> list[Vessel]:
     va = spec.vasculature
     if not va.enabled:
         return []
+    seed = spec.recording.seed
     # drawn over a tissue field in um (not the sensor's), so a smaller window sees a crop
     h, w = (max(va.field_um, side) for side in spec.fov_um)
     half = np.array([h, w]) / 2
     vessels: list[Vessel] = []
     for k in range(va.trunk_count):
-        g = rng(spec.recording.seed, "vessels", k)
-        side = g.uniform(0, 2 * np.pi)
+        u = keyed_uniforms(seed, "vessels", k, 0, 0, 4, kind=_PLACE)[0]
+        side = 2 * np.pi * u[0]
         start = -1.2 * half * np.array([np.sin(side), np.cos(side)])
-        aim = g.uniform(-0.5, 0.5, 2) * half
+        aim = (u[1:3] - 0.5) * half
         heading = np.arctan2(aim[0] - start[0], aim[1] - start[1])
-        radius = va.trunk_radius_um * g.uniform(0.8, 1.2)
-        trunk = _walk(g, start, heading, 3.0 * max(h, w), half)
+        radius = va.trunk_radius_um * (0.8 + 0.4 * u[3])
+        trunk = _walk(seed, (k, 0, 0), start, heading, 3.0 * max(h, w), half)
         vessels.append(Vessel(trunk, radius))
         parents = [(trunk, radius, heading)]
         for level in range(1, va.branch_levels + 1):
             children = []
-            for pi, (pts, r, hd) in enumerate(parents):
-                for bi in range(2):
-                    gb = rng(spec.recording.seed, "vessels", k, level, pi, bi)
-                    at = pts[int(gb.uniform(0.15, 0.85) * (len(pts) - 1))]
-                    bh = hd + gb.choice([-1, 1]) * np.deg2rad(gb.uniform(30, 70))
-                    cr = r * 0.6
-                    child = _walk(gb, at, bh, gb.uniform(0.3, 0.6) * max(h, w), half)
-                    vessels.append(Vessel(child, cr))
-                    children.append((child, cr, bh))
+            idx = np.arange(2 * len(parents))
+            ub = keyed_uniforms(seed, "vessels", k, level, idx, 4, kind=_PLACE)
+            for i in idx:
+                pts, r, hd = parents[i // 2]
+                at = pts[int((0.15 + 0.7 * ub[i, 0]) * (len(pts) - 1))]
+                bh = hd + (-1.0 if ub[i, 1] < 0.5 else 1.0) * np.deg2rad(30.0 + 40.0 * ub[i, 2])
+                cr = r * 0.6
+                child = _walk(seed, (k, level, int(i)), at, bh, (0.3 + 0.3 * ub[i, 3]) * max(h, w), half)
+                vessels.append(Vessel(child, cr))
+                children.append((child, cr, bh))
             parents = children
     return vessels
 
 
-def chord_length_um(vessels: list[Vessel], y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
-    """Total path length through blood above each point of the (y, x) grid."""
-    total = np.zeros((len(y_um), len(x_um)))
-    for v in vessels:
-        r = v.radius_um
-        d2 = np.full(total.shape, np.inf)
-        hit = np.zeros(total.shape, bool)
-        for a, b in zip(v.points_um[:-1], v.points_um[1:]):
-            lo, hi = np.minimum(a, b) - r, np.maximum(a, b) + r
-            iy = np.searchsorted(y_um, [lo[0], hi[0]])
-            ix = np.searchsorted(x_um, [lo[1], hi[1]])
-            if iy[0] >= iy[1] or ix[0] >= ix[1]:
+@njit(cache=True, nogil=True, error_model="numpy")
+def _chords(pts, offsets, radii, y, x, total, d2):
+    """Add each vessel's chord 2 sqrt(r^2 - d^2) to ``total`` (d the distance to its centre
+    line), over the pixels of the segments' boxes widened by r; ``d2`` is work space."""
+    ny, nx = y.size, x.size
+    for v in range(radii.size):
+        r = radii[v]
+        # the union of the vessel's segment boxes: where it can touch
+        by0, by1, bx0, bx1 = ny, 0, nx, 0
+        for s in range(offsets[v], offsets[v + 1] - 1):
+            iy0 = np.searchsorted(y, min(pts[s, 0], pts[s + 1, 0]) - r)
+            iy1 = np.searchsorted(y, max(pts[s, 0], pts[s + 1, 0]) + r)
+            ix0 = np.searchsorted(x, min(pts[s, 1], pts[s + 1, 1]) - r)
+            ix1 = np.searchsorted(x, max(pts[s, 1], pts[s + 1, 1]) + r)
+            if iy0 < iy1 and ix0 < ix1:
+                by0, by1, bx0, bx1 = min(by0, iy0), max(by1, iy1), min(bx0, ix0), max(bx1, ix1)
+        if by0 >= by1:
+            continue
+        d2[by0:by1, bx0:bx1] = np.inf
+        for s in range(offsets[v], offsets[v + 1] - 1):
+            a0, a1, b0, b1 = pts[s, 0], pts[s, 1], pts[s + 1, 0], pts[s + 1, 1]
+            ab0, ab1 = b0 - a0, b1 - a1
+            iy0 = np.searchsorted(y, min(a0, b0) - r)
+            iy1 = np.searchsorted(y, max(a0, b0) + r)
+            ix0 = np.searchsorted(x, min(a1, b1) - r)
+            ix1 = np.searchsorted(x, max(a1, b1) + r)
+            if not (iy0 < iy1 and ix0 < ix1):
                 continue
-            sy, sx = slice(iy[0], iy[1]), slice(ix[0], ix[1])
-            py, px = y_um[sy][:, None], x_um[sx][None, :]
-            ab = b - a
-            t = np.clip(((py - a[0]) * ab[0] + (px - a[1]) * ab[1]) / max(ab @ ab, 1e-12), 0, 1)
-            d2[sy, sx] = np.minimum(d2[sy, sx], (py - a[0] - t * ab[0]) ** 2 + (px - a[1] - t * ab[1]) ** 2)
-            hit[sy, sx] = True
-        total[hit] += 2 * np.sqrt(np.clip(r * r - d2[hit], 0, None))
+            inv = 1.0 / max(ab0 * ab0 + ab1 * ab1, 1e-12)
+            for i in range(iy0, iy1):
+                dy = y[i] - a0
+                for j in range(ix0, ix1):
+                    dx = x[j] - a1
+                    t = min(max((dy * ab0 + dx * ab1) * inv, 0.0), 1.0)
+                    ey, ex = dy - t * ab0, dx - t * ab1
+                    d2[i, j] = min(d2[i, j], ey * ey + ex * ex)
+        r2 = r * r
+        for i in range(by0, by1):
+            for j in range(bx0, bx1):
+                if d2[i, j] < r2:
+                    total[i, j] += 2.0 * np.sqrt(r2 - d2[i, j])
+
+
+def chord_length_um(vessels: list[Vessel], y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
+    """Total path length through blood above each point of the (y, x) grid (ascending axes)."""
+    y = np.ascontiguousarray(y_um, np.float64)
+    x = np.ascontiguousarray(x_um, np.float64)
+    total = np.zeros((len(y), len(x)))
+    if not vessels:
+        return total
+    pts = np.ascontiguousarray(np.concatenate([v.points_um for v in vessels]), np.float64)
+    offsets = np.concatenate([[0], np.cumsum([len(v.points_um) for v in vessels])]).astype(np.int64)
+    radii = np.array([v.radius_um for v in vessels], np.float64)
+    _chords(pts, offsets, radii, y, x, total, np.empty_like(total))
     return total
 
 
