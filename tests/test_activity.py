@@ -362,6 +362,54 @@ def test_a_units_draws_use_all_64_bits_of_its_id():
     assert np.array_equal(alone.spike_times[0], times[1])
 
 
+def test_a_units_constants_do_not_depend_on_the_units_drawn_with_it():
+    spec = _spec(seed=4, ensemble_count=7)
+    ids = np.array([5, 2**47 - 3, 17, 123456789, 0, 42, 5 + 2**32, -9], np.int64)
+    full = unit_params(spec, ids)
+    for some in (np.array([2]), np.array([7, 0, 3]), np.arange(len(ids))[::-1]):
+        part = unit_params(spec, ids[some])
+        for name, values in full.items():
+            assert np.array_equal(values[some], part[name]), name
+    assert full["rate_hz"][0] != full["rate_hz"][6]  # ids equal modulo 2**32 are different units
+    assert all(len(v) == 0 for v in unit_params(spec, np.empty(0, np.int64)).values())
+
+
+def test_unit_constants_have_their_laws():
+    from scipy import stats
+
+    spec = _spec(seed=2, active_fraction=0.7, rate_median_hz=0.5, rate_sd_ln=0.8, amplitude_sd_ln=0.3,
+                 tau_jitter_cv=0.2, ensemble_count=6)
+    a = spec.activity
+    n = 40000
+    p = unit_params(spec, np.arange(n, dtype=np.int64) * 7919 + 1)
+    assert abs(p["active"].mean() - 0.7) < 4 * np.sqrt(0.21 / n)
+    assert stats.kstest(np.log(p["rate_hz"] / 0.5) / 0.8, "norm").pvalue > 1e-3
+    assert stats.kstest(np.log(p["amplitude"]) / 0.3, "norm").pvalue > 1e-3
+    jitter_ln = np.sqrt(np.log1p(0.2**2))
+    assert stats.kstest(np.log(p["tau_decay_ms"] / a.tau_decay_ms) / jitter_ln, "norm").pvalue > 1e-3
+    rise = p["tau_rise_ms"] < 0.9 * p["tau_decay_ms"]  # the cap binds almost never here
+    assert rise.mean() > 0.999
+    assert stats.kstest(np.log(p["tau_rise_ms"][rise] / a.tau_rise_ms) / jitter_ln, "norm").pvalue > 1e-3
+    counts = np.bincount(p["ensemble"], minlength=6)
+    assert len(counts) == 6
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # the draws are independent of each other: no correlation between a unit's normals
+    z = np.log(np.column_stack([p["rate_hz"], p["amplitude"], p["tau_decay_ms"]]))
+    assert np.abs(np.corrcoef(z.T)[np.triu_indices(3, 1)]).max() < 4 / np.sqrt(n)
+
+
+def test_keyed_normals_are_the_float64_normal_quantile():
+    from scipy.special import ndtri
+
+    from minisim.rng import normal_quantiles, unit_uniforms
+
+    u = unit_uniforms(9, "activity_params", np.arange(50000), 2).ravel()
+    assert 0 < u.min() and u.max() < 1
+    u = np.concatenate([u, [2.0**-54, 1e-300, 1 - 2.0**-53, 0.5, 0.075, 0.925, 1e-20]])
+    z, want = normal_quantiles(u), ndtri(u)
+    assert np.max(np.abs(z - want) / np.maximum(1.0, np.abs(want))) < 1e-14
+
+
 def test_row_exp_and_log_are_within_a_few_ulp_of_the_c_library():
     gen = np.random.default_rng(0)
     x = np.concatenate([gen.uniform(-708, 709, 20000), gen.normal(0, 3, 20000), [0.0, -708.0, 709.0, 1e-12]])

@@ -387,6 +387,132 @@ def test_enlarging_the_field_keeps_the_cells_already_there():
         np.testing.assert_array_equal(pa, pb)
 
 
+def test_a_columns_candidates_are_poisson_uniform_and_do_not_depend_on_the_other_columns():
+    from scipy import stats
+
+    from minisim.scene.cells import _candidates, candidate_intensity_per_um3
+
+    spec = presets.scope("miniscope_v4_ca1")
+    band = spec.cells.bands[0]
+    lam = candidate_intensity_per_um3(band)
+    mean = lam * 100.0**2 * band.band_thickness_um
+    cy, cx = (a.ravel() for a in np.meshgrid(np.arange(-20, 20), np.arange(-25, 25), indexing="ij"))
+    pos, mark, uid, col = _candidates(3, 0, band, lam, cy, cx)
+    n = np.bincount(col, minlength=len(cy))
+    # counts: Poisson(mean) over 2,000 columns (sd of the mean sqrt(mean / 2000))
+    assert abs(n.mean() - mean) < 4 * np.sqrt(mean / len(n))
+    assert abs(n.var() / mean - 1) < 4 * np.sqrt(2 / len(n))
+    # positions uniform in their column and band, marks uniform
+    fy, fx = pos[:, 1] / 100.0 - cy[col], pos[:, 2] / 100.0 - cx[col]
+    fz = (pos[:, 0] - band.depth_um) / band.band_thickness_um + 0.5
+    for f in (fy, fx, fz, mark):
+        assert 0 < f.min() and f.max() < 1
+        assert stats.kstest(f, "uniform").pvalue > 1e-3
+    assert len(np.unique(uid)) == len(uid)
+    # a column's candidates are the same asked alone, or with other columns in another order
+    some = np.array([1234, 7, 999, 0])
+    p2, m2, u2, c2 = _candidates(3, 0, band, lam, cy[some], cx[some])
+    for j, i in enumerate(some):
+        np.testing.assert_array_equal(pos[col == i], p2[c2 == j])
+        np.testing.assert_array_equal(mark[col == i], m2[c2 == j])
+        np.testing.assert_array_equal(uid[col == i], u2[c2 == j])
+
+
+def test_cell_radius_gain_and_shape_have_their_laws():
+    from scipy import stats
+
+    from minisim.scene.cells import cell_draws
+
+    spec = presets.scope("miniscope_v4_ca1")
+    band, c = spec.cells.bands[0], spec.cells
+    ids = np.arange(20000, dtype=np.int64) * 4099 + 11
+    radius, gain = cell_draws(spec, band, ids)
+    # radius r0 + sd clip(N, -2.5, 2.5): mean r0, sd 0.986 sd, within 2.5 sd
+    assert abs(radius.mean() - band.soma_radius_um) < 4 * band.soma_radius_sd_um / np.sqrt(len(ids))
+    assert radius.std() / band.soma_radius_sd_um == pytest.approx(0.986, abs=0.02)
+    assert np.abs(radius - band.soma_radius_um).max() <= 2.5 * band.soma_radius_sd_um
+    # gain LogNormal(0, brightness_sd_ln)
+    assert stats.kstest(np.log(gain) / c.brightness_sd_ln, "norm").pvalue > 1e-3
+    ell, phi, angles, lengths = optics.cell_shapes(spec, ids)
+    assert stats.kstest(np.log(ell) / c.ellipticity_sd, "norm").pvalue > 1e-3
+    assert stats.kstest(phi / np.pi, "uniform").pvalue > 1e-3
+    assert angles.shape == lengths.shape == (len(ids), c.dendrite_count)
+    assert stats.kstest(angles.ravel() / (2 * np.pi), "uniform").pvalue > 1e-3
+    assert stats.kstest((lengths.ravel() / c.dendrite_length_um - 0.6) / 0.8, "uniform").pvalue > 1e-3
+    # the first draws do not depend on the dendrite count
+    e2, p2, a2, _ = optics.cell_shapes(spec.with_updates({"cells.dendrite_count": 5}), ids[:50])
+    np.testing.assert_array_equal(e2, ell[:50])
+    np.testing.assert_array_equal(p2, phi[:50])
+    np.testing.assert_array_equal(a2[:, :2], angles[:50])
+
+
+def test_a_cells_draws_do_not_depend_on_the_cells_drawn_with_it():
+    from minisim.scene.cells import cell_draws
+
+    spec = presets.scope("miniscope_v4_ca1")
+    band = spec.cells.bands[0]
+    ids = np.array([5, 2**40 + 5, -3, 123456789, 5 + 2**32, 77], np.int64)
+    some = np.array([4, 0, 2])
+    full, part = cell_draws(spec, band, ids), cell_draws(spec, band, ids[some])
+    for a, b in zip(full, part):
+        np.testing.assert_array_equal(a[some], b)
+    full, part = optics.cell_shapes(spec, ids), optics.cell_shapes(spec, ids[some])
+    for a, b in zip(full, part):
+        np.testing.assert_array_equal(a[some], b)
+    for i, uid in enumerate(ids):  # one at a time: the same values
+        one = optics.cell_shape(spec, uid)
+        assert (one[0], one[1]) == (full[0][i], full[1][i])
+        np.testing.assert_array_equal(one[2], full[2][i])
+        np.testing.assert_array_equal(one[3], full[3][i])
+    assert len(np.unique(full[0])) == len(ids)  # ids equal modulo 2**32 are different cells
+
+
+def test_vessels_walk_in_10_um_steps_with_0_08_rad_turns():
+    from minisim.scene import vessels
+
+    spec = presets.scope("miniscope_v4_ca1")
+    va = spec.vasculature
+    net = vessels.vessel_network(spec)
+    assert len(net) == va.trunk_count * (2 ** (va.branch_levels + 1) - 1)
+    turns = []
+    for v in net:
+        step = np.diff(v.points_um, axis=0)
+        np.testing.assert_allclose(np.hypot(step[:, 0], step[:, 1]), 10.0, rtol=1e-9)
+        turns.append(np.diff(np.unwrap(np.arctan2(step[:, 0], step[:, 1]))))
+    turns = np.concatenate(turns)
+    assert len(turns) > 500
+    assert abs(turns.mean()) < 4 * 0.08 / np.sqrt(len(turns))
+    assert turns.std() == pytest.approx(0.08, rel=4 / np.sqrt(2 * len(turns)))
+    trunks = net[:: 2 ** (va.branch_levels + 1) - 1]
+    assert all(0.8 * va.trunk_radius_um <= t.radius_um <= 1.2 * va.trunk_radius_um for t in trunks)
+    # a walk stops at its first point past 1.3 half fields
+    half = np.array([max(va.field_um, s) for s in spec.fov_um]) / 2
+    for v in net:
+        out = np.any(np.abs(v.points_um) > 1.3 * half, axis=1)
+        assert not out[:-1].any()
+
+
+def test_the_chord_through_the_vessels_is_the_geometry_and_a_crop_is_a_crop():
+    from minisim.scene import vessels
+
+    net = vessels.vessel_network(presets.scope("miniscope_v4_ca1"))
+    y, x = np.linspace(-300, 300, 241), np.linspace(-280, 320, 200)
+    got = vessels.chord_length_um(net, y, x)
+    # the definition: 2 sqrt(r^2 - d^2), d the distance to each vessel's centre line, summed
+    want = np.zeros_like(got)
+    Y, X = np.meshgrid(y, x, indexing="ij")
+    for v in net:
+        a, b = v.points_um[:-1], v.points_um[1:]
+        ab = b - a
+        t = np.clip(((Y[..., None] - a[:, 0]) * ab[:, 0] + (X[..., None] - a[:, 1]) * ab[:, 1])
+                    / np.maximum((ab * ab).sum(axis=1), 1e-12), 0, 1)
+        d2 = ((Y[..., None] - a[:, 0] - t * ab[:, 0]) ** 2 + (X[..., None] - a[:, 1] - t * ab[:, 1]) ** 2).min(axis=-1)
+        want += 2 * np.sqrt(np.clip(v.radius_um**2 - d2, 0, None))
+    assert (got > 0).mean() > 0.05
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(vessels.chord_length_um(net, y[40:100], x[13:150]), got[40:100, 13:150])
+
+
 # ------------------------------------------------------------------------- invariants
 def every_effect(**updates) -> Spec:
     """A small field with every effect on, hot pixels plentiful, strong motion."""

@@ -112,6 +112,22 @@ def test_any_segment_alone_equals_the_same_frames_of_the_whole_path():
             assert np.array_equal(getattr(part, name), getattr(whole, name)[frames.start : frames.stop]), name
 
 
+def test_the_mode_geometry_is_keyed_by_the_seed_drawn_once_and_not_shared_mutable():
+    from minisim.motion import _geometry
+
+    spec, _ = motion_of(minutes=0.1, nonrigid_amplitude_um=2.0, nonrigid_length_um=150.0)
+    _, mdir, phase, osc = _geometry(spec)
+    phase[:] = 0.0  # a caller's copy: the next call is not affected
+    osc[:] = 0.0
+    k2, mdir2, phase2, osc2 = _geometry(spec)
+    assert (phase2 != 0).all() and (osc2 != 0).all()
+    np.testing.assert_array_equal(mdir, mdir2)
+    np.testing.assert_allclose(np.hypot(k2[:, 0], k2[:, 1]), 2 * np.pi / 150.0)
+    np.testing.assert_allclose(np.hypot(mdir2[:, 0], mdir2[:, 1]), 1.0)
+    other, _ = motion_of(minutes=0.1, seed=4, nonrigid_amplitude_um=2.0)
+    assert not np.array_equal(_geometry(other)[2], phase2)
+
+
 def test_paths_have_no_seam_at_segment_boundaries():
     from minisim.motion import SEGMENT_FRAMES
 
