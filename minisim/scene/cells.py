@@ -22,6 +22,7 @@ values depend on its own counter alone.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,19 +71,26 @@ def candidate_intensity_per_um3(band: CellBand) -> float:
     faces of a thin band part of the exclusion sphere lies outside it, so v depends on the
     height h in the band, and lambda is solved (bisection) on the band-averaged density.
     """
-    rho = band.density_per_mm3 * 1e-9
-    if rho == 0 or band.min_spacing_um == 0:
+    return _intensity(float(band.density_per_mm3), float(band.min_spacing_um), float(band.band_thickness_um))
+
+
+@functools.lru_cache(maxsize=256)
+def _intensity(density_per_mm3: float, min_spacing_um: float, band_thickness_um: float) -> float:
+    """:func:`candidate_intensity_per_um3` of a band's three numbers (a pure function: cached,
+    its bisection runs once per band and process)."""
+    rho = density_per_mm3 * 1e-9
+    if rho == 0 or min_spacing_um == 0:
         return rho
-    h = (np.arange(256) + 0.5) / 256 * band.band_thickness_um
-    v = _exclusion_volume_um3(band.min_spacing_um, h, band.band_thickness_um)
+    h = (np.arange(256) + 0.5) / 256 * band_thickness_um
+    v = _exclusion_volume_um3(min_spacing_um, h, band_thickness_um)
 
     def density(lam: float) -> float:
         return float(np.mean(-np.expm1(-lam * v) / v))
 
     if rho >= 0.99 * float(np.mean(1.0 / v)):
         raise ValueError(
-            f"cells.density_per_mm3={band.density_per_mm3} is too dense for "
-            f"min_spacing_um={band.min_spacing_um} in a {band.band_thickness_um} um band: "
+            f"cells.density_per_mm3={density_per_mm3} is too dense for "
+            f"min_spacing_um={min_spacing_um} in a {band_thickness_um} um band: "
             f"a hard-core packing allows at most {0.99 * np.mean(1 / v) * 1e9:.0f} per mm^3; "
             "lower the density or the spacing"
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..rng import keyed_uniforms, normal_quantiles, rng
+from ..rng import keyed_uniform_runs, keyed_uniforms, normal_quantiles, rng
 from ..spec import Spec
 
 _STEP_UM = 10.0
@@ -30,13 +30,12 @@ class Vessel:
     radius_um: float
 
 
-def _walk(seed: int, key: tuple[int, int, int], start, heading, length_um, half_extent) -> np.ndarray:
-    """The centre line from ``start``: steps of 10 um whose heading takes a N(0, 0.08) turn
-    each, stopped at the first point past 1.3 half extents (that point kept)."""
-    n = int(length_um / _STEP_UM)
-    turns = normal_quantiles(keyed_uniforms(seed, "vessels", *key, n, kind=_WALK)[0])
+def _walk(turns: np.ndarray, start, heading, half_extent) -> np.ndarray:
+    """The centre line from ``start``: a 10 um step per turn, the heading turned by 0.08 rad x
+    each standard normal of ``turns`` before its step, stopped at the first point past 1.3 half
+    extents (that point kept)."""
     h = heading + np.cumsum(0.08 * turns)
-    pts = np.empty((n + 1, 2))
+    pts = np.empty((len(turns) + 1, 2))
     pts[0] = start
     pts[1:, 0] = _STEP_UM * np.sin(h)
     pts[1:, 1] = _STEP_UM * np.cos(h)
@@ -46,7 +45,11 @@ def _walk(seed: int, key: tuple[int, int, int], start, heading, length_um, half_
 
 
 def vessel_network(spec: Spec) -> list[Vessel]:
-    """Centre lines and radii of every vessel over (a margin around) the field of view."""
+    """Centre lines and radii of every vessel over (a margin around) the field of view.
+
+    Every vessel's draws in two calls: the placements of all (trunk, level, index) keys, then
+    the turns of all walks (their lengths come from the placements).
+    """
     va = spec.vasculature
     if not va.enabled:
         return []
@@ -54,29 +57,40 @@ def vessel_network(spec: Spec) -> list[Vessel]:
     # drawn over a tissue field in um (not the sensor's), so a smaller window sees a crop
     h, w = (max(va.field_um, side) for side in spec.fov_um)
     half = np.array([h, w]) / 2
+    keys = np.array([(k, level, i) for k in range(va.trunk_count) for level in range(va.branch_levels + 1)
+                     for i in range(2**level)], np.int64).reshape(-1, 3)
+    if not len(keys):
+        return []
+    place = keyed_uniforms(seed, "vessels", keys[:, 0], keys[:, 1], keys[:, 2], 4, kind=_PLACE)
+    length = np.where(keys[:, 1] == 0, 3.0 * max(h, w), (0.3 + 0.3 * place[:, 3]) * max(h, w))
+    steps = (length / _STEP_UM).astype(np.int64)
+    turns = np.split(normal_quantiles(keyed_uniform_runs(seed, "vessels", keys[:, 0], keys[:, 1], keys[:, 2],
+                                                          steps, kind=_WALK)), np.cumsum(steps)[:-1])
     vessels: list[Vessel] = []
-    for k in range(va.trunk_count):
-        u = keyed_uniforms(seed, "vessels", k, 0, 0, 4, kind=_PLACE)[0]
+    row = 0
+    for _ in range(va.trunk_count):
+        u = place[row]
         side = 2 * np.pi * u[0]
         start = -1.2 * half * np.array([np.sin(side), np.cos(side)])
         aim = (u[1:3] - 0.5) * half
         heading = np.arctan2(aim[0] - start[0], aim[1] - start[1])
         radius = va.trunk_radius_um * (0.8 + 0.4 * u[3])
-        trunk = _walk(seed, (k, 0, 0), start, heading, 3.0 * max(h, w), half)
+        trunk = _walk(turns[row], start, heading, half)
         vessels.append(Vessel(trunk, radius))
         parents = [(trunk, radius, heading)]
-        for level in range(1, va.branch_levels + 1):
+        row += 1
+        for _level in range(1, va.branch_levels + 1):
             children = []
-            idx = np.arange(2 * len(parents))
-            ub = keyed_uniforms(seed, "vessels", k, level, idx, 4, kind=_PLACE)
-            for i in idx:
+            for i in range(2 * len(parents)):  # branch i % 2 of parent i // 2
                 pts, r, hd = parents[i // 2]
-                at = pts[int((0.15 + 0.7 * ub[i, 0]) * (len(pts) - 1))]
-                bh = hd + (-1.0 if ub[i, 1] < 0.5 else 1.0) * np.deg2rad(30.0 + 40.0 * ub[i, 2])
+                ub = place[row]
+                at = pts[int((0.15 + 0.7 * ub[0]) * (len(pts) - 1))]
+                bh = hd + (-1.0 if ub[1] < 0.5 else 1.0) * np.deg2rad(30.0 + 40.0 * ub[2])
                 cr = r * 0.6
-                child = _walk(seed, (k, level, int(i)), at, bh, (0.3 + 0.3 * ub[i, 3]) * max(h, w), half)
+                child = _walk(turns[row], at, bh, half)
                 vessels.append(Vessel(child, cr))
                 children.append((child, cr, bh))
+                row += 1
             parents = children
     return vessels
 
