@@ -600,20 +600,21 @@ def registered_at(movie: np.ndarray, shift_px: np.ndarray, pixels: np.ndarray) -
     bilinear value at (i + dy_t, j + dx_t), positions clamped to the frame (its edge values
     beyond it). That is ``scipy.ndimage.shift(frame, -shift, order=1, mode="nearest")`` at those
     pixels, without moving the pixels nobody reads (two thirds of a V4 field)."""
-    k = movie.shape[0]
+    k, _, w = movie.shape
     out = np.empty((k, len(pixels)), np.float32)
+    pixels = np.asarray(pixels, np.int64)
     _registered_at(np.ascontiguousarray(movie), np.ascontiguousarray(shift_px, np.float64),
-                   np.ascontiguousarray(pixels, np.int64), out)
+                   (pixels // w).astype(np.float64), (pixels % w).astype(np.float64), out)
     return out
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _registered_at(movie, shift_px, pixels, out):
+def _registered_at(movie, shift_px, py, px, out):
     k, h, w = movie.shape
     for t in range(k):
         dy, dx = shift_px[t, 0], shift_px[t, 1]
-        for n in range(pixels.shape[0]):
-            iy, ix = pixels[n] // w, pixels[n] % w
+        for n in range(py.shape[0]):
+            iy, ix = py[n], px[n]
             cy = min(max(iy + dy, 0.0), h - 1.0)
             cx = min(max(ix + dx, 0.0), w - 1.0)
             ya, xa = np.int64(np.floor(cy)), np.int64(np.floor(cx))
@@ -638,9 +639,11 @@ def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.nd
         Y = registered_at(movie, rigid_um / spec.pixel_size_um, cores.pixels) - level
     else:
         Y = movie.reshape(k, -1)[:, cores.pixels].astype(np.float32) - level
-    tissue = sc.tissue_e(C, f_np, (y0, y1, x0, x1))
-    model = vi * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1]
-    resid = np.ascontiguousarray((Y - model.reshape(k, -1)[:, cores.pixels]).T, np.float64)
+    # the true model at the core pixels alone (the values the whole window's model has there)
+    px = cores.pixels
+    tissue = sc.tissue_at(C, f_np, (y0, y1, x0, x1), px)
+    model = vi.ravel()[px] * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1].ravel()[px]
+    resid = np.ascontiguousarray((Y - model).T, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.asarray(cores.core_px @ resid) / cores.a_sq[:, None]
     image = np.asarray(cores.core_px @ np.ascontiguousarray(Y.T, np.float64)).sum(axis=1)

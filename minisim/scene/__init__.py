@@ -156,6 +156,34 @@ class Scene:
                         np.ascontiguousarray(f_np[:T], np.float64), res)
         return res
 
+    def tissue_at(self, C: np.ndarray, f_np: np.ndarray, rows: tuple[int, int, int, int],
+                  pixels: np.ndarray) -> np.ndarray:
+        """(frames, len(pixels)) float32: :meth:`tissue_e` over ``rows`` (no focus drift) at
+        the flat pixel indices ``pixels`` of that window alone, the very values it gives there
+        (each pixel's sums take the same steps), at the cost of those pixels only."""
+        from ._kernels import assemble_tissue_at
+
+        y0, y1, x0, x1 = rows
+        m, Wp = self.margin_px, self.padded_shape[1]
+        w = x1 - x0
+        T = C.shape[1]
+        pixels = np.asarray(pixels, np.int64)
+        iy, jx = pixels // w, pixels % w
+        Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
+        sharp = np.ascontiguousarray(self.sharp_e[(iy + y0 + m) * Wp + (jx + x0 + m)] @ Cx, np.float32)
+        if self.halo_e.nnz:
+            _, _, halo_rows, (nb, (ny, nx, fy, fx)) = self._window_rows(rows)
+            nodes = np.ascontiguousarray(halo_rows @ Cx, np.float32)
+        else:
+            nodes, nb = np.zeros((0, 1), np.float32), 1
+            ny = nx = np.zeros(max(y1 - y0, w), np.int64)
+            fy = fx = np.zeros(max(y1 - y0, w), np.float64)
+        neuropil = self.neuropil_e[iy + y0 + m, jx + x0 + m]
+        out = np.empty((T, len(pixels)), np.float32)
+        assemble_tissue_at(sharp, nodes, nb, iy, jx, ny, nx, fy, fx, neuropil,
+                           np.ascontiguousarray(f_np[:T], np.float64), out)
+        return out
+
     def _window_rows(self, rows: tuple[int, int, int, int]) -> tuple:
         """What :meth:`tissue_e` reads of the footprints for pixel rows [y0, y1) x [x0, x1):
         the rows of ``sharp_e`` and of each ``axial_e`` matrix at those pixels, the rows of

@@ -7,7 +7,8 @@ numpy reference ``scene.cell_footprints`` (the model of ``scene.optics``), for a
 call, in float64: what a cell gets depends only on the cell, never on the other cells or the
 window.
 
-They are the inner loops of :meth:`minisim.scene.Scene.tissue_e` and ``Scene._halo``; each
+They are the inner loops of :meth:`minisim.scene.Scene.tissue_e`, ``Scene.tissue_at`` and
+``Scene._unit_halo``; each
 output pixel depends only on its own coordinates and the frame, so any window is a crop.
 Arithmetic is float32. The halo at a pixel is interpolated along y first (per node column, a
 row of pixels shares those values), then along x; both kernels take the same steps, so a
@@ -88,6 +89,35 @@ def _assemble_tissue(sharp, corrs, axial_w, halo_nodes, nb, ny, nx, fy, fx, neur
         for t in range(T):
             for j in range(w):
                 out[t, i, j] = buf[j, t]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _assemble_tissue_at(sharp, halo_nodes, nb, iy, jx, ny, nx, fy, fx, neuropil, f_np, out):
+    T = out.shape[0]
+    has_halo = halo_nodes.shape[0] > 0
+    for n in range(iy.shape[0]):
+        i, j = iy[n], jx[n]
+        npj = neuropil[n]
+        k0, c = ny[i] * nb, nx[j]
+        gy, fyi = _ONE - fy[i], fy[i]
+        fxj = fx[j]
+        gxj = _ONE - fxj
+        for t in range(T):
+            v = sharp[n, t]
+            if has_halo:
+                # _halo_rows at node columns c and c + 1, then _halo_x: the same float32 steps
+                r0 = gy * halo_nodes[k0 + c, t] + fyi * halo_nodes[k0 + nb + c, t]
+                r1 = gy * halo_nodes[k0 + c + 1, t] + fyi * halo_nodes[k0 + nb + c + 1, t]
+                v = v + (gxj * r0 + fxj * r1)
+            out[t, n] = v + npj * f_np[t]
+
+
+def assemble_tissue_at(sharp, halo_nodes, nb, iy, jx, ny, nx, fy, fx, neuropil, f_np, out):
+    """:func:`assemble_tissue` without focus drift at the pixels (iy[n], jx[n]) of a window
+    alone: out[t, n] = sharp[n, t] + halo + neuropil[n] f[t], each value the one the whole
+    window's pass gives at that pixel (the same float32 steps in the same order)."""
+    _assemble_tissue_at(sharp, _float32(halo_nodes), nb, iy, jx, ny, nx, _float32(fy), _float32(fx),
+                        _float32(neuropil), _float32(f_np), out)
 
 
 def assemble_tissue(sharp, corrs, axial_w, halo_nodes, nb, ny, nx, fy, fx, neuropil, f_np, out):
