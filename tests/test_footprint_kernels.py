@@ -109,3 +109,21 @@ def test_compiled_footprints_match_the_reference_without_oversampling():
 def test_compiled_footprints_match_the_reference_at_extreme_psf_widths(sigma_um):
     # 0: blur_and_bin only bins; 30 um: the footprint spreads over most of the patch
     assert_same_footprints(small_v4(), sigma_um=sigma_um)
+
+
+@pytest.mark.parametrize("window", [(0, 64, 0, 72), (5, 41, 13, 60)])
+def test_tissue_at_some_pixels_is_the_windows_tissue_there_bit_for_bit(window):
+    """Scene.tissue_at (the oracle's model at the core pixels) against tissue_e over the
+    window, read at the same pixels: equal arrays, with the halo and neuropil on and a C that
+    varies over units and frames."""
+    spec = small_v4()
+    sc = build_scene(spec)
+    n = len(sc.cells)
+    t = np.arange(6, dtype=np.float32)
+    C = (np.linspace(0.1, 2.0, n, dtype=np.float32)[:, None] * (1 + 0.3 * np.sin(t))[None, :]).astype(np.float32)
+    f_np = np.float32(1) + np.float32(0.05) * t
+    y0, y1, x0, x1 = window
+    whole = sc.tissue_e(C, f_np, window).reshape(len(t), -1)
+    pixels = np.arange(0, (y1 - y0) * (x1 - x0), 7)
+    assert sc.halo_e.nnz and sc.neuropil_e.any()
+    np.testing.assert_array_equal(sc.tissue_at(C, f_np, window, pixels), whole[:, pixels])
