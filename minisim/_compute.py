@@ -45,18 +45,24 @@ def compute(*objs, scheduler=None, progress: bool = False):
     return dask.compute(*objs, **kw)
 
 
-def compute_in_steps(steps: list[tuple], scheduler=None, progress: bool = False) -> list[tuple]:
+def compute_in_steps(steps: list, scheduler=None, progress: bool = False) -> list[tuple]:
     """:func:`compute` of each step's objects, one step after the other; one result tuple per step.
 
     Each step is its own computation, so the scheduler never holds more than one step's graph
-    (a long movie's writes, a window of frames at a time). With ``progress``, one bar over all
-    steps on the local schedulers (it follows these computations only, not others running at
-    the same time in other threads), one per step on a distributed cluster.
+    (a long movie's writes, a window of frames at a time). A step is a tuple of objects, or a
+    function of the results so far that returns one (a step that reads what an earlier step
+    computed). With ``progress``, one bar over all steps on the local schedulers (it follows
+    these computations only, not others running at the same time in other threads), one per
+    step on a distributed cluster.
     """
-    if _client_for(scheduler) is not None:
-        return [compute(*objs, scheduler=scheduler, progress=progress) for objs in steps]
-    bar = [_StepsBar(len(steps))._callback] if progress else []
-    return [_local(objs, scheduler, bar) for objs in steps]
+    distributed = _client_for(scheduler) is not None
+    bar = [_StepsBar(len(steps))._callback] if progress and not distributed else []
+    results: list[tuple] = []
+    for step in steps:
+        objs = step(results) if callable(step) else step
+        results.append(compute(*objs, scheduler=scheduler, progress=progress) if distributed
+                       else _local(objs, scheduler, bar))
+    return results
 
 
 def _local(objs: tuple, scheduler, callbacks: list) -> tuple:

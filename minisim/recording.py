@@ -75,7 +75,9 @@ def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> 
 
 
 def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None = None) -> tuple:
-    """:func:`build_dataset` and the :func:`minisim.truth.lazy_footprints` it holds."""
+    """:func:`build_dataset` and the chunk writers of its ground truth for a save
+    (:func:`minisim.truth.footprint_chunk_writers` of the :func:`minisim.truth.lazy_footprints`
+    it holds, and :func:`minisim.truth.metrics_writer`)."""
     import dask.array as da
 
     spec, sc, act = world.spec, world.scene, world.activity
@@ -96,8 +98,8 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
     # the scene's per-unit truth at once; what needs footprints or activity lazily
     footprints = truth.lazy_footprints(spec, n)
     movie = render.movie_array(spec, chunks)
-    metrics = {**truth.scene_metrics(world),
-               **truth.lazy_unit_metrics(spec, n, footprints["boxes"], traces["segments"])}
+    parts = truth.metric_parts(spec, n, footprints["boxes"], traces["segments"])
+    metrics = {**truth.scene_metrics(world), **truth.lazy_unit_metrics(spec, n, parts=parts)}
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)
@@ -160,7 +162,9 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
             "complete": False,
         },
     )
-    return ds, footprints
+    writers = {**truth.footprint_chunk_writers(spec, footprints),
+               "metrics": truth.metrics_writer(spec, n, parts, metrics)}
+    return ds, writers
 
 
 def simulate(spec: Spec | None = None, chunks: dict[str, int] | None = None) -> Recording:
@@ -188,8 +192,8 @@ def simulate(spec: Spec | None = None, chunks: dict[str, int] | None = None) -> 
     check_resources(spec)
     world = render.build_world(spec)
     render.remember_world(world)
-    ds, footprints = _dataset_and_footprints(world, chunks)
-    return Recording(ds, spec, chunk_writers=truth.footprint_chunk_writers(spec, footprints))
+    ds, writers = _dataset_and_footprints(world, chunks)
+    return Recording(ds, spec, chunk_writers=writers)
 
 
 class Recording:
@@ -200,9 +204,10 @@ class Recording:
         self.dataset = dataset
         self.spec = spec
         self.path = path
-        # how a save writes the footprints of a simulated Recording without building their
-        # dense blocks (minisim.truth.footprint_chunk_writers); used only while ``dataset``
-        # still holds those very arrays
+        # how a save writes the ground truth of a simulated Recording: the footprints without
+        # building their dense blocks (minisim.truth.footprint_chunk_writers), the activity
+        # metrics after the movie, their oracle reading it (minisim.truth.metrics_writer); used
+        # only while ``dataset`` still holds those very arrays
         self._chunk_writers = chunk_writers or {}
 
     def __repr__(self) -> str:

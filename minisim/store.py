@@ -360,7 +360,11 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     ``chunk_writers`` maps a footprint variable to (the dask name of its array, a function of
     the new zarr array giving lazy writes of its non-zero chunks): used while the Dataset still
     holds that very array (a simulated Recording's ``A`` written straight from its units' boxes,
-    no dense block made and scanned), else the array's blocks are written."""
+    no dense block made and scanned), else the array's blocks are written. Its ``metrics``
+    entry (:func:`minisim.truth.metrics_writer`) moves the activity metrics after the movie:
+    their cores and trace moments go with the first window, and a last step reads the oracle's
+    frames from the written movie instead of rendering them again (~1 thread-second of a
+    1,200-frame V4 save)."""
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items() if var.chunks is not None
@@ -370,7 +374,9 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         u, h, w = encoding[n]["chunks"]
         encoding[n]["chunks"] = (u, min(h, FOOTPRINT_TILE_PX), min(w, FOOTPRINT_TILE_PX))
     traces = [n for n in TRACES if n in ds.data_vars and ds[n].chunks is None]
-    dense = encode_labels(ds.drop_vars(footprints + traces + ["movie"]))
+    writers = chunk_writers or {}
+    late = _late_metrics(ds, writers.get("metrics"))
+    dense = encode_labels(ds.drop_vars(footprints + traces + ["movie"] + list(late.get("names", ()))))
     write = dense.to_zarr(
         path, mode="w-", compute=False, consolidated=False, zarr_format=3,
         encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype)}
@@ -380,7 +386,6 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     movie = ds["movie"]
     windows = movie_writes(movie, path, encoding.get("movie", {}).get("chunks", movie.shape),
                            ds.attrs, top)
-    writers = chunk_writers or {}
     writes = []
     for n in footprints:
         own = writers.get(n)
@@ -394,9 +399,36 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # overlap its Python with the compiled render, it was no faster on 2 cores: 16.4-16.9 s
     # against 15.9-17.4 s for a 1,200-frame V4 save.)
     first = windows[0] if windows else np.int64(0)
-    results = compute_in_steps([(first, write, *writes), *((w,) for w in windows[1:])],
-                               scheduler=scheduler, progress=progress)
-    return int(sum(int(r[0]) for r in results))
+    steps: list = [(first, write, *writes, *(late["parts"] if late else ())), *((w,) for w in windows[1:])]
+    if late:  # the activity metrics last, their oracle reading the movie just written
+        def metrics(results: list) -> tuple:
+            cores, sums = results[0][-2:]
+            arrays = late["later"](str(path / "movie"), cores, sums)
+            return (_late_metrics_write(ds, arrays, path, encoding),)
+        steps.append(metrics)
+    results = compute_in_steps(steps, scheduler=scheduler, progress=progress)
+    return int(sum(int(r[0]) for r in results[: len(windows) or 1]))
+
+
+def _late_metrics(ds: xr.Dataset, writer: dict | None) -> dict:
+    """The ``metrics`` writer (:func:`minisim.truth.metrics_writer`) where ``ds`` still holds
+    every one of the very arrays it stands for, else {} (the metrics then go with the rest)."""
+    if not writer:
+        return {}
+    for name, dask_name in writer["names"].items():
+        var = ds.data_vars.get(name)
+        if var is None or var.chunks is None or var.data.name != dask_name:
+            return {}
+    return writer
+
+
+def _late_metrics_write(ds: xr.Dataset, arrays: dict, path: Path, encoding: dict):
+    """Lazy write of the late metrics (``arrays``: name -> dask array) into new zarr arrays
+    with the dims, attrs and chunks ``ds`` gives them."""
+    out = xr.Dataset({n: (ds[n].dims, arrays[n], ds[n].attrs) for n in arrays}, attrs=ds.attrs)
+    return out.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
+                       encoding={n: {**encoding.get(n, {}), "compressors": _compressors(out[n].dtype)}
+                                 for n in out.data_vars})
 
 
 def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,

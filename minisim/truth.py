@@ -315,21 +315,13 @@ def _with_rule(world: render.World, pnr: np.ndarray, det: dict) -> dict[str, np.
 LAZY_UNIT_METRICS = {**ACTIVITY_METRICS, "vessel_overlap_fraction": np.float32}
 
 
-def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segments=None) -> dict:
-    """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
-    :func:`cell_metrics`, as a graph of small tasks.
-
-    The footprint cores (:func:`cores_part` per block of units, from the ``boxes`` tasks of
-    :func:`lazy_footprints`, which the footprints ``A`` of the same Recording share), each
-    oracle batch of ORACLE_BATCH frames (rendered, registered and read through the cores),
-    ``pnr`` (first segment) and
-    ``vessel_overlap`` are tasks of their own, and the variance of C over the whole recording
-    is a reduction over its segments: one small task per segment (a 24-hour recording's 1,700
-    segments in parallel), then one that adds them in segment order. Each segment's C comes from
-    ``segments`` (:func:`minisim.render.segment_blocks`, the same tasks the C, dF/F and S chunks
-    read); the oracle and ``pnr`` read the process's World. Nothing here is built per segment,
-    and ``simulate()`` computes none of it.
-    """
+def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=None) -> dict:
+    """What the activity metrics read besides the oracle's frames, lazily: ``cores`` (a Delayed
+    :class:`FootprintCores`: :func:`cores_part` per block of units from the ``boxes`` tasks of
+    :func:`lazy_footprints`, which the footprints ``A`` of the same Recording share) and
+    ``sums`` (a Delayed (3, units) array: the trace moments over the whole recording, one
+    small task per segment reading ``segments``, :func:`minisim.render.segment_blocks`, the
+    same tasks the C, dF/F and S chunks read, folded in segment order by one task)."""
     import dask
     import dask.array as da
 
@@ -341,7 +333,6 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
     starts = np.cumsum([0] + [footprint_block_units(spec)] * len(boxes))
     core_parts = [delayed(_cores_part_task)(sj, int(u0), b) for u0, b in zip(starts, boxes)]
     cores = delayed(_cores_join_task)(sj, core_parts)
-    batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores) for fr in oracle_batches(T)]
     n_seg = -(-T // activity.SEGMENT_FRAMES)
     # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
     # segment order by one task that takes them all (a blockwise contraction)
@@ -350,13 +341,62 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
                           new_axis=[0, 1], dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
     sums = da.blockwise(fold_moments, "ij", parts, "ijk", concatenate=True, dtype=np.float64,
                         meta=np.empty((0, 0), np.float64))
-    sums = sums.to_delayed(optimize_graph=False).ravel()[0]
+    return {"cores": cores, "sums": sums.to_delayed(optimize_graph=False).ravel()[0]}
+
+
+def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None) -> dict:
+    """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
+    ``cores`` and ``sums`` (Delayed, or their values) and the oracle's batches of
+    ORACLE_BATCH frames: rendered here, or read from the zarr movie at ``movie_path`` (a save
+    that has written the movie of this very Spec: the same bytes, without rendering the
+    oracle's 128 frames a second time)."""
+    import dask
+    import dask.array as da
+
+    delayed = dask.delayed(pure=True)
+    sj = spec.model_dump_json()
+    batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores, movie_path)
+               for fr in oracle_batches(spec.recording.n_frames)]
     both = delayed(_metrics_task)(sj, cores, batches, sums, delayed(_pnr_task)(sj))
     got = da.from_delayed(both, shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
-    out = {name: got[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
-    overlap = delayed(_vessel_overlap_task)(sj)
+    return {name: got[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
+
+
+def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segments=None,
+                      parts: dict | None = None) -> dict:
+    """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
+    :func:`cell_metrics`, as a graph of small tasks.
+
+    The footprint cores and the trace moments (:func:`metric_parts`, or ``parts``), each
+    oracle batch of ORACLE_BATCH frames (rendered, registered and read through the cores),
+    ``pnr`` (first segment) and ``vessel_overlap`` are tasks of their own; the moments are a
+    reduction over the segments (a 24-hour recording's 1,700 segments in parallel). The oracle
+    and ``pnr`` read the process's World. Nothing here is built per segment, and
+    ``simulate()`` computes none of it.
+    """
+    import dask
+    import dask.array as da
+
+    if parts is None:
+        parts = metric_parts(spec, n_units, boxes, segments)
+    out = lazy_activity_metrics(spec, n_units, parts["cores"], parts["sums"])
+    overlap = dask.delayed(_vessel_overlap_task, pure=True)(spec.model_dump_json())
     out["vessel_overlap_fraction"] = da.from_delayed(overlap, shape=(n_units,), dtype=np.float32)
     return out
+
+
+def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict:
+    """For :func:`minisim.store.write_dataset`: the activity metrics computed after the movie
+    is written, their oracle reading its frames from the store. ``names``: the dask name of
+    each of ``metrics`` (the Recording's lazy :data:`ACTIVITY_METRICS`; used only while the
+    Dataset still holds those very arrays); ``parts``: :func:`metric_parts`' Delayed cores and
+    moments, computed with the rest of the ground truth; ``later(movie_path, cores, sums)``:
+    the metrics as dask arrays from those values (:func:`lazy_activity_metrics`)."""
+    return {
+        "names": {name: metrics[name].name for name in ACTIVITY_METRICS},
+        "parts": (parts["cores"], parts["sums"]),
+        "later": lambda movie_path, cores, sums: lazy_activity_metrics(spec, n_units, cores, sums, movie_path),
+    }
 
 
 def _cores_part_task(spec_json: str, u0: int, boxes: list) -> tuple:
@@ -367,13 +407,20 @@ def _cores_join_task(spec_json: str, parts: list) -> FootprintCores:
     return join_cores(render.get_world(spec_json), parts)
 
 
-def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores) -> OracleBatch:
-    """The oracle on frames [t0, t1), rendered here (the same bytes as the movie's: a save fuses
-    each movie block's render into its zarr write, so the oracle cannot share those blocks)."""
+def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
+                       movie_path: str | None = None) -> OracleBatch:
+    """The oracle on frames [t0, t1): rendered here (the same bytes as the movie's), or read
+    from the zarr movie at ``movie_path`` once a save has written it."""
     world = render.get_world(spec_json)
     frames = range(t0, t1)
     C, f_np = world.traces(frames)
-    movie = render.render_block(world, frames, cores.window)
+    y0, y1, x0, x1 = cores.window
+    if movie_path is None:
+        movie = render.render_block(world, frames, cores.window)
+    else:
+        import zarr
+
+        movie = zarr.open_array(movie_path, mode="r")[t0:t1, y0:y1, x0:x1]
     rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
     return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
 

@@ -256,3 +256,29 @@ def test_dff_and_spikes_are_lazy_time_segments_equal_to_the_whole_population(tmp
     saved = simulate(spec).save(tmp_path / "r.zarr").dataset
     np.testing.assert_array_equal(saved["S"].values, whole.spikes)
     np.testing.assert_array_equal(saved["dff"].values, whole.dff)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_save_renders_each_frame_once(tmp_path, monkeypatch, scheduler):
+    """The oracle reads its frames from the movie the save has just written instead of
+    rendering them again: every frame of every tile is rendered exactly once, and the stored
+    metrics are those of the Recording computed in memory."""
+    import collections
+
+    from minisim import render
+
+    spec = small_spec(**{"recording.duration_s": 60.0})
+    rendered = collections.Counter()
+    render_block = render.render_block
+    monkeypatch.setattr(render, "render_block", lambda world, frames, window: (
+        rendered.update({t: (window[1] - window[0]) * (window[3] - window[2]) for t in frames}),
+        render_block(world, frames, window))[1])
+    rec = simulate(spec)
+    rec.save(tmp_path / "r.zarr", scheduler=scheduler)
+    T, H, W = (rec.dataset.sizes[d] for d in ("frame", "height", "width"))
+    assert sorted(rendered) == list(range(T))
+    assert set(rendered.values()) == {H * W}  # pixels rendered per frame: each once
+    monkeypatch.setattr(render, "render_block", render_block)
+    saved = Recording.load(tmp_path / "r.zarr").dataset
+    for name in ("oracle_r", "detectable", "visibility", "compactness", "pnr"):
+        np.testing.assert_array_equal(saved[name].values, rec.dataset[name].values)

@@ -208,8 +208,10 @@ def test_minisims_chunk_files_are_byte_for_byte_zarrs(tmp_path, dtype):
 
 def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     """A save is one computation per window of MOVIE_WINDOW_FRAMES frames (the ground truth goes
-    with the first): a recording twice as long has twice the windows, each window's graph is the
-    size of any other's, and the movie written is the movie, window edges or not."""
+    with the first), then one for the activity metrics (their oracle reads the written movie):
+    a recording twice as long has twice the windows, each window's graph is the size of any
+    other's, the metrics' graph does not grow, and the movie written is the movie, window edges
+    or not."""
     from dask.callbacks import Callback
 
     from minisim.store import MOVIE_WINDOW_FRAMES
@@ -233,7 +235,7 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
         rec = simulate(spec, chunks={"frame": 24})
         with Graphs() as g:
             rec.save(tmp_path / f"w{windows}.zarr", scheduler="sync")
-        assert len(g.sizes) == windows
+        assert len(g.sizes) == windows + 1
         sizes[windows] = g.sizes
         saved = Recording.load(tmp_path / f"w{windows}.zarr")
         np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
@@ -241,8 +243,9 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
         assert saved.dataset.attrs["saturated_pixels"] == int((rec.movie.values == top).sum()) > 0
     # every full window's graph is the same size, however long the recording; the first
     # computation also holds the ground truth
-    first, *full, short = sizes[4]
-    assert len(set(full)) == 1 and full[0] > short == sizes[2][-1] and first > full[0]
+    first, *full, short, metrics = sizes[4]
+    assert len(set(full)) == 1 and full[0] > short == sizes[2][-2] and first > full[0]
+    assert metrics == sizes[2][-1]
 
 
 def test_a_saves_progress_is_one_bar_over_all_its_windows(tmp_path, capsys):
