@@ -324,10 +324,11 @@ def _store_counting(block: np.ndarray, target, top: int, origin: tuple[int, ...]
 
 
 #: Frames of the movie a save hands the scheduler at a time (whole zarr chunks, at least this
-#: many): one computation per window, one after the other, so the graph and the per-task state
-#: the scheduler holds are the same size for a 1-minute and a 24-hour recording (a single
-#: computation of an hour of V4 CA1 held ~70,000 tasks). About one trace segment: the blocks of
-#: a window read the same few segments of the World's cache.
+#: many; a rest of less than half this goes with the last window): one computation per window,
+#: one after the other, so the graph and the per-task state the scheduler holds are the same
+#: size for a 1-minute and a 24-hour recording (a single computation of an hour of V4 CA1 held
+#: ~70,000 tasks). About one trace segment: the blocks of a window read the same few segments
+#: of the World's cache.
 MOVIE_WINDOW_FRAMES = 1024
 
 
@@ -345,6 +346,8 @@ def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: 
     while t0 < var.shape[0]:
         # the window ends on a block edge (a block holds whole chunks) at or past the target
         t1 = int(starts[min(np.searchsorted(starts, t0 + MOVIE_WINDOW_FRAMES), len(starts) - 1)])
+        if var.shape[0] - t1 < MOVIE_WINDOW_FRAMES // 2:  # a short rest goes with this window
+            t1 = var.shape[0]
         out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
                                   origin=(t0,) + (0,) * (data.ndim - 1)).sum())
         t0 = t1

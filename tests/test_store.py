@@ -228,7 +228,7 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     sizes = {}
     for windows in (2, 4):
         # a last window cut short, so window edges fall mid-segment and mid-chunk of the truth
-        n_frames = (windows - 1) * MOVIE_WINDOW_FRAMES + 100
+        n_frames = (windows - 1) * MOVIE_WINDOW_FRAMES + 600  # (a rest under half a window joins the last)
         spec = small_spec(**{"recording.fps": fps, "recording.duration_s": n_frames / fps,
                              "sensor.width_px": 16, "sensor.height_px": 16,
                              "sensor.bit_depth": 8, "sensor.offset_adu": 240.0})
