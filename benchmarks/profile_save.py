@@ -1,6 +1,7 @@
 """Where a save's time goes: V4 CA1, 608 x 608 px, every effect on, ground truth to zarr.
 
-Run: ``python benchmarks/profile_save.py [--frames 1200] [--scheduler sync|threads] [--no-motion]``.
+Run: ``python benchmarks/profile_save.py [--frames 1200] [--scheduler sync|threads] [--no-motion]
+[--timeline 0.5]``.
 
 Saves ``simulate`` of the ``miniscope_v4_ca1`` preset (``--frames`` at 20 fps) into a
 temporary zarr store under dask's ``Profiler`` and prints the wall time, the frames/s, the peak
@@ -25,6 +26,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1200)
     ap.add_argument("--scheduler", default="sync", choices=["sync", "threads"])
     ap.add_argument("--no-motion", action="store_true")
+    ap.add_argument("--timeline", type=float, default=0.0, metavar="SECONDS",
+                    help="also print, per bucket of this many seconds of the save, the threads busy "
+                         "and the kinds of task they ran (and the time before the first task and "
+                         "after the last)")
     args = ap.parse_args()
 
     from dask.diagnostics import Profiler
@@ -60,6 +65,32 @@ def main() -> None:
     print(f"{'task':50s} {'count':>6s} {'s':>8s}")
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1])[:16]:
         print(f"{name[:50]:50s} {count[name]:6d} {s:8.2f}")
+    if args.timeline > 0 and prof.results:
+        timeline(prof.results, t1, t2, args.timeline)
+
+
+def timeline(results, t_save: float, t_end: float, bucket: float) -> None:
+    """Threads busy per bucket of the save and the task kinds that kept them busy (the
+    Profiler's clock is dask's default timer, time.perf_counter, as the save's here)."""
+    first = min(r.start_time for r in results) - t_save
+    last = t_end - max(r.end_time for r in results)
+    print(f"\ntimeline: {first:.2f} s from save() to its first task, {last:.2f} s from its last "
+          f"task to save()'s return")
+    n = int((t_end - t_save) / bucket) + 1
+    busy = [collections.defaultdict(float) for _ in range(n)]
+    for r in results:
+        key = r.key[0] if isinstance(r.key, tuple) else r.key
+        name = str(key).rsplit("-", 1)[0]
+        a, b = r.start_time - t_save, r.end_time - t_save
+        for k in range(max(int(a / bucket), 0), min(int(b / bucket), n - 1) + 1):
+            lo, hi = max(a, k * bucket), min(b, (k + 1) * bucket)
+            if hi > lo:
+                busy[k][name] += hi - lo
+    print(f"{'from s':>7s} {'threads':>8s}  tasks (thread-s)")
+    for k, kinds in enumerate(busy):
+        total = sum(kinds.values()) / bucket
+        top = ", ".join(f"{nm[:24]} {v:.2f}" for nm, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:3])
+        print(f"{k * bucket:7.1f} {total:8.2f}  {top}")
 
 
 if __name__ == "__main__":
