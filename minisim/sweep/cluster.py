@@ -24,6 +24,10 @@ JOBQUEUE_CONFIG_NAME = "jobqueue.yaml"
 #: nodes (see cluster/README.md). A value of None unsets the variable (distributed >= 2023.1).
 WORKER_MALLOC_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
+#: The module a sweep's workers preload (:mod:`minisim.sweep.worker_setup`): minisim imported and
+#: its compiled kernels loaded as each worker starts, not inside the first recording it renders.
+WORKER_PRELOAD = "minisim.sweep.worker_setup"
+
 
 def jobqueue_cluster(kind: str, config: str | Path | None = None, **kwargs):
     """A dask-jobqueue ``SLURMCluster``/``PBSCluster`` from dask config (plus ``config``, a
@@ -59,7 +63,7 @@ def connect(scheduler: str = "local", workers: int | None = None, client=None,
         n = workers or 2
         with dask.config.set(WORKER_MALLOC_CONFIG), \
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                             dashboard_address=":0") as cluster, Client(cluster) as c:
+                             dashboard_address=":0", preload=[WORKER_PRELOAD]) as cluster, Client(cluster) as c:
             yield c, n
         return
     if scheduler in ("slurm", "pbs"):
