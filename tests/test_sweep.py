@@ -215,12 +215,14 @@ def test_job_scripts_from_cluster_configs():
         script = cluster.job_script()
     for line in ["#SBATCH -J minisim-worker", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=6G",
                  "#SBATCH -t 04:00:00", "export OMP_NUM_THREADS=1", "-m distributed.cli.dask_worker",
-                 "--nthreads 2", "--memory-limit 6.00GiB", "--death-timeout 120", "--local-directory /tmp"]:
+                 "--nthreads 2", "--memory-limit 6.00GiB", "--death-timeout 120", "--local-directory /tmp",
+                 "--preload minisim.sweep.worker_setup"]:
         assert line in script, (line, script)
     with msweep.jobqueue_cluster("pbs", config=cfg, queue="workq") as cluster:
         script = cluster.job_script()
     for line in ["#PBS -N minisim-worker", "#PBS -q workq", "#PBS -l select=1:ncpus=2:mem=6144MB",
-                 "#PBS -l walltime=04:00:00", "-m distributed.cli.dask_worker", "--nthreads 2"]:
+                 "#PBS -l walltime=04:00:00", "-m distributed.cli.dask_worker", "--nthreads 2",
+                 "--preload minisim.sweep.worker_setup"]:
         assert line in script, (line, script)
 
 
@@ -340,3 +342,24 @@ def test_recordings_in_flight_are_bounded(client, bound, tmp_path):
     assert list(m["status"]) == ["done"] * 4
     assert plugin.most == bound  # 4 recordings, 2 workers: the bound is reached and never passed
     assert plugin.now == 0
+
+
+def _worker_state() -> dict:
+    import sys
+
+    from minisim.scene import _kernels
+
+    # a kernel numba has loaded or compiled holds its signatures
+    return {"minisim": "minisim.recording" in sys.modules,
+            "kernels": len(_kernels._assemble_tissue.signatures)}
+
+
+def test_a_sweeps_local_workers_start_with_minisim_and_its_kernels_loaded():
+    """The LocalCluster a sweep starts preloads minisim.sweep.worker_setup: before any task,
+    each worker has imported minisim and loaded the tissue kernel (which only a render loads)."""
+    from minisim.sweep.cluster import connect
+
+    with connect("local", 2) as (client, n):
+        states = client.run(_worker_state)
+    assert n == 2 and len(states) == 2
+    assert all(s["minisim"] and s["kernels"] >= 1 for s in states.values()), states

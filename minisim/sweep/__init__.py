@@ -24,7 +24,8 @@ The package, one concern per module (each name below is importable from ``minisi
 * :mod:`~minisim.sweep.plan` -- the sweep file, its grid and validation: ``load_sweep``,
   ``Sweep``, ``Point``, ``SweepFile``, ``SweepError``, ``spec_hash``;
 * :mod:`~minisim.sweep.cluster` -- where it runs: ``connect`` (LocalCluster, an address,
-  SLURM/PBS), ``jobqueue_cluster``, ``WORKER_MALLOC_CONFIG``;
+  SLURM/PBS), ``jobqueue_cluster``, ``WORKER_MALLOC_CONFIG``, ``WORKER_PRELOAD`` (the module
+  its workers preload, :mod:`~minisim.sweep.worker_setup`: minisim loaded as a worker starts);
 * :mod:`~minisim.sweep.runner` -- rendering, resuming, failures: ``run``, ``WHOLE_BELOW_MB``,
   ``movie_mb``;
 * :mod:`~minisim.sweep.results` -- what it leaves: ``manifest.csv`` (``write_manifest``,
@@ -36,13 +37,19 @@ the physics.
 
 from __future__ import annotations
 
-from .cluster import JOBQUEUE_CONFIG_NAME, WORKER_MALLOC_CONFIG, connect, jobqueue_cluster
+from .cluster import (
+    JOBQUEUE_CONFIG_NAME,
+    WORKER_MALLOC_CONFIG,
+    WORKER_PRELOAD,
+    connect,
+    jobqueue_cluster,
+)
 from .plan import PROGRESS_POINTS, Point, Sweep, SweepError, SweepFile, load_sweep, spec_hash
 from .results import MANIFEST_NAME, open_sweep, read_manifest, write_manifest
 from .runner import WHOLE_BELOW_MB, movie_mb, run
 
 __all__ = [
     "JOBQUEUE_CONFIG_NAME", "MANIFEST_NAME", "PROGRESS_POINTS", "WHOLE_BELOW_MB", "WORKER_MALLOC_CONFIG",
-    "Point", "Sweep", "SweepError", "SweepFile", "connect", "jobqueue_cluster", "load_sweep", "movie_mb",
+    "WORKER_PRELOAD", "Point", "Sweep", "SweepError", "SweepFile", "connect", "jobqueue_cluster", "load_sweep", "movie_mb",
     "open_sweep", "read_manifest", "run", "spec_hash", "write_manifest",
 ]
