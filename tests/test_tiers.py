@@ -127,7 +127,7 @@ def _in_field_detectable(tier: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     (128 px, 30 s, moderate activity)."""
     spec = presets.get("miniscope_v4_ca1", "moderate", tier=tier).with_updates(
         {"sensor.width_px": 128, "sensor.height_px": 128, "recording.duration_s": 30.0,
-         "recording.seed": 1})
+         "recording.seed": 0})   # (easy's fraction is ~0.78-0.82 over seeds; 0.71 at the worst seen)
     ds = minisim.simulate(spec).dataset
     pos, half = ds["position"].values, np.asarray(spec.fov_um) / 2
     inside = (np.abs(pos[:, 1]) < half[0]) & (np.abs(pos[:, 2]) < half[1])
