@@ -608,12 +608,8 @@ def footprint_arrays(b: _Build) -> tuple[list, tuple, tuple]:
     n_units = len(cells)
     ns = optics.oversample(spec)
     i0, j0, n_px = _patches(b)
-    # the shape draws, keyed per cell (the only per-cell Python left)
-    k = c.dendrite_count
-    ell, phi = np.empty(n_units), np.empty(n_units)
-    angles, lengths = np.empty((n_units, k)), np.empty((n_units, k))
-    for u, uid in enumerate(cells.unit_id):
-        ell[u], phi[u], angles[u], lengths[u] = optics.cell_shape(spec, uid)
+    # the shape draws, keyed per cell, all cells in one call (optics.cell_shape's values)
+    ell, phi, angles, lengths = optics.cell_shapes(spec, cells.unit_id)
     # blur_and_bin's normal CDF table, per PSF plane and cell whose patch meets the padded grid
     planes = np.array([b.sigma, *b.sigma_axial], dtype=float).reshape(1 + len(b.sigma_axial), n_units)
     meets = ((np.maximum(i0, -m) < np.minimum(i0 + n_px, H + m))
