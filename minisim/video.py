@@ -132,6 +132,115 @@ def _preview_indices(n_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, min(PREVIEW_FRAMES, n_frames)).round().astype(int))
 
 
+def _own_render(movie, spec: Spec, rendered: bool) -> bool:
+    """Whether ``movie`` is ``spec``'s render still to be computed (so frames can be rendered
+    from the Spec in any blocks: the bytes never depend on them)."""
+    spec_shape = (spec.recording.n_frames, spec.sensor.height_px, spec.sensor.width_px)
+    return rendered and tuple(movie.shape) == spec_shape
+
+
+class _Render:
+    """``spec``'s movie still to be rendered, a window of frames at a time.
+
+    :meth:`window` gives frames [t0, t1) as a dask array of their own, in blocks of ``sizes``
+    (frame, height, width): the blocks of ``render.movie_array(spec, sizes)`` (the same render
+    function on the same frames and tiles, so the same bytes) in a graph of this window's
+    tiles only. Sliced out of the whole movie instead, a block's graph held every block of
+    the recording, and dask's fusion of the slice into the render renamed each block's
+    tasks, adding their names to dask's cache of key names (``dask.utils.key_split``, up to
+    100,000 entries: ~19 a block at 608 x 608 px, ~85,000 over an hour, ~20 MB).
+
+    :meth:`prepare` builds the trace segments a window reads, in the calling thread, before
+    its blocks are computed (when the scheduler runs them in this process). Left to the
+    render tasks, each segment (~26 MB at 608 x 608 px, V4 CA1) was built by whichever worker
+    thread came first, in that thread's malloc arena, and the arenas' freed space grew with the
+    number of segments built: the recording's length (docs/video.md, Memory)."""
+
+    def __init__(self, spec: Spec, sizes: tuple[int, int, int], scheduler) -> None:
+        self.spec_json = spec.model_dump_json()
+        self.sizes = tuple(int(v) for v in sizes)
+        self.shape = (spec.recording.n_frames, spec.sensor.height_px, spec.sensor.width_px)
+        self.here = _runs_in_this_process(scheduler)
+
+    def window(self, t0: int, t1: int):
+        import dask.array as da
+
+        size, n = self.sizes[0], self.shape[0]
+        if not (0 <= t0 < t1 <= n and t0 % size == 0 and (t1 % size == 0 or t1 == n)):
+            raise ValueError(f"frames [{t0}, {t1}) are not whole blocks of {size} frames")
+        return da.map_blocks(
+            _render_window_chunk, self.spec_json, self.sizes, self.shape, t0 // size,
+            chunks=da.core.normalize_chunks(self.sizes, (t1 - t0, *self.shape[1:])),
+            dtype=np.uint16, meta=np.empty((0, 0, 0), np.uint16),
+        )
+
+    def prepare(self, t0: int, t1: int) -> None:
+        """Build (or find cached) the trace segments frames [t0, t1) read, in this thread."""
+        if not self.here:
+            return
+        from . import render
+        from .activity import SEGMENT_FRAMES
+
+        world = render.get_world(self.spec_json)
+        for seg in range(t0 // SEGMENT_FRAMES, -(-t1 // SEGMENT_FRAMES)):
+            world.segment(seg)
+
+
+def _runs_in_this_process(scheduler) -> bool:
+    """Whether ``scheduler`` (as :func:`minisim._compute.compute` takes it) runs tasks in this
+    process's threads: the threaded or the synchronous scheduler, named or the default one."""
+    import dask.array as da
+    from dask import local, threaded
+    from dask.base import get_scheduler, named_schedulers
+
+    if scheduler is not None and not (isinstance(scheduler, str) and scheduler in named_schedulers):
+        return False  # a Client, or a scheduler's address
+    try:
+        get = get_scheduler(scheduler=scheduler, cls=da.Array)
+    except (ValueError, RuntimeError):
+        return False
+    return get is threaded.get or get is local.get_sync
+
+
+def _render_window_chunk(spec_json: str, sizes: tuple[int, ...], shape: tuple[int, ...],
+                         first: int, block_id=None) -> np.ndarray:
+    """Block ``block_id`` of a window whose first frame-block is block ``first`` of the movie."""
+    from . import render
+
+    i, j, k = block_id
+    return render._render_chunk(spec_json, None, sizes, shape, block_id=(first + i, j, k))
+
+
+def _preview(movie, spec: Spec, rendered: bool, idx: np.ndarray, scheduler) -> np.ndarray:
+    """Frames ``idx`` of the movie, one computation per trace segment they fall in.
+
+    A movie still to be rendered renders single frames (single-frame blocks of the same Spec
+    are the same bytes and cost 64 frames, not 64 blocks) from a graph of those frames alone.
+    Frames of one segment go together, so at most one segment's traces are built at a time,
+    as when the blocks are streamed; the frames fill one array of the preview's size."""
+    from . import render
+    from ._compute import compute
+    from .activity import SEGMENT_FRAMES
+
+    own = None
+    if _own_render(movie, spec, rendered):
+        c = render.normalize_chunks(spec, {"frame": 1})
+        own = _Render(spec, (1, c["height"], c["width"]), scheduler)
+    out = np.empty((len(idx), *movie.shape[1:]), np.uint16 if own is not None else movie.dtype)
+    for _, group in itertools.groupby(range(len(idx)), key=lambda i: int(idx[i]) // SEGMENT_FRAMES):
+        group = list(group)
+        if own is not None:
+            own.prepare(int(idx[group[0]]), int(idx[group[-1]]) + 1)
+            parts = compute(*(own.window(int(idx[i]), int(idx[i]) + 1) for i in group),
+                            scheduler=scheduler, progress=False)
+            for i, part in zip(group, parts):
+                out[i] = part[0]
+        else:
+            (part,) = compute(movie[idx[group]], scheduler=scheduler, progress=False)
+            out[group] = part
+    return out
+
+
 def _levels(movie, spec: Spec, rendered: bool, mapping: str, percentiles,
             scheduler) -> dict[str, Any]:
     bits = spec.sensor.bit_depth
@@ -139,18 +248,11 @@ def _levels(movie, spec: Spec, rendered: bool, mapping: str, percentiles,
     out: dict[str, Any] = {"kind": mapping, "bit_depth": bits, "formula": MAPPING_FORMULA}
     if mapping == "full":
         return {**out, "low_adu": 0, "high_adu": top}
-    from ._compute import compute
-
     idx = _preview_indices(movie.shape[0])
-    spec_shape = (spec.recording.n_frames, spec.sensor.height_px, spec.sensor.width_px)
-    if rendered and tuple(movie.shape) == spec_shape:
-        # A movie still to be rendered renders one block per preview frame; single-frame blocks
-        # of the same Spec are the same bytes and cost 64 frames, not 64 blocks.
-        from . import render
-
-        movie = render.movie_array(spec, {"frame": 1})
-    (preview,) = compute(movie[idx], scheduler=scheduler, progress=False)
-    p_low, p_high = np.percentile(np.asarray(preview), percentiles)
+    # in place: the preview is not used again, and a copy would double its memory (47 MB at
+    # 608 x 608 px); the same partition of the same values, so the same percentiles
+    p_low, p_high = np.percentile(_preview(movie, spec, rendered, idx, scheduler), percentiles,
+                                  overwrite_input=True)
     low = int(np.clip(np.floor(p_low), 0, top - 1))
     high = int(np.clip(np.ceil(p_high), low + 1, top))
     return {**out, "low_adu": low, "high_adu": high, "percentiles": list(percentiles),
@@ -297,7 +399,8 @@ def simulate_video(spec: Spec | None, path: str | Path, *, codec: str = "ffv1", 
     render.remember_world(world)
     movie = render.movie_array(spec, block)
     del world
-    return _export(movie, spec, True, paths, vc, scheduler, progress, mapping, pct)
+    windows = _Render(spec, (block["frame"], block["height"], block["width"]), scheduler)
+    return _export(movie, spec, True, paths, vc, scheduler, progress, mapping, pct, windows)
 
 
 def recording_to_video(rec, path: str | Path, *, codec: str = "ffv1", scheduler=None,
@@ -358,7 +461,10 @@ def _frame_blocks(movie) -> list[tuple[int, int]]:
 
 
 def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: VideoCodec, scheduler,
-            progress: bool, mapping: str, percentiles: tuple[float, float]) -> Path:
+            progress: bool, mapping: str, percentiles: tuple[float, float],
+            windows: _Render | None = None) -> Path:
+    """Write ``movie`` a frame-block at a time; ``windows`` renders the blocks' frames from the
+    Spec (``movie`` is then its render), else they are sliced out of ``movie``."""
     import imageio.v3 as iio
 
     from ._compute import compute
@@ -397,30 +503,40 @@ def _export(movie, spec: Spec, rendered: bool, paths: dict[str, Path], vc: Video
 
         bar = tqdm(total=n_frames, unit="frame", desc=f"{paths['video'].name} ({vc.name})")
 
-    def render(t0: int, t1: int) -> np.ndarray:
-        (block,) = compute(movie[t0:t1], scheduler=scheduler, progress=False)
-        return lut[np.asarray(block)]
-
+    window = windows.window if windows is not None else (lambda t0, t1: movie[t0:t1])
     partial = paths["partial"]
-    blocks = _frame_blocks(movie)
     lock = _safe_io.exclusive_lock(paths["video"])
     lock.__enter__()  # one writer per path; released below, whatever happens
     try:
-        # One block renders (on the dask scheduler) while the one before is encoded here:
-        # at most two time-blocks are alive, whatever the movie's length.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minisim-video") as pool, \
-                iio.imopen(partial, "w", plugin="pyav", container="avi") as writer:
+        # This thread computes one block on the dask scheduler while the block before is
+        # mapped and encoded in a thread of its own: at most two time-blocks are alive, whatever
+        # the movie's length. (The dask computations run from the calling thread, as the
+        # preview's do: on the local threaded scheduler a computation started from another
+        # thread gets a pool of its own, of Python's default size, 6 threads on 2 cores.)
+        # The encoder thread ends before the writer closes (the pool's `with` is the inner one).
+        with iio.imopen(partial, "w", plugin="pyav", container="avi") as writer, \
+                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minisim-video") as pool:
             writer.init_video_stream(vc.encoder, fps=fps, pixel_format=pixel_format)
             _tune(writer, vc)
-            pending = pool.submit(render, *blocks[0]) if blocks else None
-            for k in range(len(blocks)):
-                frames = pending.result()
-                pending = pool.submit(render, *blocks[k + 1]) if k + 1 < len(blocks) else None
+
+            def encode(block: np.ndarray) -> None:
+                frames = lut[np.asarray(block)]
                 for frame in frames:
                     writer.write_frame(frame, pixel_format="gray")
                 if bar is not None:
                     bar.update(len(frames))
-                del frames
+
+            encoding = None
+            for t0, t1 in _frame_blocks(movie):
+                if windows is not None:
+                    windows.prepare(t0, t1)
+                (block,) = compute(window(t0, t1), scheduler=scheduler, progress=False)
+                if encoding is not None:
+                    encoding.result()  # the block before is written (or its error raised here)
+                encoding = pool.submit(encode, block)
+                del block
+            if encoding is not None:
+                encoding.result()
         _write_text_atomic(paths["spec"], spec.model_dump_json(indent=2) + "\n")
         _write_text_atomic(paths["meta"], json.dumps(meta, indent=2) + "\n")
         os.replace(partial, paths["video"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import av
 import dask.array as da
@@ -13,7 +14,8 @@ import pytest
 import xarray as xr
 
 import minisim
-from minisim import Recording, Spec
+from minisim import Recording, Spec, _compute, render
+from minisim.activity import SEGMENT_FRAMES
 from minisim.cli import main as cli_main
 from minisim.video import CODECS, read_metadata, recording_to_video, to_uint8
 
@@ -300,6 +302,72 @@ def test_percentile_levels_do_not_depend_on_saved_or_simulated(exported, tmp_pat
     fresh = minisim.simulate(SPEC).to_video(tmp_path / "f.avi", mapping="percentile",
                                             progress=False)
     assert read_metadata(saved)["mapping"] == read_metadata(fresh)["mapping"]
+
+
+# --------------------------------------------------------------------------- memory
+def counted_computations(monkeypatch) -> list[tuple[threading.Thread, list[int]]]:
+    """Every dask computation the export starts: (its thread, tasks in each graph handed over)."""
+    seen = []
+    compute = _compute.compute
+
+    def counting(*objs, **kwargs):
+        seen.append((threading.current_thread(), [len(o.__dask_graph__()) for o in objs]))
+        return compute(*objs, **kwargs)
+
+    monkeypatch.setattr(_compute, "compute", counting)
+    return seen
+
+
+def test_a_blocks_graph_does_not_grow_with_the_recording(tmp_path, monkeypatch):
+    """Each time-block is computed from a graph of its own tiles: the same tasks for 4x the
+    frames. (Sliced out of the whole movie, a block's graph held every block of the recording,
+    and dask's fusion of the slice into the render renamed each block's tasks, adding ~19
+    names a block at 608 x 608 px to dask's cache of key names.)"""
+    import dask.utils
+
+    chunks = {"frame": 4, "height": 10, "width": 8}  # 2 x 3 tiles a block
+    tasks, key_names = {}, {}
+    for frames in (40, 160):
+        spec = Spec(sensor={"width_px": 24, "height_px": 20},
+                    recording={"duration_s": frames / 10, "fps": 10})
+        seen = counted_computations(monkeypatch)
+        names = dask.utils.key_split.cache_info().currsize
+        minisim.simulate_video(spec, tmp_path / f"{frames}.avi", chunks=chunks, mapping="full",
+                               scheduler="threads", progress=False)
+        key_names[frames] = dask.utils.key_split.cache_info().currsize - names
+        assert len(seen) == frames // 4  # one computation a block
+        tasks[frames] = {n for _, sizes in seen for n in sizes}
+    assert tasks == {40: {6}, 160: {6}}
+    assert key_names == {40: 0, 160: 0}
+
+
+def test_trace_segments_are_built_in_the_calling_thread(tmp_path, monkeypatch):
+    """With the threaded scheduler every computation starts in the caller's thread (a
+    computation started in another thread gets a pool of its own, 6 threads on 2 cores), and
+    every trace segment is built there before its frames are computed, the preview's included:
+    built by whichever worker thread came first, the segments spread over the workers' malloc
+    arenas, whose freed space grew with the number of segments (the recording's length)."""
+    frames = 2 * SEGMENT_FRAMES + 100
+    spec = Spec(sensor={"width_px": 24, "height_px": 20},
+                recording={"duration_s": frames / 10, "fps": 10})
+    built = []
+    build_segment = render.World.build_segment
+
+    def recording_build(world, seg):
+        built.append((threading.current_thread(), seg))
+        return build_segment(world, seg)
+
+    monkeypatch.setattr(render.World, "build_segment", recording_build)
+    seen = counted_computations(monkeypatch)
+    avi = minisim.simulate_video(spec, tmp_path / "long.avi", chunks={"frame": 64},
+                                 scheduler="threads", progress=False)
+    here = threading.current_thread()
+    assert {t for t, _ in built} == {here} and {s for _, s in built} == {0, 1, 2}
+    assert {t for t, _ in seen} == {here}
+    preview = read_metadata(avi)["mapping"]["preview_frames"]
+    n_preview = len({i // SEGMENT_FRAMES for i in preview})  # one computation per segment
+    assert n_preview == 3 and len(seen) == n_preview + -(-frames // 64)
+    assert read_gray(avi).shape == (frames, 20, 24)
 
 
 # --------------------------------------------------------------------------- CLI
