@@ -92,8 +92,7 @@ def lazy_footprints(spec: Spec, n_units: int) -> dict:
 def _boxes_task(spec_json: str, u0: int, u1: int) -> list:
     """Per unit of [u0, u1): ((y0, y1, x0, x1), box) of its tissue footprint over the sensor,
     None where none of its light reaches the sensor."""
-    sc = render.get_world(spec_json).scene
-    return [sc.footprint_box(u) for u in range(u0, u1)]
+    return render.get_world(spec_json).scene.footprint_boxes(range(u0, u1))
 
 
 def footprint_chunk_writers(spec: Spec, footprints: dict) -> dict:

@@ -127,3 +127,30 @@ def test_tissue_at_some_pixels_is_the_windows_tissue_there_bit_for_bit(window):
     pixels = np.arange(0, (y1 - y0) * (x1 - x0), 7)
     assert sc.halo_e.nnz and sc.neuropil_e.any()
     np.testing.assert_array_equal(sc.tissue_at(C, f_np, window, pixels), whole[:, pixels])
+
+
+@pytest.mark.parametrize("updates", [{}, {"cells.dendrites_enabled": False, "tissue.scatter.enabled": False}])
+def test_footprint_boxes_are_footprint_box_unit_by_unit_bit_for_bit(updates):
+    """Scene.footprint_boxes (one compiled pass over a block of units, what a save's box tasks
+    run) against Scene.footprint_box per unit: the same extents and the same float32 boxes, for
+    units cut by the sensor's edge and without light on it, with and without the scatter halo."""
+    sc = build_scene(small_v4(**updates))
+    n = len(sc.cells)
+    got = sc.footprint_boxes(range(n))
+    assert len(got) == n
+    kinds = set()
+    for u in range(n):
+        ref = sc.footprint_box(u)
+        if ref is None:
+            assert got[u] is None
+            kinds.add("none")
+            continue
+        assert got[u][0] == ref[0], u
+        np.testing.assert_array_equal(got[u][1], ref[1])
+        y0, y1, x0, x1 = ref[0]
+        kinds.add("edge" if (y0 == 0 or x0 == 0 or y1 == 64 or x1 == 72) else "inside")
+    assert "edge" in kinds  # boxes cut by the sensor's edge (on this small field, every box reaches one)
+    for u, part in zip(range(3, n - 2), sc.footprint_boxes(range(3, n - 2))):  # any block: the same
+        assert (part is None) == (got[u] is None)
+        if part is not None:
+            assert part[0] == got[u][0] and np.array_equal(part[1], got[u][1])

@@ -65,9 +65,9 @@ def test_a_save_builds_each_footprint_box_once(tmp_path, monkeypatch, scheduler)
 
     spec = small_spec()
     boxes = []
-    footprint_box = scene.Scene.footprint_box
-    monkeypatch.setattr(scene.Scene, "footprint_box",
-                        lambda self, u, *a, **k: (boxes.append(u), footprint_box(self, u, *a, **k))[1])
+    footprint_boxes = scene.Scene.footprint_boxes  # the box tasks' call (a block of units at a time)
+    monkeypatch.setattr(scene.Scene, "footprint_boxes",
+                        lambda self, units: (boxes.extend(units), footprint_boxes(self, units))[1])
     rec = simulate(spec)
     n = len(rec.dataset.unit_id)
     rec.save(tmp_path / "r.zarr", scheduler=scheduler)

@@ -545,3 +545,60 @@ def halos(cy, cx, q, flux, hs, d, F, a0, b0, na, nb, off_y, off_x, truncate):
     sigma, sampled at the nodes (node (a, b) at pixel (a F + off_y, b F + off_x) from the optical
     axis), holding (1 - q) x flux per pixel area; (indptr by unit, node rows, values)."""
     return _halos(cy, cx, q, flux, hs, d, F, a0, b0, na, nb, off_y, off_x, truncate)
+
+
+# ------------------------------------------------------------------------------ footprint boxes
+@njit(cache=True, nogil=True, error_model="numpy")
+def _footprint_boxes(units, window, indptr, ii, jj, data, h_ptr, h_rows, h_vals, halo_boxes,
+                     F, a0, b0, oy, ox, nb, extents, offsets, out):
+    """Scene.footprint_box for each unit of ``units`` into ``out`` (flat float32; unit k's box
+    (y1 - y0, x1 - x0) at offsets[k], its extent in extents[k]; both from
+    :func:`footprint_box_extents`): the sharp pixels set, then the halo added, as
+    ``Scene._unit_halo`` interpolates it (a one-hot node grid, y then x, float32)."""
+    wy0, wy1, wx0, wx1 = window[0], window[1], window[2], window[3]
+    for k in range(units.shape[0]):
+        u = units[k]
+        y0, y1, x0, x1 = extents[k, 0], extents[k, 1], extents[k, 2], extents[k, 3]
+        if y0 >= y1:
+            continue
+        bw = x1 - x0
+        base = offsets[k]
+        for n in range(indptr[u], indptr[u + 1]):
+            i, j = ii[n], jj[n]
+            if i >= wy0 and i < wy1 and j >= wx0 and j < wx1:
+                out[base + (i - y0) * bw + (j - x0)] = data[n]
+        hy0, hy1 = max(wy0, halo_boxes[u, 0]), min(wy1, halo_boxes[u, 1])
+        hx0, hx1 = max(wx0, halo_boxes[u, 2]), min(wx1, halo_boxes[u, 3])
+        if not (hy0 < hy1 and hx0 < hx1):
+            continue
+        # Scene._halo_geometry over the halo box: node rows ra, columns rb (grid coordinates)
+        ia, ib = (hy0 - oy) // F, (hy1 - 1 - oy) // F + 1
+        ja, jb = (hx0 - ox) // F, (hx1 - 1 - ox) // F + 1
+        la, lb = ib + 1 - ia, jb + 1 - ja
+        nodes = np.zeros(la * lb, np.float32)
+        for n in range(h_ptr[u], h_ptr[u + 1]):
+            r = h_rows[n] // nb - (ia - a0)
+            c = h_rows[n] % nb - (ja - b0)
+            if r >= 0 and r < la and c >= 0 and c < lb:
+                nodes[r * lb + c] = h_vals[n]
+        rows = np.empty(lb, np.float32)
+        w = hx1 - hx0
+        cs = np.empty(w, np.int64)
+        fxs = np.empty(w, np.float32)
+        gxs = np.empty(w, np.float32)
+        for x in range(w):
+            xx = x + hx0 - ox
+            cs[x] = xx // F - ja
+            fxs[x] = np.float32((xx - (xx // F) * F) / F)
+            gxs[x] = _ONE - fxs[x]
+        for y in range(hy0, hy1):
+            yy = y - oy
+            fy = np.float32((yy - (yy // F) * F) / F)
+            gy = _ONE - fy
+            k0 = (yy // F - ia) * lb
+            for c in range(lb):
+                rows[c] = gy * nodes[k0 + c] + fy * nodes[k0 + lb + c]
+            row = base + (y - y0) * bw + (hx0 - x0)
+            for x in range(w):
+                c = cs[x]
+                out[row + x] = out[row + x] + (gxs[x] * rows[c] + fxs[x] * rows[c + 1])
