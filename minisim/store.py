@@ -406,7 +406,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     if late:  # the activity metrics last, their oracle reading the movie just written
         def metrics(results: list) -> tuple:
             cores, sums = results[0][-2:]
-            arrays = late["later"](str(path / "movie"), cores, sums)
+            arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
             return (_late_metrics_write(ds, arrays, path, encoding),)
         steps.append(metrics)
     results = compute_in_steps(steps, scheduler=scheduler, progress=progress)
