@@ -608,11 +608,10 @@ def _with_named_reads(ds: xr.Dataset, path: Path) -> xr.Dataset:
     bare checksum error to one that says where.
     """
     import dask.array as da
-    import zarr
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
-    arrays = dict(zarr.open_group(str(path), mode="r").arrays())
+    arrays = _arrays(path)
     out = {}
     for name, var in ds.data_vars.items():
         array = arrays.get(name)
@@ -621,9 +620,9 @@ def _with_named_reads(ds: xr.Dataset, path: Path) -> xr.Dataset:
         chunks = da.core.normalize_chunks(array.chunks, array.shape)
         # named by what identifies the stored array (its place, metadata and when that was
         # written), not by dask hashing the zarr array object: that was ~0.3 s of every load
-        meta_file = path / name / "zarr.json"
+        meta = (path / name / "zarr.json").stat()
         token = tokenize(str(path.resolve()), name, array.shape, array.chunks, str(array.dtype),
-                         meta_file.stat().st_mtime_ns, meta_file.stat().st_size)
+                         meta.st_mtime_ns, meta.st_size)
         # a plain graph: map_blocks walked the zarr array's attributes as possible collections
         key = f"read-{name}-{token}"
         grid = tuple(range(len(c)) for c in chunks)
