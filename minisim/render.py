@@ -57,12 +57,19 @@ class World:
     the segment's start (docs/segments.md); the last :data:`WORLD_SEGMENTS` segments are kept.
     Nothing in a World grows with the recording's length. ``n_frames`` limits the frames it
     serves (a prefix: the studio's preview).
+
+    A World built with ``truth=False`` renders only: its cached segments keep C, the neuropil
+    course and the motion, not the Activity's dF/F, S and bleaching (a 1,936-unit V4 segment
+    is ~8 MB instead of ~26 MB). A ground-truth reader of such a World (:func:`_segment_of`)
+    gets a whole segment built for it, not cached.
     """
 
-    def __init__(self, spec: Spec, scene: Scene, n_frames: int | None = None) -> None:
+    def __init__(self, spec: Spec, scene: Scene, n_frames: int | None = None, *,
+                 truth: bool = True) -> None:
         self.spec = spec
         self.scene = scene
         self.n_frames = spec.recording.n_frames if n_frames is None else int(n_frames)
+        self.truth = bool(truth)
         self.activity = ActivityBatch(spec, scene.cells.unit_id)
         self._segments: OrderedDict[int, Segment] = OrderedDict()
         self._lock = threading.Lock()
@@ -116,10 +123,13 @@ class World:
                     self._building.pop(seg, None)
             return got
 
-    def build_segment(self, seg: int) -> Segment:
-        """Segment ``seg`` built afresh, not cached (:meth:`segment` caches it)."""
+    def build_segment(self, seg: int, *, truth: bool | None = None) -> Segment:
+        """Segment ``seg`` built afresh, not cached (:meth:`segment` caches it); with its
+        Activity if ``truth`` (default: the World's own ``truth``)."""
         act = self.activity.segment(seg)
-        return Segment(act, act.C, np.ascontiguousarray(act.neuropil_f, np.float32),
+        keep = self.truth if truth is None else truth
+        return Segment(act if keep else None, act.C,
+                       np.ascontiguousarray(act.neuropil_f, np.float32),
                        motion_segment(self.spec, seg))
 
     def _segments_of(self, frames: range) -> tuple[list[Segment], int]:
@@ -162,15 +172,16 @@ class World:
 
 @dataclass(frozen=True)
 class Segment:
-    """One time segment of a World: its Activity, C, the neuropil course and the motion."""
+    """One time segment of a World: its Activity (None in a render-only World), C, the
+    neuropil course and the motion."""
 
-    activity: Activity
+    activity: Activity | None
     C: np.ndarray       # (units, SEGMENT_FRAMES) float32
     f_np: np.ndarray    # (SEGMENT_FRAMES,) float32
     motion: tuple       # motion_segment's (rigid, mode amplitudes, axial)
 
 
-#: Segments a World keeps (a 542-unit V4 segment is ~2 MB of C, ~7 MB with its Activity).
+#: Segments a World keeps (a 1,936-unit V4 segment is ~8 MB of C, ~26 MB with its Activity).
 WORLD_SEGMENTS = 3
 #: Worlds a process keeps (one per Spec, window and prefix).
 PROCESS_WORLDS = 3
@@ -194,10 +205,10 @@ def build_world(spec: Spec, window: tuple[int, int, int, int] | None = None, *,
     """The World of ``spec``: its scene (cells reaching ``window`` only, if given) and units.
 
     No trace or motion is computed here (see :class:`World`); ``n_frames`` limits the frames
-    it serves to a prefix. ``truth`` is accepted for older callers and changes nothing: every
-    World is the same lazy one.
+    it serves to a prefix. With ``truth=False`` its segments keep only what the render reads
+    (the same bytes, less memory: the video writer's and the studio's estimate).
     """
-    return World(spec, build_scene(spec, window), n_frames)
+    return World(spec, build_scene(spec, window), n_frames, truth=truth)
 
 
 def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None,
@@ -389,7 +400,9 @@ def _segment_of(spec_json: str, seg: int) -> np.ndarray:
     12,000-frame V4 save rebuilt them again and again); while the cache has room (a recording of
     up to WORLD_SEGMENTS segments) the render reads the segment built here."""
     out = np.empty(1, object)
-    out[0] = get_world(spec_json).segment(seg, evict=False)
+    world = get_world(spec_json)
+    got = world.segment(seg, evict=False)
+    out[0] = got if got.activity is not None else world.build_segment(seg, truth=True)
     return out
 
 

@@ -370,6 +370,31 @@ def test_trace_segments_are_built_in_the_calling_thread(tmp_path, monkeypatch):
     assert read_gray(avi).shape == (frames, 20, 24)
 
 
+def test_the_video_writers_segments_keep_only_what_the_render_reads(tmp_path):
+    """The writer's World renders only: its cached segments hold C, the neuropil course and the
+    motion, not the Activity's dF/F, S and bleaching (3 of ~26 MB segments at 608 x 608 px V4
+    grew the writer's memory with the recording's length). A ground-truth reader of that World
+    still gets the whole segment, the same values as a full World's."""
+    frames = SEGMENT_FRAMES + 50
+    spec = Spec(sensor={"width_px": 24, "height_px": 20},
+                recording={"duration_s": frames / 10, "fps": 10, "seed": 5})
+    minisim.simulate_video(spec, tmp_path / "slim.avi", scheduler="sync", progress=False)
+    sj = spec.model_dump_json()
+    world = render.get_world(sj)
+    cached = list(world._segments.values())
+    assert world.truth is False and len(cached) == 2
+    assert all(s.activity is None for s in cached)
+    full = render.build_world(spec)
+    for seg in (0, 1):
+        mine, whole = world.segment(seg), full.segment(seg)
+        np.testing.assert_array_equal(mine.C, whole.C)
+        np.testing.assert_array_equal(mine.f_np, whole.f_np)
+        read = render._segment_of(sj, seg)[0]
+        np.testing.assert_array_equal(read.activity.dff, whole.activity.dff)
+        np.testing.assert_array_equal(read.activity.spikes, whole.activity.spikes)
+    assert all(s.activity is None for s in world._segments.values())  # the reader cached nothing
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_video_writes_the_video_and_both_companions(tmp_path, capsys):
     spec_file = tmp_path / "small.json"
