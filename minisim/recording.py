@@ -163,6 +163,7 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
         },
     )
     writers = {**truth.footprint_chunk_writers(spec, footprints),
+               "movie": render.movie_chunk_writer(spec, movie),
                "metrics": truth.metrics_writer(spec, n, parts, metrics)}
     return ds, writers
 

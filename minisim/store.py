@@ -134,6 +134,28 @@ def decode_labels(ds: xr.Dataset) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------------- chunk writes
+def _blosc_of(array):
+    """(numcodecs Blosc, crc32c module) for ``array`` where its codecs are exactly those
+    :func:`_compressors` gives (little-endian bytes, Blosc, crc32c) in a local store with the
+    default chunk keys, else None (then zarr reads and writes it)."""
+    import google_crc32c
+    import numcodecs
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+    from zarr.storage import LocalStore
+
+    meta = array.metadata
+    codecs = list(getattr(meta, "codecs", ()))
+    if (not isinstance(array.store, LocalStore) or len(codecs) != 3 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec)
+            or not isinstance(codecs[2], Crc32cCodec) or array.dtype.byteorder == ">"
+            or (codecs[0].endian is not None and codecs[0].endian.value != "little")
+            or meta.chunk_key_encoding.name != "default"):
+        return None
+    blosc = codecs[1]
+    shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc.shuffle.value]
+    return (numcodecs.Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle,
+                            blocksize=blosc.blocksize, typesize=array.dtype.itemsize), google_crc32c)
+
+
 def _direct_encoder(target):
     """A function (chunk array) -> the bytes zarr would store for it, or None where ``target``'s
     codecs are not exactly those :func:`_compressors` gives (then zarr writes).
@@ -142,23 +164,11 @@ def _direct_encoder(target):
     machinery, which serialised a save's two threads; this one is Blosc (numcodecs, the same
     library zarr calls) and crc32c over the chunk, padded to the chunk shape with the fill value
     like zarr's edge chunks. ``tests/test_store.py`` checks the files are byte for byte zarr's."""
-    import google_crc32c
-    import numcodecs
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
-    from zarr.storage import LocalStore
-
-    meta = target.metadata
-    codecs = list(getattr(meta, "codecs", ()))
-    if (not isinstance(target.store, LocalStore) or len(codecs) != 3 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec)
-            or not isinstance(codecs[2], Crc32cCodec) or target.dtype.byteorder == ">"
-            or (codecs[0].endian is not None and codecs[0].endian.value != "little")
-            or meta.chunk_key_encoding.name != "default"):
+    got = _blosc_of(target)
+    if got is None:
         return None
-    blosc = codecs[1]
-    shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc.shuffle.value]
-    codec = numcodecs.Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle,
-                            blocksize=blosc.blocksize, typesize=target.dtype.itemsize)
-    chunks, dtype, fill = tuple(target.chunks), target.dtype, meta.fill_value
+    codec, crc32c = got
+    chunks, dtype, fill = tuple(target.chunks), target.dtype, target.metadata.fill_value
 
     def encode(piece: np.ndarray) -> bytes:
         if piece.shape != chunks:
@@ -166,9 +176,65 @@ def _direct_encoder(target):
             full[tuple(slice(0, n) for n in piece.shape)] = piece
             piece = full
         data = bytes(codec.encode(np.ascontiguousarray(piece, dtype)))
-        return data + np.uint32(google_crc32c.value(data)).tobytes()
+        return data + np.uint32(crc32c.value(data)).tobytes()
 
     return encode
+
+
+def _direct_decoder(array):
+    """A function (a chunk file's bytes) -> the whole chunk (the chunk shape, edge chunks
+    included), or None where ``array``'s codecs are not those :func:`_compressors` gives (then
+    zarr reads). The inverse of :func:`_direct_encoder`: the crc32c is checked first (a
+    mismatch or a file too short for one is a ValueError that says "checksum"), then Blosc
+    decodes. zarr's read path spends ~10 ms of Python per chunk in its asyncio machinery."""
+    got = _blosc_of(array)
+    if got is None:
+        return None
+    codec, crc32c = got
+    chunks, dtype = tuple(array.chunks), array.dtype.newbyteorder("<")
+    nbytes = math.prod(chunks) * dtype.itemsize
+
+    def decode(data: bytes) -> np.ndarray:
+        if len(data) < 4:
+            raise ValueError(f"chunk of {len(data)} bytes: too short for its crc32c checksum")
+        body, stored = data[:-4], int.from_bytes(data[-4:], "little")
+        computed = crc32c.value(body)
+        if computed != stored:
+            raise ValueError(f"crc32c checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+        out = np.frombuffer(codec.decode(body), np.uint8)
+        if out.size != nbytes:
+            raise ValueError(f"chunk decodes to {out.size} bytes, not the {nbytes} of its shape {chunks}")
+        return out.view(dtype).reshape(chunks)
+
+    return decode
+
+
+def read_region(array, region: tuple[slice, ...]) -> np.ndarray:
+    """``array[region]`` (slices with unit steps), read straight from the chunk files where the
+    codecs are :func:`_compressors`' (:func:`_direct_decoder`; a chunk that was never written
+    reads as the fill value, as in zarr), else by zarr. The same values as zarr's read."""
+    decode = _direct_decoder(array)
+    bounds = [s.indices(n)[:2] for s, n in zip(region, array.shape)]
+    if decode is None:
+        return array[tuple(slice(a, b) for a, b in bounds)]
+    shape = tuple(max(b - a, 0) for a, b in bounds)
+    out = np.empty(shape, array.dtype)
+    if not all(shape):
+        return out
+    root = os.path.join(str(array.store.root), array.path)
+    meta, cs = array.metadata, array.chunks
+    for idx in itertools.product(*(range(a // c, (b - 1) // c + 1) for (a, b), c in zip(bounds, cs))):
+        lo = [max(a, i * c) for (a, _), i, c in zip(bounds, idx, cs)]
+        hi = [min(b, (i + 1) * c) for (_, b), i, c in zip(bounds, idx, cs)]
+        dst = tuple(slice(p - a, q - a) for p, q, (a, _) in zip(lo, hi, bounds))
+        try:
+            with open(os.path.join(root, meta.encode_chunk_key(idx)), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            out[dst] = meta.fill_value
+            continue
+        out[dst] = decode(data)[tuple(slice(p - i * c, q - i * c) for p, q, i, c in zip(lo, hi, idx, cs))]
+    return out
 
 
 def _write_chunk(target, start: tuple[int, ...], piece: np.ndarray, encode=None) -> None:
@@ -245,42 +311,59 @@ def _store_if_nonzero(block: np.ndarray, target, origin: tuple[int, ...], block_
     return np.zeros((1,) * block.ndim, np.int8)
 
 
-def _new_array_like(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict,
-                    fill_value=None):
-    """A zarr array for ``var`` in the store, with the metadata xarray gives it, no data yet."""
+def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, mode: str = "a") -> dict:
+    """New zarr arrays in the store, with the metadata xarray gives them, no data yet:
+    ``variables`` maps a name to (DataArray, chunks, fill value or None). Returns name -> the
+    zarr array (opened for minisim's own chunk writes).
+
+    One xarray call for all of them: each call opens the group and reads the metadata of every
+    array already in it (~3 ms an array), so five calls into a filling store (the movie, each
+    footprint array, the traces, the late metrics) cost ~0.6 s of a V4 save's main thread."""
     import dask.array as da
     import zarr
 
-    # a dask-backed template, so xarray writes metadata only (its delayed writes are dropped):
-    # one empty block, never computed (``var``'s own graph rechunked to the zarr chunks took
-    # 0.8 s per footprint array of a V4 save to build, and grows with a movie's length); an
-    # append rewrites the root attrs, so they go along unchanged
-    template = xr.DataArray(da.empty(var.shape, dtype=var.dtype, chunks=var.shape), dims=var.dims,
-                            attrs=var.attrs, name=var.name)
-    template.encoding = dict(var.encoding)
-    meta = xr.Dataset({var.name: template}, attrs=attrs)
-    enc = {"chunks": chunks, "compressors": _compressors(var.dtype)}
-    if fill_value is not None:
-        enc["fill_value"] = fill_value
-    meta.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
-                 encoding={var.name: enc})
+    if not variables:
+        return {}
+    # dask-backed templates, so xarray writes metadata only (its delayed writes are dropped):
+    # one empty block each, never computed (a variable's own graph rechunked to the zarr chunks
+    # took 0.8 s per footprint array of a V4 save to build, and grows with a movie's length);
+    # the root attrs go along unchanged
+    templates, encoding = {}, {}
+    for name, (var, chunks, fill_value) in variables.items():
+        t = xr.DataArray(da.empty(var.shape, dtype=var.dtype, chunks=var.shape), dims=var.dims,
+                         attrs=var.attrs, name=name)
+        t.encoding = dict(var.encoding)
+        templates[name] = t
+        encoding[name] = {"chunks": chunks, "compressors": _compressors(var.dtype)}
+        if fill_value is not None:
+            encoding[name]["fill_value"] = fill_value
+    xr.Dataset(templates, attrs=attrs).to_zarr(path, mode=mode, compute=False, consolidated=False,
+                                               zarr_format=3, encoding=encoding)
     # the writers choose what to write (every movie chunk, the non-zero footprint chunks):
     # zarr's own test of each chunk against the fill value (np.array_equal over the chunk, ~8
     # ms per 4 MB movie chunk, more than LZ4 takes to compress it) is skipped
     with zarr.config.set({"array.write_empty_chunks": True}):
-        return zarr.open_array(store=str(path), path=var.name, mode="r+")
+        group = zarr.open_group(str(path), mode="r+")
+        return {name: group[name] for name in variables}
 
 
-def nonzero_chunk_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict):
-    """Lazy writes of ``var``'s non-zero chunks into a new zarr array whose fill value is 0.
+def _store_whole(block: np.ndarray, target, origin: tuple[int, ...], block_info=None) -> np.ndarray:
+    """Write every zarr chunk of ``block`` (its edges lie on chunk edges)."""
+    if block.size:
+        _write_block(block, target, _block_start(block_info, origin), nonzero_only=False)
+    return np.zeros((1,) * block.ndim, np.int8)
+
+
+def nonzero_chunk_writes(var: xr.DataArray, target):
+    """Lazy writes of ``var``'s non-zero chunks into ``target``, a new zarr array whose fill
+    value is 0.
 
     Two thirds of a V4 CA1 store's footprint chunks are all zero. zarr's own skipping of
     empty chunks (``write_empty_chunks=False``) costs about as much per chunk as compressing
     it (8 MB); here an all-zero block is neither compressed nor written, and reads as 0.
     The values are those of ``var``, whatever computes its blocks (rendered or loaded).
     """
-    target = _new_array_like(var, path, chunks, attrs, fill_value=0.0)
-    return _mapped_writes(_whole_chunks(var.data, chunks), target, _store_if_nonzero, np.int8)
+    return _mapped_writes(_whole_chunks(var.data, tuple(target.chunks)), target, _store_if_nonzero, np.int8)
 
 
 def _whole_chunks(data, chunks: tuple[int, ...]):
@@ -300,15 +383,20 @@ def _mapped_writes(data, target, write, dtype, *args, origin: tuple[int, ...] | 
                            meta=np.empty((0,) * data.ndim, dtype))
 
 
-def write_traces(var: xr.DataArray, path: Path, attrs: dict) -> None:
-    """Write an in-memory (unit_id, frame) array in blocks of frames.
+def trace_chunks(var: xr.DataArray) -> tuple[int, int]:
+    """The zarr chunks of an in-memory (unit_id, frame) array: every unit, a block of frames."""
+    n, T = var.shape
+    return (max(n, 1), min(TRACE_CHUNK_FRAMES, max(T, 1)))
+
+
+def write_traces(var: xr.DataArray, target) -> None:
+    """Write an in-memory (unit_id, frame) array into ``target`` (chunks: :func:`trace_chunks`)
+    in blocks of frames.
 
     Handing the whole array to zarr at once made a transient copy of it, which grew with
     the recording's length; a block at a time keeps the save's memory flat.
     """
-    n, T = var.shape
-    step = min(TRACE_CHUNK_FRAMES, max(T, 1))
-    target = _new_array_like(var, path, (max(n, 1), step), attrs)
+    T, step = var.shape[1], trace_chunks(var)[1]
     values = var.values
     for t0 in range(0, T, step):
         target[:, t0 : t0 + step] = values[:, t0 : t0 + step]
@@ -332,15 +420,19 @@ def _store_counting(block: np.ndarray, target, top: int, origin: tuple[int, ...]
 MOVIE_WINDOW_FRAMES = 1024
 
 
-def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: dict, top: int) -> list:
-    """Lazy writes of the movie into a new zarr array, one task per block, each returning the
-    number of its pixels at ``top`` (saturated): per window of :data:`MOVIE_WINDOW_FRAMES`
-    frames, a lazy int64 scalar (that window's count), to be computed one window at a time.
+def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
+    """Lazy writes of the movie into ``target`` (a new zarr array), one task per block, each
+    returning the number of its pixels at ``top`` (saturated): per window of
+    :data:`MOVIE_WINDOW_FRAMES` frames, a lazy int64 scalar (that window's count), to be
+    computed one window at a time.
 
     The count comes from the block the task has just written, so the movie is rendered once
-    and never read back (dask fuses each block's render into this write)."""
-    target = _new_array_like(var, path, chunks, attrs)
-    data = _whole_chunks(var.data, chunks)
+    and never read back (dask fuses each block's render into this write). ``writer`` (a
+    function of (target, t0, t1, top), :func:`minisim.render.movie_chunk_writer`) gives a
+    window's writes instead where the blocks of ``var`` are the zarr chunks."""
+    data = _whole_chunks(var.data, tuple(target.chunks))
+    if writer is not None and tuple(c[0] for c in data.chunks) != tuple(target.chunks):
+        writer = None
     starts = np.cumsum((0, *data.chunks[0]))
     out, t0 = [], 0
     while t0 < var.shape[0]:
@@ -348,8 +440,11 @@ def movie_writes(var: xr.DataArray, path: Path, chunks: tuple[int, ...], attrs: 
         t1 = int(starts[min(np.searchsorted(starts, t0 + MOVIE_WINDOW_FRAMES), len(starts) - 1)])
         if var.shape[0] - t1 < MOVIE_WINDOW_FRAMES // 2:  # a short rest goes with this window
             t1 = var.shape[0]
-        out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
-                                  origin=(t0,) + (0,) * (data.ndim - 1)).sum())
+        if writer is not None:
+            out.append(writer(target, t0, t1, top))
+        else:
+            out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
+                                      origin=(t0,) + (0,) * (data.ndim - 1)).sum())
         t0 = t1
     return out
 
@@ -365,9 +460,9 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     holds that very array (a simulated Recording's ``A`` written straight from its units' boxes,
     no dense block made and scanned), else the array's blocks are written. Its ``metrics``
     entry (:func:`minisim.truth.metrics_writer`) moves the activity metrics after the movie:
-    their cores and trace moments go with the first window, and a last step reads the oracle's
-    frames from the written movie instead of rendering them again (~1 thread-second of a
-    1,200-frame V4 save)."""
+    their trace moments go with the first window, their footprint cores with the footprints
+    in the last step, whose oracle reads its frames from the written movie instead of
+    rendering them again (~1 thread-second of a 1,200-frame V4 save)."""
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items() if var.chunks is not None
@@ -379,36 +474,50 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     traces = [n for n in TRACES if n in ds.data_vars and ds[n].chunks is None]
     writers = chunk_writers or {}
     late = _late_metrics(ds, writers.get("metrics"))
-    dense = encode_labels(ds.drop_vars(footprints + traces + ["movie"] + list(late.get("names", ()))))
+    # the arrays minisim writes chunk by chunk itself: created first, in one call (the store is
+    # still empty, so xarray reads no other array's metadata), then the rest through xarray
+    own = {n: (ds[n], trace_chunks(ds[n]), None) for n in traces}
+    own["movie"] = (ds["movie"], encoding.get("movie", {}).get("chunks", ds["movie"].shape), None)
+    own.update({n: (ds[n], encoding[n]["chunks"], 0.0) for n in footprints})
+    own.update({n: (ds[n], encoding[n]["chunks"], None) for n in late.get("names", ())})
+    targets = _new_arrays_like(own, path, ds.attrs, mode="w-")
+    dense = encode_labels(ds.drop_vars(list(own)))
     write = dense.to_zarr(
-        path, mode="w-", compute=False, consolidated=False, zarr_format=3,
+        path, mode="a", compute=False, consolidated=False, zarr_format=3,
         encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype)}
                   for n in (*dense.data_vars, *dense.coords)})
     for n in traces:
-        write_traces(ds[n], path, ds.attrs)
-    movie = ds["movie"]
-    windows = movie_writes(movie, path, encoding.get("movie", {}).get("chunks", movie.shape),
-                           ds.attrs, top)
+        write_traces(ds[n], targets[n])
+    movie_writer = writers.get("movie")
+    windows = movie_writes(ds["movie"], targets["movie"], top,
+                           movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name else None)
     writes = []
     for n in footprints:
-        own = writers.get(n)
-        if own is not None and own[0] == ds[n].data.name:  # the very array the writer stands for
-            target = _new_array_like(ds[n], path, encoding[n]["chunks"], ds.attrs, fill_value=0.0)
-            writes.append(own[1](target))
+        writer = writers.get(n)
+        if writer is not None and writer[0] == ds[n].data.name:  # the very array the writer stands for
+            writes.append(writer[1](targets[n]))
         else:
-            writes.append(nonzero_chunk_writes(ds[n], path, encoding[n]["chunks"], ds.attrs))
-    # the ground truth goes with the movie's first window (it is small and bounded per segment);
-    # then the movie a window at a time. (Computed beside the windows in a thread of its own, to
-    # overlap its Python with the compiled render, it was no faster on 2 cores: 16.4-16.9 s
-    # against 15.9-17.4 s for a 1,200-frame V4 save.)
+            writes.append(nonzero_chunk_writes(ds[n], targets[n]))
+    # The movie a window at a time, the small ground truth (the dense arrays, the trace moments)
+    # with its first window; then one last step: the footprints (their boxes are built for it)
+    # and the activity metrics, whose cores read the same boxes and whose oracle reads frames
+    # of the movie just written. The last step's tasks are many, small and independent, so they
+    # keep every thread busy; the oracle's batches alone (the metrics' step before) left one of
+    # two threads idle for ~0.5 s at the end of a 1,200-frame V4 save. (The ground truth computed
+    # beside the windows in a thread of its own, to overlap its Python with the compiled render,
+    # was no faster on 2 cores: 16.4-16.9 s against 15.9-17.4 s for a 1,200-frame V4 save.)
     first = windows[0] if windows else np.int64(0)
-    steps: list = [(first, write, *writes, *(late["parts"] if late else ())), *((w,) for w in windows[1:])]
-    if late:  # the activity metrics last, their oracle reading the movie just written
-        def metrics(results: list) -> tuple:
-            cores, sums = results[0][-2:]
-            arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
-            return (_late_metrics_write(ds, arrays, path, encoding),)
-        steps.append(metrics)
+    steps: list = [(first, write, *((late["sums"],) if late else ())), *((w,) for w in windows[1:])]
+
+    def last(results: list) -> tuple:
+        if not late:
+            return tuple(writes)
+        sums = results[0][-1]
+        arrays = late["later"](os.path.abspath(path / "movie"), late["cores"], sums)  # (workers may run elsewhere)
+        return (*writes, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
+                                          _store_whole, np.int8) for n in arrays))
+
+    steps.append(last)
     results = compute_in_steps(steps, scheduler=scheduler, progress=progress)
     return int(sum(int(r[0]) for r in results[: len(windows) or 1]))
 
@@ -423,15 +532,6 @@ def _late_metrics(ds: xr.Dataset, writer: dict | None) -> dict:
         if var is None or var.chunks is None or var.data.name != dask_name:
             return {}
     return writer
-
-
-def _late_metrics_write(ds: xr.Dataset, arrays: dict, path: Path, encoding: dict):
-    """Lazy write of the late metrics (``arrays``: name -> dask array) into new zarr arrays
-    with the dims, attrs and chunks ``ds`` gives them."""
-    out = xr.Dataset({n: (ds[n].dims, arrays[n], ds[n].attrs) for n in arrays}, attrs=ds.attrs)
-    return out.to_zarr(path, mode="a", compute=False, consolidated=False, zarr_format=3,
-                       encoding={n: {**encoding.get(n, {}), "compressors": _compressors(out[n].dtype)}
-                                 for n in out.data_vars})
 
 
 def write_dataset(ds: xr.Dataset, path: Path, *, bit_depth: int, scheduler=None,
@@ -590,7 +690,7 @@ def _read_chunk(array, name: str, path: str, block_id=None) -> np.ndarray:
     start = [i * c for i, c in zip(block_id, array.chunks)]
     where = tuple(slice(a, min(a + c, n)) for a, c, n in zip(start, array.chunks, array.shape))
     try:
-        return array[where]
+        return read_region(array, where)
     except Exception as e:  # any decode failure of a stored chunk is damage
         key = "/".join(str(i) for i in block_id)
         raise DamagedRecordingError(

@@ -389,11 +389,12 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
     is written, their oracle reading its frames from the store. ``names``: the dask name of
     each of ``metrics`` (the Recording's lazy :data:`ACTIVITY_METRICS`; used only while the
     Dataset still holds those very arrays); ``parts``: :func:`metric_parts`' Delayed cores and
-    moments, computed with the rest of the ground truth; ``later(movie_path, cores, sums)``:
-    the metrics as dask arrays from those values (:func:`lazy_activity_metrics`)."""
+    moments (``cores``, ``sums``); ``later(movie_path, cores, sums)``: the metrics as dask
+    arrays from those (Delayed or values, :func:`lazy_activity_metrics`)."""
     return {
         "names": {name: metrics[name].name for name in ACTIVITY_METRICS},
-        "parts": (parts["cores"], parts["sums"]),
+        "cores": parts["cores"],
+        "sums": parts["sums"],
         "later": lambda movie_path, cores, sums: lazy_activity_metrics(spec, n_units, cores, sums, movie_path),
     }
 
@@ -419,7 +420,10 @@ def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
     else:
         import zarr
 
-        movie = zarr.open_array(movie_path, mode="r")[t0:t1, y0:y1, x0:x1]
+        from . import store
+
+        movie = store.read_region(zarr.open_array(movie_path, mode="r"),
+                                  (slice(t0, t1), slice(y0, y1), slice(x0, x1)))
     rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
     return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
 
