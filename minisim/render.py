@@ -116,9 +116,10 @@ class World:
             if got is None:
                 got = self.build_segment(seg)
                 with self._lock:
+                    keep = WORLD_SEGMENTS if self.truth else RENDER_WORLD_SEGMENTS
                     if evict:
-                        _keep(self._segments, seg, got, WORLD_SEGMENTS)
-                    elif len(self._segments) < WORLD_SEGMENTS:
+                        _keep(self._segments, seg, got, keep)
+                    elif len(self._segments) < keep:
                         self._segments[seg] = got
                         self._segments.move_to_end(seg, last=False)
                     self._building.pop(seg, None)
@@ -184,6 +185,10 @@ class Segment:
 
 #: Segments a World keeps (a 1,936-unit V4 segment is ~8 MB of C, ~26 MB with its Activity).
 WORLD_SEGMENTS = 3
+#: Segments a render-only World keeps (``truth=False``: the video writer, which asks for its
+#: frames in order, two blocks at a time at most across a segment's edge). With three, an
+#: hour's export held one segment more than a minute's (two segments), 8 MB of V4's ~550 MB.
+RENDER_WORLD_SEGMENTS = 2
 #: Worlds a process keeps (one per Spec, window and prefix).
 PROCESS_WORLDS = 3
 #: Windows whose motion mode patterns a World keeps (:meth:`World.mode_patterns`; a render's
