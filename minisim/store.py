@@ -460,9 +460,9 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     holds that very array (a simulated Recording's ``A`` written straight from its units' boxes,
     no dense block made and scanned), else the array's blocks are written. Its ``metrics``
     entry (:func:`minisim.truth.metrics_writer`) moves the activity metrics after the movie:
-    their trace moments go with the first window, their footprint cores with the footprints
-    in the last step, whose oracle reads its frames from the written movie instead of
-    rendering them again (~1 thread-second of a 1,200-frame V4 save)."""
+    their footprint cores and trace moments go with the first window, and a last step reads
+    the oracle's frames from the written movie instead of rendering them again (~1
+    thread-second of a 1,200-frame V4 save). ``movie``: :func:`minisim.render.movie_chunk_writer`."""
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items() if var.chunks is not None
@@ -498,24 +498,29 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
             writes.append(writer[1](targets[n]))
         else:
             writes.append(nonzero_chunk_writes(ds[n], targets[n]))
-    # The movie a window at a time, the small ground truth (the dense arrays, the trace moments)
-    # with its first window; then one last step: the footprints (their boxes are built for it)
-    # and the activity metrics, whose cores read the same boxes and whose oracle reads frames
-    # of the movie just written. The last step's tasks are many, small and independent, so they
-    # keep every thread busy; the oracle's batches alone (the metrics' step before) left one of
-    # two threads idle for ~0.5 s at the end of a 1,200-frame V4 save. (The ground truth computed
+    # The movie a window at a time, the ground truth that is small or shares tasks with the
+    # render's first window (the dense arrays, the trace moments; A and the footprint cores,
+    # which read the same footprint boxes) with its first window; then one last step: A_planted
+    # and the activity metrics, whose oracle reads frames of the movie just written. A_planted's
+    # many small tasks fill the threads around the oracle's eight batches (the oracle alone
+    # left one of two threads idle for ~0.5 s at the end of a 1,200-frame V4 save; with A and
+    # the cores moved into the last step too, their chain of boxes, cores and oracle made that
+    # step longer, on threads and on two distributed workers alike). (The ground truth computed
     # beside the windows in a thread of its own, to overlap its Python with the compiled render,
     # was no faster on 2 cores: 16.4-16.9 s against 15.9-17.4 s for a 1,200-frame V4 save.)
     first = windows[0] if windows else np.int64(0)
-    steps: list = [(first, write, *((late["sums"],) if late else ())), *((w,) for w in windows[1:])]
+    early = [w for n, w in zip(footprints, writes) if n == "A"]
+    rest = [w for n, w in zip(footprints, writes) if n != "A"]
+    parts = (late["cores"], late["sums"]) if late else ()
+    steps: list = [(first, write, *early, *parts), *((w,) for w in windows[1:])]
 
     def last(results: list) -> tuple:
         if not late:
-            return tuple(writes)
-        sums = results[0][-1]
-        arrays = late["later"](os.path.abspath(path / "movie"), late["cores"], sums)  # (workers may run elsewhere)
-        return (*writes, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
-                                          _store_whole, np.int8) for n in arrays))
+            return tuple(rest)
+        cores, sums = results[0][-2:]
+        arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
+        return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
+                                        _store_whole, np.int8) for n in arrays))
 
     steps.append(last)
     results = compute_in_steps(steps, scheduler=scheduler, progress=progress)
