@@ -428,7 +428,7 @@ def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
 
     The count comes from the block the task has just written, so the movie is rendered once
     and never read back (dask fuses each block's render into this write). ``writer`` (a
-    function of (target, t0, t1, top), :func:`minisim.render.movie_chunk_writer`) gives a
+    function of (target, t0, t1, top), :func:`minisim.recording.movie_chunk_writer`) gives a
     window's writes instead where the blocks of ``var`` are the zarr chunks."""
     data = _whole_chunks(var.data, tuple(target.chunks))
     if writer is not None and tuple(c[0] for c in data.chunks) != tuple(target.chunks):
@@ -462,7 +462,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     entry (:func:`minisim.truth.metrics_writer`) moves the activity metrics after the movie:
     their footprint cores and trace moments go with the first window, and a last step reads
     the oracle's frames from the written movie instead of rendering them again (~1
-    thread-second of a 1,200-frame V4 save). ``movie``: :func:`minisim.render.movie_chunk_writer`."""
+    thread-second of a 1,200-frame V4 save). ``movie``: :func:`minisim.recording.movie_chunk_writer`."""
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items() if var.chunks is not None
