@@ -203,8 +203,7 @@ def _render_store(spec_json: str, sizes: tuple[int, ...], shape: tuple[int, ...]
     """Render block ``block_id`` of the movie, write it into ``target`` (its chunk), and
     return its pixels at ``top``."""
     block = render._render_chunk(spec_json, None, sizes, shape, block_id=block_id)
-    store._write_block(block, target, [i * c for i, c in zip(block_id, sizes)], nonzero_only=False)
-    return int(np.count_nonzero(block == top))
+    return store.write_counting(block, target, [i * c for i, c in zip(block_id, sizes)], top)
 
 
 def _sum_counts(counts: list) -> np.int64:

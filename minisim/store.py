@@ -303,16 +303,18 @@ def _block_start(block_info, origin: tuple[int, ...]) -> list[int]:
     return [o + a for o, (a, _) in zip(origin, block_info[0]["array-location"])]
 
 
-def _store_if_nonzero(block: np.ndarray, target, origin: tuple[int, ...], block_info=None) -> np.ndarray:
-    """Write each zarr chunk of ``block`` that holds a non-zero value (the block's edges lie on
-    chunk edges); the others are neither compressed nor written."""
+def _store_chunks(block: np.ndarray, target, nonzero_only: bool, origin: tuple[int, ...],
+                  block_info=None) -> np.ndarray:
+    """Write the zarr chunks of ``block`` (the block's edges lie on chunk edges): every one, or
+    with ``nonzero_only`` each that holds a non-zero value (the others are neither compressed
+    nor written)."""
     if block.size:  # (none: e.g. no units at all)
-        _write_block(block, target, _block_start(block_info, origin), nonzero_only=True)
+        _write_block(block, target, _block_start(block_info, origin), nonzero_only=nonzero_only)
     return np.zeros((1,) * block.ndim, np.int8)
 
 
-def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, mode: str = "a") -> dict:
-    """New zarr arrays in the store, with the metadata xarray gives them, no data yet:
+def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict) -> dict:
+    """New zarr arrays in a new store at ``path``, with the metadata xarray gives them, no data yet:
     ``variables`` maps a name to (DataArray, chunks, fill value or None). Returns name -> the
     zarr array (opened for minisim's own chunk writes).
 
@@ -322,8 +324,6 @@ def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, mode:
     import dask.array as da
     import zarr
 
-    if not variables:
-        return {}
     # dask-backed templates, so xarray writes metadata only (its delayed writes are dropped):
     # one empty block each, never computed (a variable's own graph rechunked to the zarr chunks
     # took 0.8 s per footprint array of a V4 save to build, and grows with a movie's length);
@@ -337,7 +337,7 @@ def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, mode:
         encoding[name] = {"chunks": chunks, "compressors": _compressors(var.dtype)}
         if fill_value is not None:
             encoding[name]["fill_value"] = fill_value
-    xr.Dataset(templates, attrs=attrs).to_zarr(path, mode=mode, compute=False, consolidated=False,
+    xr.Dataset(templates, attrs=attrs).to_zarr(path, mode="w-", compute=False, consolidated=False,
                                                zarr_format=3, encoding=encoding)
     # the writers choose what to write (every movie chunk, the non-zero footprint chunks):
     # zarr's own test of each chunk against the fill value (np.array_equal over the chunk, ~8
@@ -345,13 +345,6 @@ def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, mode:
     with zarr.config.set({"array.write_empty_chunks": True}):
         group = zarr.open_group(str(path), mode="r+")
         return {name: group[name] for name in variables}
-
-
-def _store_whole(block: np.ndarray, target, origin: tuple[int, ...], block_info=None) -> np.ndarray:
-    """Write every zarr chunk of ``block`` (its edges lie on chunk edges)."""
-    if block.size:
-        _write_block(block, target, _block_start(block_info, origin), nonzero_only=False)
-    return np.zeros((1,) * block.ndim, np.int8)
 
 
 def nonzero_chunk_writes(var: xr.DataArray, target):
@@ -363,7 +356,7 @@ def nonzero_chunk_writes(var: xr.DataArray, target):
     it (8 MB); here an all-zero block is neither compressed nor written, and reads as 0.
     The values are those of ``var``, whatever computes its blocks (rendered or loaded).
     """
-    return _mapped_writes(_whole_chunks(var.data, tuple(target.chunks)), target, _store_if_nonzero, np.int8)
+    return _mapped_writes(_whole_chunks(var.data, tuple(target.chunks)), target, _store_chunks, np.int8, True)
 
 
 def _whole_chunks(data, chunks: tuple[int, ...]):
@@ -403,12 +396,19 @@ def write_traces(var: xr.DataArray, target) -> None:
 
 
 # --------------------------------------------------------------------------- whole stores
+def write_counting(block: np.ndarray, target, start: list[int], top: int) -> int:
+    """Write a movie block (whole zarr chunks; it begins at ``start``) and return its pixels at
+    ``top``."""
+    if block.size:
+        _write_block(block, target, start, nonzero_only=False)
+    return int(np.count_nonzero(block == top))
+
+
 def _store_counting(block: np.ndarray, target, top: int, origin: tuple[int, ...],
                     block_info=None) -> np.ndarray:
-    """Write a movie block (whole zarr chunks) and return (1, 1, 1) its pixels at ``top``."""
-    if block.size:
-        _write_block(block, target, _block_start(block_info, origin), nonzero_only=False)
-    return np.full((1,) * block.ndim, np.count_nonzero(block == top), np.int64)
+    """:func:`write_counting` of a block of a mapped window: (1, 1, 1) its pixels at ``top``."""
+    start = _block_start(block_info, origin) if block.size else []
+    return np.full((1,) * block.ndim, write_counting(block, target, start, top), np.int64)
 
 
 #: Frames of the movie a save hands the scheduler at a time (whole zarr chunks, at least this
@@ -480,7 +480,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     own["movie"] = (ds["movie"], encoding.get("movie", {}).get("chunks", ds["movie"].shape), None)
     own.update({n: (ds[n], encoding[n]["chunks"], 0.0) for n in footprints})
     own.update({n: (ds[n], encoding[n]["chunks"], None) for n in late.get("names", ())})
-    targets = _new_arrays_like(own, path, ds.attrs, mode="w-")
+    targets = _new_arrays_like(own, path, ds.attrs)
     dense = encode_labels(ds.drop_vars(list(own)))
     write = dense.to_zarr(
         path, mode="a", compute=False, consolidated=False, zarr_format=3,
@@ -520,7 +520,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         cores, sums = results[0][-2:]
         arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
         return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
-                                        _store_whole, np.int8) for n in arrays))
+                                        _store_chunks, np.int8, False) for n in arrays))
 
     steps.append(last)
     results = compute_in_steps(steps, scheduler=scheduler, progress=progress)

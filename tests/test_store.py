@@ -234,7 +234,8 @@ def test_minisims_chunk_reads_are_zarrs_for_any_region(tmp_path, dtype):
 
 def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     """A save is one computation per window of MOVIE_WINDOW_FRAMES frames (the ground truth goes
-    with the first), then one for the activity metrics (their oracle reads the written movie):
+    with the first), then one for A_planted and the activity metrics (their oracle reads the
+    written movie):
     a recording twice as long has twice the windows, each window's graph is the size of any
     other's, the metrics' graph does not grow, and the movie written is the movie, window edges
     or not."""
