@@ -313,12 +313,15 @@ def _warp(tissue, m, rigid_px, amp_px, mode_dir, patterns, vi, vg, out):
     dx = np.empty(w, np.float32)
     fy = np.empty(w, np.float32)
     fx = np.empty(w, np.float32)
-    cell = np.empty(w, np.int32)
+    # unsigned cells: numba checks a signed index for wrap-around at every read, which kept
+    # the gather below from vectorising (~25 % of this kernel)
+    cell = np.empty(w, np.uint32)
     xs = np.empty(w, np.int32)
     for j in range(w):
         xs[j] = j + m
     ylim, xlim = np.int32(hp - 2), np.int32(wp - 2)
-    i32 = np.int32
+    i32, u32 = np.int32, np.uint32
+    one, row = u32(1), u32(wp)
     for t in range(T):
         flat = tissue[t].ravel()
         for i in range(h):
@@ -333,11 +336,11 @@ def _warp(tissue, m, rigid_px, amp_px, mode_dir, patterns, vi, vg, out):
                 fy[j] = ny - ly
                 fx[j] = nx - lx
                 # the cell kept inside the tissue (never needed within the motion's bound)
-                cell[j] = min(max(iy, i32(0)), ylim) * i32(wp) + min(max(ix, i32(0)), xlim)
+                cell[j] = u32(min(max(iy, i32(0)), ylim) * i32(wp) + min(max(ix, i32(0)), xlim))
             for j in range(w):
                 k = cell[j]
-                a, b = flat[k], flat[k + 1]
-                c, d = flat[k + wp], flat[k + wp + 1]
+                a, b = flat[k], flat[k + one]
+                c, d = flat[k + row], flat[k + row + one]
                 top = a + fx[j] * (b - a)
                 bottom = c + fx[j] * (d - c)
                 out[t, i, j] = vi[i, j] * (top + fy[j] * (bottom - top)) + vg[i, j]

@@ -176,18 +176,19 @@ def _expose(signal, frames, y0, x0, k0, k1, ku0, ku1, prnu, dsnu, hot_e, dark_e,
             n = ((x0 + w + 3) >> 2 << 2) - (x0 >> 2 << 2)
             words_to_normals32(words[:n], z, scratch)
             small = False
+            zr = z[off:]  # (read by the loop's own index: no wrap-around test per pixel)
             for j in range(w):
                 lm = max(signal[t, i, j] * (_ONE + prnu[i, j]) + (dark_e + hot_e[i, j]), _ZERO)
                 lam[j] = lm
                 small |= lm < exact_below
-                out[t, i, j] = _adu(offset + dsnu[i, j] + gain * _cornish_fisher(lm, z[off + j], sr2, full_well_e),
+                out[t, i, j] = _adu(offset + dsnu[i, j] + gain * _cornish_fisher(lm, zr[j], sr2, full_well_e),
                                     top)
             if small:
                 for j in range(w):
                     if lam[j] < exact_below:
                         x = x0 + j
                         u = philox4x32(np.uint64(x >> 2), y, f_lo, f_hi, ku0, ku1)[x & 3]
-                        e = _exact(lam[j], z[off + j], word_uniform(u), read_noise_e, full_well_e)
+                        e = _exact(lam[j], zr[j], word_uniform(u), read_noise_e, full_well_e)
                         out[t, i, j] = _adu(offset + dsnu[i, j] + gain * e, top)
 
 
