@@ -321,17 +321,21 @@ def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=N
     ``sums`` (a Delayed (3, units) array: the trace moments over the whole recording, one
     small task per segment reading ``segments``, :func:`minisim.render.segment_blocks`, the
     same tasks the C, dF/F and S chunks read, folded in segment order by one task)."""
-    import dask
     import dask.array as da
+    from dask.base import tokenize
 
-    delayed = dask.delayed(pure=True)
     sj = spec.model_dump_json()
     T = spec.recording.n_frames
     if boxes is None:
         boxes = lazy_footprints(spec, n_units)["boxes"]
     starts = np.cumsum([0] + [footprint_block_units(spec)] * len(boxes))
-    core_parts = [delayed(_cores_part_task)(sj, int(u0), b) for u0, b in zip(starts, boxes)]
-    cores = delayed(_cores_join_task)(sj, core_parts)
+    # a plain graph: dask.delayed tokenised every argument of its 121 part tasks (V4), ~0.2 s
+    # of simulate()
+    token = tokenize(sj, n_units, [b.key for b in boxes])
+    part, join = f"cores-part-{token}", f"cores-{token}"
+    layer = {(part, i): (_cores_part_task, sj, int(u0), b.key)
+             for i, (u0, b) in enumerate(zip(starts, boxes))}
+    cores = _delayed_of(join, (_cores_join_task, sj, list(layer)), {part: layer}, boxes)
     n_seg = -(-T // activity.SEGMENT_FRAMES)
     # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
     # segment order by one task that takes them all (a blockwise contraction)
@@ -349,16 +353,56 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     ORACLE_BATCH frames: rendered here, or read from the zarr movie at ``movie_path`` (a save
     that has written the movie of this very Spec: the same bytes, without rendering the
     oracle's 128 frames a second time)."""
-    import dask
     import dask.array as da
+    from dask.base import tokenize
 
-    delayed = dask.delayed(pure=True)
+    # a plain graph (dask.delayed tokenised the cores and moments handed to it as values);
+    # values computed earlier (the last step of a save) go into the graph as they are
     sj = spec.model_dump_json()
-    batches = [delayed(_oracle_batch_task)(sj, fr.start, fr.stop, cores, movie_path)
-               for fr in oracle_batches(spec.recording.n_frames)]
-    both = delayed(_metrics_task)(sj, cores, batches, sums, delayed(_pnr_task)(sj))
-    got = da.from_delayed(both, shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
+    token = tokenize(sj, n_units, movie_path, _key_or_id(cores), _key_or_id(sums))
+    c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
+    batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
+    layer = {(batch, i): (_oracle_batch_task, sj, fr.start, fr.stop, c, movie_path)
+             for i, fr in enumerate(oracle_batches(spec.recording.n_frames))}
+    got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
+                      {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
+                      [x for x in (cores, sums) if _is_delayed(x)])
+    got = da.from_delayed(got, shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
     return {name: got[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
+
+
+def _is_delayed(x) -> bool:
+    from dask.delayed import Delayed
+
+    return isinstance(x, Delayed)
+
+
+def _key_or_id(x):
+    """What names ``x`` in a graph's token: its key if lazy, else a fresh random name (a value
+    handed in is not hashed: the cores of a V4 recording are megabytes; nor named by its id(),
+    which a later value may take while a cluster still holds results under the old name)."""
+    import uuid
+
+    return x.key if _is_delayed(x) else uuid.uuid4().hex
+
+
+def _delayed_of(key: str, task: tuple, layers: dict, dependencies: list):
+    """A Delayed of ``task`` at ``key``, over plain ``layers`` (name -> {key: task}) that read
+    ``dependencies`` (Delayed) and each other: one high-level graph, no tokenising of arguments."""
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    all_layers, deps = {}, {}
+    for d in dependencies:
+        all_layers.update(d.dask.layers)
+        deps.update(d.dask.dependencies)
+    below = set(all_layers)
+    for name, layer in layers.items():
+        all_layers[name] = layer
+        deps[name] = set(below)
+    all_layers[key] = {key: task}
+    deps[key] = set(all_layers) - {key}
+    return Delayed(key, HighLevelGraph(all_layers, deps), layer=key)
 
 
 def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segments=None,
