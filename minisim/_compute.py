@@ -45,24 +45,189 @@ def compute(*objs, scheduler=None, progress: bool = False):
     return dask.compute(*objs, **kw)
 
 
-def compute_in_steps(steps: list, scheduler=None, progress: bool = False) -> list[tuple]:
-    """:func:`compute` of each step's objects, one step after the other; one result tuple per step.
+class Deferred:
+    """A step of :func:`compute_in_steps` built when its turn comes, from nothing computed: e.g.
+    graph building (and the store metadata it needs) done while the earlier steps compute."""
 
-    Each step is its own computation, so the scheduler never holds more than one step's graph
-    (a long movie's writes, a window of frames at a time). A step is a tuple of objects, or a
-    function of the results so far that returns one (a step that reads what an earlier step
-    computed). With ``progress``, one bar over all steps on the local schedulers (it follows
-    these computations only, not others running at the same time in other threads), one per
-    step on a distributed cluster.
+    def __init__(self, build):
+        self.build = build
+
+
+def compute_in_steps(steps: list, scheduler=None, progress: bool = False, ahead: int = 0) -> list[tuple]:
+    """:func:`compute` of each step's objects, in order; one result tuple per step.
+
+    Each step is its own computation, so the scheduler never holds more than a few steps'
+    graphs (a long movie's writes, a window of frames at a time). A step is a tuple of objects;
+    a :class:`Deferred` (built when its turn comes); or a function of the results so far that
+    returns one (a step that reads what an earlier step computed: it waits for all of them).
+
+    ``ahead``: how many later steps may be in flight while a step computes, on the threaded
+    scheduler (one pool of threads for all of them, so never more threads than one computation
+    has) and on a distributed cluster; the sync and processes schedulers run one step at a
+    time. Steps in flight together keep the threads busy across a step's end, and a Deferred
+    step's graph is built while the step before it computes. With ``progress``, one bar over all
+    steps on the local schedulers (it follows these computations only, not others running at
+    the same time in other threads), one per step on a distributed cluster.
     """
-    distributed = _client_for(scheduler) is not None
-    bar = [_StepsBar(len(steps))._callback] if progress and not distributed else []
+    client = _client_for(scheduler)
+    bar = [_StepsBar(len(steps))._callback] if progress and client is None else []
+    if client is not None:
+        return _in_flight(steps, ahead, lambda objs: _Submitted(client, objs, progress))
+    if ahead and _threaded(scheduler) and _concurrency_safe_callbacks():
+        return _threaded_in_steps(steps, scheduler, bar, ahead)
     results: list[tuple] = []
     for step in steps:
-        objs = step(results) if callable(step) else step
-        results.append(compute(*objs, scheduler=scheduler, progress=progress) if distributed
-                       else _local(objs, scheduler, bar))
+        results.append(_local(_objects(step, results), scheduler, bar))
     return results
+
+
+def _objects(step, results: list) -> tuple:
+    if isinstance(step, Deferred):
+        return step.build()
+    return step(results) if callable(step) else step
+
+
+def _in_flight(steps: list, ahead: int, submit) -> list[tuple]:
+    """Run ``steps`` with up to ``ahead`` later ones submitted while the oldest computes:
+    ``submit(objs)`` starts a computation and returns a handle with ``result()`` and
+    ``cancel()``. A step that reads earlier results is built once every earlier step is done.
+    On an error every computation still running is cancelled and waited for before it is
+    raised (nothing writes into a store its caller then removes)."""
+    handles, results = [], []
+    try:
+        for step in steps:
+            if callable(step) and not isinstance(step, Deferred):
+                while len(results) < len(handles):
+                    results.append(handles[len(results)].result())
+            handles.append(submit(_objects(step, results)))
+            while len(handles) - len(results) > ahead:
+                results.append(handles[len(results)].result())
+        while len(results) < len(handles):
+            results.append(handles[len(results)].result())
+    except BaseException:
+        for h in handles[len(results):]:
+            h.cancel()
+        raise
+    return results
+
+
+class _Submitted:
+    """A computation on a distributed cluster (its futures), as :func:`_in_flight` takes it."""
+
+    def __init__(self, client, objs: tuple, progress: bool):
+        self.client, self.futures, self.progress = client, client.compute(list(objs)), progress
+
+    def result(self) -> tuple:
+        if self.progress:
+            from distributed import progress as dprogress
+
+            dprogress(self.futures)
+        return tuple(self.client.gather(self.futures))
+
+    def cancel(self) -> None:
+        self.client.cancel(self.futures)
+
+
+#: The attribute of a dask Callback that says it may follow computations running at the same
+#: time (dask's own diagnostics may not: Profiler restarts its record at each computation's start).
+CONCURRENCY_SAFE = "concurrency_safe"
+
+
+def _concurrency_safe_callbacks() -> bool:
+    """Whether every active dask callback may see steps computing at the same time: those
+    whose object says so (:data:`CONCURRENCY_SAFE`); with any other active (a Profiler, a
+    ProgressBar) a save computes one step at a time, as the callback expects."""
+    from dask.callbacks import Callback
+
+    for methods in Callback.active:
+        owners = {getattr(m, "__self__", None) for m in methods if m is not None}
+        if not all(getattr(o, CONCURRENCY_SAFE, False) for o in owners):
+            return False
+    return True
+
+
+def _threaded(scheduler) -> bool:
+    """Whether ``scheduler`` (or the active one) is dask's threaded scheduler."""
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    return get_scheduler(scheduler=scheduler) in (None, dask.threaded.get)  # (None: arrays' default)
+
+
+def _threaded_in_steps(steps: list, scheduler, bar: list, ahead: int) -> list[tuple]:
+    """:func:`_in_flight` on dask's threaded scheduler: each computation from a thread of its
+    own, every one on the same pool of worker threads (the configured ``pool`` or
+    ``num_workers``, else one per core) and with the same callbacks: those active now (a
+    computation started outside the main thread would not see them) and ``bar``."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    import dask
+    from dask.callbacks import Callback
+
+    pool = dask.config.get("pool", None)
+    own = None
+    if pool is None:
+        own = pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    stop = threading.Event()
+    callbacks = [*Callback.active, *bar, _Stop(stop)._callback]
+    kw = {"scheduler": scheduler} if scheduler else {}
+    runners = ThreadPoolExecutor(ahead + 1)
+
+    class Running:
+        def __init__(self, objs):
+            self.future = runners.submit(self._run, objs)
+
+        @staticmethod
+        def _run(objs):
+            try:
+                # (the pool as an argument: dask.config.set is global, and two threads setting
+                # and restoring it in turn would leave it set)
+                return dask.compute(*objs, callbacks=callbacks, pool=pool, **kw)
+            except BaseException as e:  # the others stop at once, not when their turn comes
+                if not isinstance(e, _Stopped):
+                    errors.append(e)
+                stop.set()
+                raise
+
+        def result(self):
+            return self.future.result()
+
+        def cancel(self):
+            stop.set()  # the running computations start no further task
+            wait([self.future])  # (its own error, or the stop: the first error is the one raised)
+
+    errors: list[BaseException] = []
+    try:
+        return _in_flight(steps, ahead, Running)
+    except _Stopped:
+        if errors:  # the error that stopped the others, not their stop
+            raise errors[0] from None
+        raise
+    finally:
+        runners.shutdown(wait=True)
+        if own is not None:
+            own.shutdown(wait=True)
+
+
+class _Stopped(Exception):
+    """A computation stopped because another one of the same steps failed."""
+
+
+def _Stop(event):
+    """A dask callback that raises :class:`_Stopped` before any further task once ``event`` is
+    set."""
+    from dask.callbacks import Callback
+
+    class Stop(Callback):
+        concurrency_safe = True
+
+        def _pretask(self, key, dsk, state):
+            if event.is_set():
+                raise _Stopped("stopped: another computation of the same steps failed")
+
+    return Stop()
 
 
 def _local(objs: tuple, scheduler, callbacks: list) -> tuple:
@@ -79,20 +244,28 @@ def _local(objs: tuple, scheduler, callbacks: list) -> tuple:
 def _StepsBar(n_steps: int, width: int = 40):
     """One text bar over ``n_steps`` computations on the local schedulers (dask's callbacks)."""
     import sys
+    import threading
     import time
 
     from dask.callbacks import Callback
 
     class StepsBar(Callback):
+        """Steps may compute at the same time (:func:`compute_in_steps`' ``ahead``): the bar is
+        the finished steps plus the fraction done of each running one (each only grows)."""
+
+        concurrency_safe = True
+
         def __init__(self):
             super().__init__()
-            self.steps_done, self._t0, self._last = 0, time.perf_counter(), 0.0
+            self.steps_done, self._t0, self._last, self._shown = 0, time.perf_counter(), 0.0, -1.0
+            self._running: dict[int, float] = {}  # id of a running step's state -> its fraction
+            self._lock = threading.Lock()
 
-        def _draw(self, frac: float, force: bool = False) -> None:
+        def _draw(self, force: bool = False) -> None:
             now = time.perf_counter()
-            if force or now - self._last >= 0.1:
-                self._last = now
-                frac = min(1.0, (self.steps_done + frac) / max(n_steps, 1))
+            frac = min(1.0, (self.steps_done + sum(self._running.values())) / max(n_steps, 1))
+            if frac >= self._shown and (force or now - self._last >= 0.1):
+                self._last, self._shown = now, frac
                 sys.stdout.write(f"\r[{'#' * int(width * frac):<{width}}] | {int(100 * frac)}% Completed "
                                  f"| {now - self._t0:.1f} s")
                 sys.stdout.flush()
@@ -101,14 +274,18 @@ def _StepsBar(n_steps: int, width: int = 40):
             done = len(state["finished"])
             total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
             if done < total:  # (a step's end is drawn once, by _finish)
-                self._draw(done / total)
+                with self._lock:
+                    self._running[id(state)] = done / total
+                    self._draw()
 
         def _finish(self, dsk, state, errored):
-            last = self.steps_done + 1 >= n_steps
-            self._draw(1.0, force=True)
-            self.steps_done += 1
-            if errored or last:
-                sys.stdout.write("\n")
-                sys.stdout.flush()
+            with self._lock:
+                self._running.pop(id(state), None)
+                self.steps_done += 1
+                last = self.steps_done >= n_steps
+                self._draw(force=True)
+                if errored or last:
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
 
     return StepsBar()

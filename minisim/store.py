@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._compute import compute_in_steps
+from ._compute import Deferred, compute_in_steps
 from ._version import __version__, numba_version
 from .spec import Spec
 
@@ -313,14 +313,16 @@ def _store_chunks(block: np.ndarray, target, nonzero_only: bool, origin: tuple[i
     return np.zeros((1,) * block.ndim, np.int8)
 
 
-def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict) -> dict:
-    """New zarr arrays in a new store at ``path``, with the metadata xarray gives them, no data yet:
+def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, new_store: bool = True) -> dict:
+    """New zarr arrays in a new store at ``path`` (or added to the store there, ``new_store``
+    False), with the metadata xarray gives them, no data yet:
     ``variables`` maps a name to (DataArray, chunks, fill value or None). Returns name -> the
     zarr array (opened for minisim's own chunk writes).
 
     One xarray call for all of them: each call opens the group and reads the metadata of every
-    array already in it (~3 ms an array), so five calls into a filling store (the movie, each
-    footprint array, the traces, the late metrics) cost ~0.6 s of a V4 save's main thread."""
+    array already in it (~3 ms an array), so a call per array into a filling store (the movie,
+    each footprint array, the traces, the late metrics) cost ~0.6 s of a V4 save's main
+    thread."""
     import dask.array as da
     import zarr
 
@@ -337,7 +339,8 @@ def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict) -> di
         encoding[name] = {"chunks": chunks, "compressors": _compressors(var.dtype)}
         if fill_value is not None:
             encoding[name]["fill_value"] = fill_value
-    xr.Dataset(templates, attrs=attrs).to_zarr(path, mode="w-", compute=False, consolidated=False,
+    xr.Dataset(templates, attrs=attrs).to_zarr(path, mode="w-" if new_store else "a", compute=False,
+                                               consolidated=False,
                                                zarr_format=3, encoding=encoding)
     # the writers choose what to write (every movie chunk, the non-zero footprint chunks):
     # zarr's own test of each chunk against the fill value (np.array_equal over the chunk, ~8
@@ -420,6 +423,12 @@ def _store_counting(block: np.ndarray, target, top: int, origin: tuple[int, ...]
 MOVIE_WINDOW_FRAMES = 1024
 
 
+#: Steps of a save in flight beside the one computing (:func:`minisim._compute.compute_in_steps`
+#: ``ahead``, threads and distributed): the next window starts while one ends, and the ground
+#: truth's metadata and graph are made while the first window renders.
+STEPS_AHEAD = 1
+
+
 def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
     """Lazy writes of the movie into ``target`` (a new zarr array), one task per block, each
     returning the number of its pixels at ``top`` (saturated): per window of
@@ -477,54 +486,63 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # the arrays minisim writes chunk by chunk itself: created first, in one call (the store is
     # still empty, so xarray reads no other array's metadata), then the rest through xarray
     own = {n: (ds[n], trace_chunks(ds[n]), None) for n in traces}
-    own["movie"] = (ds["movie"], encoding.get("movie", {}).get("chunks", ds["movie"].shape), None)
     own.update({n: (ds[n], encoding[n]["chunks"], 0.0) for n in footprints})
     own.update({n: (ds[n], encoding[n]["chunks"], None) for n in late.get("names", ())})
-    targets = _new_arrays_like(own, path, ds.attrs)
-    dense = encode_labels(ds.drop_vars(list(own)))
-    write = dense.to_zarr(
-        path, mode="a", compute=False, consolidated=False, zarr_format=3,
-        encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype)}
-                  for n in (*dense.data_vars, *dense.coords)})
-    for n in traces:
-        write_traces(ds[n], targets[n])
+    # the store and its movie first, and the movie's first window set computing at once; the
+    # rest of the metadata and the ground truth's graph are made while it renders (~1 s of the
+    # main thread for V4, which left every thread or worker idle before the first task)
+    movie_chunks = encoding.get("movie", {}).get("chunks", ds["movie"].shape)
+    targets = _new_arrays_like({"movie": (ds["movie"], movie_chunks, None)}, path, ds.attrs)
     movie_writer = writers.get("movie")
     windows = movie_writes(ds["movie"], targets["movie"], top,
                            movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name else None)
-    writes = []
-    for n in footprints:
-        writer = writers.get(n)
-        if writer is not None and writer[0] == ds[n].data.name:  # the very array the writer stands for
-            writes.append(writer[1](targets[n]))
-        else:
-            writes.append(nonzero_chunk_writes(ds[n], targets[n]))
-    # The movie a window at a time, the ground truth that is small or shares tasks with the
+    rest: list = []
+
+    def ground_truth() -> tuple:
+        # the arrays minisim writes chunk by chunk itself, in one call (xarray reads the
+        # metadata of every array already in the store at each call: the movie alone here),
+        # then the rest through xarray
+        targets.update(_new_arrays_like(own, path, ds.attrs, new_store=False))
+        dense = encode_labels(ds.drop_vars([*own, "movie"]))
+        write = dense.to_zarr(
+            path, mode="a", compute=False, consolidated=False, zarr_format=3,
+            encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype)}
+                      for n in (*dense.data_vars, *dense.coords)})
+        for n in traces:
+            write_traces(ds[n], targets[n])
+        early = []
+        for n in footprints:
+            writer = writers.get(n)
+            if writer is not None and writer[0] == ds[n].data.name:  # the very array the writer stands for
+                w = writer[1](targets[n])
+            else:
+                w = nonzero_chunk_writes(ds[n], targets[n])
+            (early if n == "A" else rest).append(w)
+        return (write, *early, *((late["cores"], late["sums"]) if late else ()))
+
+    # The movie a window at a time, the next one computing while one ends
+    # (compute_in_steps' ``ahead``); the ground truth that is small or shares tasks with the
     # render's first window (the dense arrays, the trace moments; A and the footprint cores,
-    # which read the same footprint boxes) with its first window; then one last step: A_planted
-    # and the activity metrics, whose oracle reads frames of the movie just written. A_planted's
-    # many small tasks fill the threads around the oracle's eight batches (the oracle alone
-    # left one of two threads idle for ~0.5 s at the end of a 1,200-frame V4 save; with A and
-    # the cores moved into the last step too, their chain of boxes, cores and oracle made that
-    # step longer, on threads and on two distributed workers alike). (The ground truth computed
-    # beside the windows in a thread of its own, to overlap its Python with the compiled render,
-    # was no faster on 2 cores: 16.4-16.9 s against 15.9-17.4 s for a 1,200-frame V4 save.)
+    # which read the same footprint boxes) beside its first window; then one last step:
+    # A_planted and the activity metrics, whose oracle reads frames of the movie just written.
+    # A_planted's many small tasks fill the threads around the oracle's eight batches (the
+    # oracle alone left one of two threads idle for ~0.5 s at the end of a 1,200-frame V4 save;
+    # with A and the cores moved into the last step too, their chain of boxes, cores and oracle
+    # made that step longer, on threads and on two distributed workers alike).
     first = windows[0] if windows else np.int64(0)
-    early = [w for n, w in zip(footprints, writes) if n == "A"]
-    rest = [w for n, w in zip(footprints, writes) if n != "A"]
-    parts = (late["cores"], late["sums"]) if late else ()
-    steps: list = [(first, write, *early, *parts), *((w,) for w in windows[1:])]
+    steps: list = [(first,), Deferred(ground_truth), *((w,) for w in windows[1:])]
 
     def last(results: list) -> tuple:
         if not late:
             return tuple(rest)
-        cores, sums = results[0][-2:]
+        cores, sums = results[1][-2:]
         arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
         return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
                                         _store_chunks, np.int8, False) for n in arrays))
 
     steps.append(last)
-    results = compute_in_steps(steps, scheduler=scheduler, progress=progress)
-    return int(sum(int(r[0]) for r in results[: len(windows) or 1]))
+    results = compute_in_steps(steps, scheduler=scheduler, progress=progress, ahead=STEPS_AHEAD)
+    return int(results[0][0]) + sum(int(r[0]) for r in results[2 : len(windows) + 1])
 
 
 def _late_metrics(ds: xr.Dataset, writer: dict | None) -> dict:

@@ -233,9 +233,9 @@ def test_minisims_chunk_reads_are_zarrs_for_any_region(tmp_path, dtype):
 
 
 def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
-    """A save is one computation per window of MOVIE_WINDOW_FRAMES frames (the ground truth goes
-    with the first), then one for A_planted and the activity metrics (their oracle reads the
-    written movie):
+    """A save is one computation per window of MOVIE_WINDOW_FRAMES frames, one for the ground
+    truth (beside the first window), then one for A_planted and the activity metrics (their
+    oracle reads the written movie):
     a recording twice as long has twice the windows, each window's graph is the size of any
     other's, the metrics' graph does not grow, and the movie written is the movie, window edges
     or not."""
@@ -262,17 +262,84 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
         rec = simulate(spec, chunks={"frame": 24})
         with Graphs() as g:
             rec.save(tmp_path / f"w{windows}.zarr", scheduler="sync")
-        assert len(g.sizes) == windows + 1
+        assert len(g.sizes) == windows + 2
         sizes[windows] = g.sizes
         saved = Recording.load(tmp_path / f"w{windows}.zarr")
         np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
         top = 2**spec.sensor.bit_depth - 1
         assert saved.dataset.attrs["saturated_pixels"] == int((rec.movie.values == top).sum()) > 0
-    # every full window's graph is the same size, however long the recording; the first
-    # computation also holds the ground truth
-    first, *full, short, metrics = sizes[4]
-    assert len(set(full)) == 1 and full[0] > short and first > full[0]
-    assert metrics == sizes[2][-1]
+    # every full window's graph is the same size, however long the recording, the first one's
+    # too (the ground truth is a computation of its own)
+    first, _, *full, short, metrics = sizes[4]
+    assert len({first, *full}) == 1 and full[0] > short
+    assert metrics == sizes[2][-1] and sizes[2][0] == first
+
+
+def test_steps_in_flight_overlap_on_one_pool_of_threads():
+    """With ``ahead``, the next step computes while one ends: here a task of the first step waits
+    for a task of the second to start, which one step at a time could never give (the wait
+    would run out). The steps share one pool: its threads are the only ones tasks run on, and
+    a Deferred step is built while the first computes."""
+    import threading
+
+    import dask
+
+    from minisim._compute import Deferred, compute_in_steps
+
+    second_started, ran_on = threading.Event(), set()
+
+    def first_task():
+        ran_on.add(threading.get_ident())
+        return second_started.wait(30)
+
+    def second_task():
+        ran_on.add(threading.get_ident())
+        second_started.set()
+        return True
+
+    built = []
+    steps = [(dask.delayed(first_task)(),),
+             Deferred(lambda: built.append(second_started.is_set()) or (dask.delayed(second_task)(),)),
+             lambda results: (dask.delayed(len)(results),)]
+    with dask.config.set(num_workers=2):
+        got = compute_in_steps(steps, scheduler="threads", ahead=1)
+    assert got == [(True,), (True,), (2,)]  # the last step saw both results
+    assert built == [False] and len(ran_on) <= 2
+
+
+def test_a_failing_step_stops_the_steps_in_flight_before_it_raises():
+    """An error in one step in flight: the others start no further task (the first step's
+    chain of 20 stops), every task that started has ended when compute_in_steps raises (so
+    nothing writes into a store its caller then removes), and the error raised is the step's
+    own."""
+    import threading
+
+    import dask
+
+    from minisim._compute import compute_in_steps
+
+    failed, lock, log = threading.Event(), threading.Lock(), {"started": 0, "ended": 0}
+
+    def slow(previous):
+        with lock:
+            log["started"] += 1
+        failed.wait(30)
+        with lock:
+            log["ended"] += 1
+        return previous + 1
+
+    def boom():
+        failed.set()
+        raise ValueError("boom")
+
+    chain = 0
+    for _ in range(20):  # a chain: one of its tasks runs at a time
+        chain = dask.delayed(slow)(chain)
+    steps = [(chain,), (dask.delayed(boom)(),)]
+    with dask.config.set(num_workers=2), pytest.raises(ValueError, match="boom"):
+        compute_in_steps(steps, scheduler="threads", ahead=1)
+    # (the chain's next task may start between boom's start and its error, never all 20)
+    assert log["started"] == log["ended"] < 20
 
 
 def test_a_saves_progress_is_one_bar_over_all_its_windows(tmp_path, capsys):
