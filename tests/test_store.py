@@ -278,9 +278,10 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
 def test_steps_in_flight_overlap_on_one_pool_of_threads():
     """With ``ahead``, the next step computes while one ends: here a task of the first step waits
     for a task of the second to start, which one step at a time could never give (the wait
-    would run out). The steps share one pool: its threads are the only ones tasks run on, and
-    a Deferred step is built while the first computes."""
+    would run out). The steps share one pool (the configured one: every task runs on its
+    threads), and a Deferred step is built while the first computes."""
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     import dask
 
@@ -289,11 +290,11 @@ def test_steps_in_flight_overlap_on_one_pool_of_threads():
     second_started, ran_on = threading.Event(), set()
 
     def first_task():
-        ran_on.add(threading.get_ident())
+        ran_on.add(threading.current_thread().name)
         return second_started.wait(30)
 
     def second_task():
-        ran_on.add(threading.get_ident())
+        ran_on.add(threading.current_thread().name)
         second_started.set()
         return True
 
@@ -301,10 +302,39 @@ def test_steps_in_flight_overlap_on_one_pool_of_threads():
     steps = [(dask.delayed(first_task)(),),
              Deferred(lambda: built.append(second_started.is_set()) or (dask.delayed(second_task)(),)),
              lambda results: (dask.delayed(len)(results),)]
-    with dask.config.set(num_workers=2):
+    with ThreadPoolExecutor(2, thread_name_prefix="shared") as pool, dask.config.set(pool=pool):
         got = compute_in_steps(steps, scheduler="threads", ahead=1)
     assert got == [(True,), (True,), (2,)]  # the last step saw both results
-    assert built == [False] and len(ran_on) <= 2
+    assert built == [False] and ran_on and all(name.startswith("shared") for name in ran_on)
+
+
+def test_a_save_under_dasks_profiler_computes_one_step_at_a_time(tmp_path):
+    """dask's Profiler empties its record of the tasks in progress at each computation's end:
+    with it active, a save on threads computes its steps one after the other, and the Profiler
+    records every task the save ran (steps in flight lost some, or crashed it with a KeyError)."""
+    import threading
+
+    from dask.callbacks import Callback
+    from dask.diagnostics import Profiler
+
+    class Count(Callback):
+        concurrency_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.n, self.lock = 0, threading.Lock()
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            with self.lock:
+                self.n += 1
+
+    spec = small_spec(**{"sensor.width_px": 64, "sensor.height_px": 64, "recording.duration_s": 300.0})
+    rec = simulate(spec, chunks={"frame": 16})
+    with Profiler() as prof, Count() as count:
+        rec.save(tmp_path / "p.zarr", scheduler="threads")
+    saved = Recording.load(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
+    assert len(prof.results) == count.n > 0
 
 
 def test_a_failing_step_stops_the_steps_in_flight_before_it_raises():
