@@ -461,15 +461,16 @@ def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
 def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: bool,
                      chunk_writers: dict | None = None) -> int:
     """Every variable of ``ds`` into a new store at ``path``, the movie a window of frames at a
-    time (:data:`MOVIE_WINDOW_FRAMES`; the rest with its first window); returns the number of
-    movie pixels at ``top`` (counted by the tasks that write the movie).
+    time (:data:`MOVIE_WINDOW_FRAMES`; the rest of the ground truth beside its first window,
+    :data:`STEPS_AHEAD`); returns the number of movie pixels at ``top`` (counted by the tasks
+    that write the movie).
 
     ``chunk_writers`` maps a footprint variable to (the dask name of its array, a function of
     the new zarr array giving lazy writes of its non-zero chunks): used while the Dataset still
     holds that very array (a simulated Recording's ``A`` written straight from its units' boxes,
     no dense block made and scanned), else the array's blocks are written. Its ``metrics``
     entry (:func:`minisim.truth.metrics_writer`) moves the activity metrics after the movie:
-    their footprint cores and trace moments go with the first window, and a last step reads
+    their footprint cores and trace moments go beside the first window, and a last step reads
     the oracle's frames from the written movie instead of rendering them again (~1
     thread-second of a 1,200-frame V4 save). ``movie``: :func:`minisim.recording.movie_chunk_writer`."""
     encoding = {
@@ -483,8 +484,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     traces = [n for n in TRACES if n in ds.data_vars and ds[n].chunks is None]
     writers = chunk_writers or {}
     late = _late_metrics(ds, writers.get("metrics"))
-    # the arrays minisim writes chunk by chunk itself: created first, in one call (the store is
-    # still empty, so xarray reads no other array's metadata), then the rest through xarray
+    # the arrays minisim writes chunk by chunk itself besides the movie
     own = {n: (ds[n], trace_chunks(ds[n]), None) for n in traces}
     own.update({n: (ds[n], encoding[n]["chunks"], 0.0) for n in footprints})
     own.update({n: (ds[n], encoding[n]["chunks"], None) for n in late.get("names", ())})
