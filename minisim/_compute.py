@@ -30,12 +30,7 @@ def compute(*objs, scheduler=None, progress: bool = False):
 
     client = _client_for(scheduler)
     if client is not None:
-        futures = client.compute(list(objs))
-        if progress:
-            from distributed import progress as dprogress
-
-            dprogress(futures)
-        return tuple(client.gather(futures))
+        return _Submitted(client, objs, progress).result()
     kw = {"scheduler": scheduler} if scheduler else {}
     if progress:
         from dask.diagnostics import ProgressBar
@@ -174,6 +169,7 @@ def _threaded_in_steps(steps: list, scheduler, bar: list, ahead: int) -> list[tu
     callbacks = [*Callback.active, *bar, _Stop(stop)._callback]
     kw = {"scheduler": scheduler} if scheduler else {}
     runners = ThreadPoolExecutor(ahead + 1)
+    errors: list[BaseException] = []  # the computations' own errors (not their stops), in order
 
     class Running:
         def __init__(self, objs):
@@ -198,7 +194,6 @@ def _threaded_in_steps(steps: list, scheduler, bar: list, ahead: int) -> list[tu
             stop.set()  # the running computations start no further task
             wait([self.future])  # (its own error, or the stop: the first error is the one raised)
 
-    errors: list[BaseException] = []
     try:
         return _in_flight(steps, ahead, Running)
     except _Stopped:

@@ -359,7 +359,7 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     # a plain graph (dask.delayed tokenised the cores and moments handed to it as values);
     # values computed earlier (the last step of a save) go into the graph as they are
     sj = spec.model_dump_json()
-    token = tokenize(sj, n_units, movie_path, _key_or_id(cores), _key_or_id(sums))
+    token = tokenize(sj, n_units, movie_path, _key_or_fresh_name(cores), _key_or_fresh_name(sums))
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
     batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
     layer = {(batch, i): (_oracle_batch_task, sj, fr.start, fr.stop, c, movie_path)
@@ -377,7 +377,7 @@ def _is_delayed(x) -> bool:
     return isinstance(x, Delayed)
 
 
-def _key_or_id(x):
+def _key_or_fresh_name(x):
     """What names ``x`` in a graph's token: its key if lazy, else a fresh random name (a value
     handed in is not hashed: the cores of a V4 recording are megabytes; nor named by its id(),
     which a later value may take while a cluster still holds results under the old name)."""
