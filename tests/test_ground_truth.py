@@ -431,3 +431,62 @@ def test_registered_at_reads_what_a_whole_frame_shift_gives_at_those_pixels():
         whole = ndimage.shift(movie[t].astype(np.float64), -shift[t], order=1, mode="nearest")
         np.testing.assert_allclose(got[t], whole.reshape(-1)[pixels], rtol=1e-6, atol=1e-3)
     assert not np.allclose(got[0], movie[0].reshape(-1)[pixels])  # it did move
+
+
+def _numpy_core(vi, box, oy, ox, cy, cx, reach):
+    """The footprint core and compactness of one unit as numpy expressions (the reference
+    :func:`minisim.truth._unit_core` compiles): None where its peak is not > 0."""
+    h, w = vi.shape
+    fp = vi[oy : oy + box.shape[0], ox : ox + box.shape[1]] * box
+    peak = fp.max()
+    if not peak > 0:
+        return None
+    bi, bj = np.nonzero(fp >= np.float32(truth._CORE_FRACTION) * peak)
+    cols, vals = (bi + oy) * w + (bj + ox), fp[bi, bj]
+    ya, yb = max(int(cy - reach), 0), min(int(cy + reach) + 2, h)
+    xa, xb = max(int(cx - reach), 0), min(int(cx + reach) + 2, w)
+    if not (ya < yb and xa < xb):
+        return cols, vals, np.float32(0.0)
+    yy, xx = np.mgrid[ya:yb, xa:xb]
+    near = (yy - cy) ** 2 + (xx - cx) ** 2 <= reach**2
+    part = np.zeros((yb - ya, xb - xa), np.float32)
+    ia, ib, ja, jb = max(ya, oy), min(yb, oy + box.shape[0]), max(xa, ox), min(xb, ox + box.shape[1])
+    if ia < ib and ja < jb:
+        part[ia - ya : ib - ya, ja - xa : jb - xa] = fp[ia - oy : ib - oy, ja - ox : jb - ox]
+    energy = (fp.astype(np.float64) ** 2).sum()
+    return cols, vals, np.float32((part.astype(np.float64)[near] ** 2).sum() / energy)
+
+
+def test_compiled_footprint_cores_are_numpys_expressions_bit_for_bit():
+    """The oracle's cores and compactness come from one compiled call per unit, with numpy's
+    pairwise order of summation: the very values of the numpy expressions, for boxes of
+    every size (past the 8,192 values of a numpy buffer too), discs inside, across and off
+    the window, boxes without light and with a NaN."""
+    from minisim import rng
+
+    g = rng.rng(5, "glow", 7)
+    vi = (1.0 + g.random((300, 280))).astype(np.float32)
+    cases = []
+    for k in range(300):
+        bh, bw = (int(v) for v in g.integers(1, 150, 2))
+        oy, ox = int(g.integers(0, 300 - bh + 1)), int(g.integers(0, 280 - bw + 1))
+        box = (g.random((bh, bw)) ** 3).astype(np.float32)
+        cy, cx = oy + g.uniform(-30, bh + 30), ox + g.uniform(-30, bw + 30)
+        cases.append((box, oy, ox, float(cy), float(cx), float(g.uniform(0.5, 25))))
+    cases.append((np.zeros((9, 9), np.float32), 3, 4, 7.0, 8.0, 3.0))  # no light
+    cases.append((np.full((4, 5), np.nan, np.float32), 0, 0, 1.0, 1.0, 2.0))  # NaN
+    cases.append((np.ones((6, 6), np.float32), 0, 0, -50.0, -50.0, 3.0))  # disc off the window
+    compact = []
+    for box, oy, ox, cy, cx, reach in cases:
+        want = _numpy_core(vi, box, oy, ox, cy, cx, reach)
+        cols, vals, comp = truth._unit_core(vi, box, oy, ox, cy, cx, reach, np.float32(truth._CORE_FRACTION))
+        if want is None:
+            assert comp == -1 and len(cols) == 0
+            continue
+        assert np.array_equal(cols, want[0]) and np.array_equal(vals, want[1])
+        assert np.float32(comp).tobytes() == want[2].tobytes()
+        compact.append(comp)
+    assert 0 < np.mean(compact) < 1 and np.max(compact) > 0.5  # real values, not a constant
+    for n in (0, 1, 7, 8, 9, 127, 128, 129, 1000, 8191, 8193, 20000, 65537):
+        x = g.random(n).astype(np.float32)
+        assert truth._pairwise_sum_sq(x, 0, n) == (x.astype(np.float64) ** 2).sum(), n
