@@ -350,7 +350,8 @@ def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=N
 def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None) -> dict:
     """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
     ``cores`` and ``sums`` (Delayed, or their values) and the oracle's batches of
-    ORACLE_BATCH frames: rendered here, or read from the zarr movie at ``movie_path`` (a save
+    ORACLE_BATCH frames, a task per :func:`oracle_tasks` (two batches): rendered here, or read
+    from the zarr movie at ``movie_path`` (a save
     that has written the movie of this very Spec: the same bytes, without rendering the
     oracle's 128 frames a second time)."""
     import dask.array as da
@@ -363,7 +364,7 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
     batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
     layer = {(batch, i): (_oracle_batch_task, sj, fr.start, fr.stop, c, movie_path)
-             for i, fr in enumerate(oracle_batches(spec.recording.n_frames))}
+             for i, fr in enumerate(oracle_tasks(spec.recording.n_frames))}
     got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
                       {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
                       [x for x in (cores, sums) if _is_delayed(x)])
@@ -410,8 +411,9 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
     """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
     :func:`cell_metrics`, as a graph of small tasks.
 
-    The footprint cores and the trace moments (:func:`metric_parts`, or ``parts``), each
-    oracle batch of ORACLE_BATCH frames (rendered, registered and read through the cores),
+    The footprint cores and the trace moments (:func:`metric_parts`, or ``parts``), the
+    oracle's batches of ORACLE_BATCH frames (rendered, registered and read through the cores;
+    a task per :func:`oracle_tasks`, two batches sharing one render or read),
     ``pnr`` (first segment) and ``vessel_overlap`` are tasks of their own; the moments are a
     reduction over the segments (a 24-hour recording's 1,700 segments in parallel). The oracle
     and ``pnr`` read the process's World. Nothing here is built per segment, and
@@ -452,15 +454,15 @@ def _cores_join_task(spec_json: str, parts: list) -> FootprintCores:
 
 
 def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
-                       movie_path: str | None = None) -> OracleBatch:
-    """The oracle on frames [t0, t1): rendered here (the same bytes as the movie's), or read
-    from the zarr movie at ``movie_path`` once a save has written it."""
+                       movie_path: str | None = None) -> list:
+    """The oracle on frames [t0, t1) (:func:`oracle_tasks`: whole batches of one run), one
+    :class:`OracleBatch` per batch of :func:`oracle_batches`: the frames rendered here once
+    (the same bytes as the movie's), or read once from the zarr movie at ``movie_path`` when
+    a save has written it."""
     world = render.get_world(spec_json)
-    frames = range(t0, t1)
-    C, f_np = world.traces(frames)
     y0, y1, x0, x1 = cores.window
     if movie_path is None:
-        movie = render.render_block(world, frames, cores.window)
+        movie = render.render_block(world, range(t0, t1), cores.window)
     else:
         import zarr
 
@@ -468,8 +470,13 @@ def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
 
         movie = store.read_region(zarr.open_array(movie_path, mode="r"),
                                   (slice(t0, t1), slice(y0, y1), slice(x0, x1)))
-    rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
-    return oracle_batch(world, frames, movie, C, f_np, rigid_um, cores)
+    out = []
+    for b0 in range(t0, t1, ORACLE_BATCH):
+        frames = range(b0, min(b0 + ORACLE_BATCH, t1))
+        C, f_np = world.traces(frames)
+        rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
+        out.append(oracle_batch(world, frames, movie[b0 - t0 : frames.stop - t0], C, f_np, rigid_um, cores))
+    return out
 
 
 def _moments_chunk(block: np.ndarray, n_frames: int, block_id=None) -> np.ndarray:
@@ -492,6 +499,7 @@ def _metrics_task(spec_json: str, cores: FootprintCores, batches: list, sums: np
                   pnr: np.ndarray) -> np.ndarray:
     """:data:`ACTIVITY_METRICS` as one float64 (variables, units) array."""
     world = render.get_world(spec_json)
+    batches = [b for task in batches for b in task]  # (each oracle task's batches, in order)
     det = detectability_from(cores, batches, trace_moments(sums, world.n_frames))
     met = _with_rule(world, pnr, det)
     return np.stack([np.asarray(met[name], np.float64) for name in ACTIVITY_METRICS])
@@ -538,6 +546,26 @@ def oracle_batches(n_frames: int) -> list[range]:
     """
     return [range(t0, min(t0 + ORACLE_BATCH, run.stop))
             for run in oracle_frames(n_frames) for t0 in range(run.start, run.stop, ORACLE_BATCH)]
+
+
+#: Frames of one oracle task at most (:func:`oracle_tasks`): its batches share one read of the
+#: movie's chunks (or one render), which two tasks of a batch each read again where a run
+#: crosses a chunk.
+ORACLE_TASK_FRAMES = 32
+
+
+def oracle_tasks(n_frames: int) -> list[range]:
+    """The frames of each oracle task: whole batches of :func:`oracle_batches`, consecutive in
+    one run, ORACLE_TASK_FRAMES at most.
+
+    >>> oracle_tasks(40)
+    [range(0, 32), range(32, 40)]
+    >>> oracle_tasks(1000)
+    [range(0, 32), range(323, 355), range(645, 677), range(968, 1000)]
+    """
+    per = max(ORACLE_TASK_FRAMES // ORACLE_BATCH, 1)
+    return [range(run.start + k, min(run.start + k + per * ORACLE_BATCH, run.stop))
+            for run in oracle_frames(n_frames) for k in range(0, len(run), per * ORACLE_BATCH)]
 
 
 def trace_moments_part(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
