@@ -54,6 +54,9 @@ FOOTPRINTS = ("A", "A_planted")
 #: ~115 px, so 128 px tiles leave far fewer zeros to compress than 256 px ones (V4 CA1: 560 MB
 #: of non-zero chunks at 16 units x 128^2, 1.5 GB at 32 x 256^2).
 FOOTPRINT_TILE_PX = 128
+#: Units of a footprint chunk at most: reading one unit's footprint decodes this many (a
+#: block of a small field's lazy footprints holds several such chunks).
+FOOTPRINT_CHUNK_UNITS = 16
 #: Per-unit traces that may be held in memory (unit_id, frame), e.g. C of a simulated
 #: Recording: written a block of frames at a time.
 TRACES = ("C", "dff", "S")
@@ -458,6 +461,15 @@ def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
     return out
 
 
+def _footprint_chunk_units(blocks: tuple[int, ...]) -> int:
+    """Units per zarr chunk of a footprint array whose dask blocks along units are ``blocks``:
+    FOOTPRINT_CHUNK_UNITS where every block but the last holds whole such chunks, else the
+    first block's (as before a block could hold several)."""
+    if blocks[0] > FOOTPRINT_CHUNK_UNITS and all(b % FOOTPRINT_CHUNK_UNITS == 0 for b in blocks[:-1]):
+        return FOOTPRINT_CHUNK_UNITS
+    return blocks[0]
+
+
 def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: bool,
                      chunk_writers: dict | None = None) -> int:
     """Every variable of ``ds`` into a new store at ``path``, the movie a window of frames at a
@@ -479,8 +491,9 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     }
     footprints = [n for n in FOOTPRINTS if n in encoding]
     for n in footprints:  # a unit's light spans ~115 px (V4): small tiles hold fewer zeros
-        u, h, w = encoding[n]["chunks"]
-        encoding[n]["chunks"] = (u, min(h, FOOTPRINT_TILE_PX), min(w, FOOTPRINT_TILE_PX))
+        _, h, w = encoding[n]["chunks"]
+        encoding[n]["chunks"] = (_footprint_chunk_units(ds[n].chunks[0]), min(h, FOOTPRINT_TILE_PX),
+                                 min(w, FOOTPRINT_TILE_PX))
     traces = [n for n in TRACES if n in ds.data_vars and ds[n].chunks is None]
     writers = chunk_writers or {}
     late = _late_metrics(ds, writers.get("metrics"))

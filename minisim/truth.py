@@ -18,6 +18,7 @@ from numba import njit
 from . import activity, render
 from .scene.optics import patch_overlap, pixel_index
 from .spec import Spec
+from .store import FOOTPRINT_CHUNK_UNITS
 
 # --------------------------------------------------------------------------- traces
 #: The Dataset's per-frame ground truth, lazy, one chunk per time segment (docs/segments.md).
@@ -36,13 +37,16 @@ def lazy_traces(spec: Spec, n_units: int) -> dict:
 
 # --------------------------------------------------------------------------- footprints
 #: Bytes of one block of the lazy footprints at most: a block is the whole field for as many
-#: units (at most 16) as fit (V4, 608 x 608 px: 16 units, 24 MB).
-FOOTPRINT_BLOCK_BYTES = 24_000_000
+#: units as fit, whole store chunks of FOOTPRINT_CHUNK_UNITS where more fit (V4, 608 x 608 px:
+#: 16 units, 24 MB; a 128 x 128 px field: 480 units, 31 MB, one or two blocks where 16-unit
+#: blocks made ~25 tasks of each kind and a 25 MB concatenation of A for a 40-frame recording).
+FOOTPRINT_BLOCK_BYTES = 32_000_000
 
 
 def footprint_block_units(spec: Spec) -> int:
     """Units per block of the lazy footprints (:data:`FOOTPRINT_BLOCK_BYTES`)."""
-    return int(np.clip(FOOTPRINT_BLOCK_BYTES // (4 * spec.sensor.height_px * spec.sensor.width_px), 1, 16))
+    n = max(FOOTPRINT_BLOCK_BYTES // (4 * spec.sensor.height_px * spec.sensor.width_px), 1)
+    return int(n - n % FOOTPRINT_CHUNK_UNITS if n > FOOTPRINT_CHUNK_UNITS else n)
 
 
 def lazy_footprints(spec: Spec, n_units: int) -> dict:
@@ -99,7 +103,7 @@ def footprint_chunk_writers(spec: Spec, footprints: dict) -> dict:
     """For :func:`minisim.store.write_dataset`: ``A`` and ``A_planted`` (the arrays of
     :func:`lazy_footprints` ``footprints``) written a block of units at a time straight from the
     units' boxes and planted patches: each task pastes only the zarr chunks its units touch and
-    writes those holding light. The blocks of ``A`` are 16 units over the whole field (23 MB for
+    writes those holding light. A block of ``A`` is its units over the whole field (16 units, 23 MB for
     V4), mostly zeros: building and scanning them was ~40 % of a 1,200-frame V4 save's task time.
     The chunks are the same :func:`_paste_observed` and :func:`_paste_planted` give, over a tile."""
     from dask.base import tokenize
@@ -132,8 +136,16 @@ def footprint_chunk_writers(spec: Spec, footprints: dict) -> dict:
 
 def _write_footprint_chunks(spec_json: str, name: str, u0: int, u1: int, boxes: list | None,
                             target) -> int:
-    """Write the non-zero zarr chunks of ``name`` for units [u0, u1) (one chunk along units);
-    ``boxes`` (their footprint boxes) for ``A``, None for ``A_planted``."""
+    """Write the non-zero zarr chunks of ``name`` for units [u0, u1) (a block: whole chunks
+    along units); ``boxes`` (their footprint boxes) for ``A``, None for ``A_planted``."""
+    cu = target.chunks[0]
+    return sum(_write_unit_chunk(spec_json, name, a, min(a + cu, u1),
+                                 None if boxes is None else boxes[a - u0 : min(a + cu, u1) - u0], target)
+               for a in range(u0, u1, cu))
+
+
+def _write_unit_chunk(spec_json: str, name: str, u0: int, u1: int, boxes: list | None, target) -> int:
+    """:func:`_write_footprint_chunks` for units [u0, u1), one chunk along units."""
     from . import store
 
     sc = render.get_world(spec_json).scene

@@ -387,3 +387,30 @@ def test_a_saves_progress_is_one_bar_over_all_its_windows(tmp_path, capsys):
     percents = [int(p) for p in re.findall(r"\| (\d+)% Completed", out)]
     assert percents == sorted(percents) and percents[-1] == 100 and percents.count(100) == 1
     assert out.count("\n") == 1 and out.endswith("\n")
+
+
+def test_a_small_fields_footprints_are_few_blocks_but_16_unit_chunks_on_disk(tmp_path):
+    """A small field's lazy footprints come in blocks of hundreds of units (few tasks, no
+    concatenation of a 25 MB A), while the store keeps chunks of FOOTPRINT_CHUNK_UNITS units
+    (reading one unit decodes 16, not all): each chunk written holds what the lazy A and
+    A_planted hold there, whether the save wrote it from the units' boxes or from blocks."""
+    from minisim import truth
+    from minisim.store import FOOTPRINT_CHUNK_UNITS
+
+    spec = small_spec(**{"sensor.width_px": 64, "sensor.height_px": 64, "cells.density_per_mm3": 200000.0})
+    rec = simulate(spec)
+    n = rec.dataset.sizes["unit_id"]
+    assert truth.footprint_block_units(spec) > n > 2 * FOOTPRINT_CHUNK_UNITS
+    assert rec.dataset["A"].data.numblocks[0] == 1
+    lazy = {name: rec.dataset[name].values for name in ("A", "A_planted")}
+    plain = rec.dataset.copy()  # the arrays as blocks (no writer from the boxes)
+    plain["A"] = plain["A"] * 1.0
+    for path, ds in ((tmp_path / "boxes.zarr", None), (tmp_path / "blocks.zarr", plain)):
+        if ds is None:
+            rec.save(path)
+        else:
+            Recording(ds, spec).save(path)
+        for name, want in lazy.items():
+            arr = zarr.open_array(path / name, mode="r")
+            assert arr.chunks[0] == FOOTPRINT_CHUNK_UNITS
+            assert np.array_equal(arr[...], want), (path.name, name)
