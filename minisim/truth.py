@@ -138,7 +138,7 @@ def _write_footprint_chunks(spec_json: str, name: str, u0: int, u1: int, boxes: 
                             target) -> int:
     """Write the non-zero zarr chunks of ``name`` for units [u0, u1) (a block: whole chunks
     along units); ``boxes`` (their footprint boxes) for ``A``, None for ``A_planted``."""
-    cu = target.chunks[0]
+    cu = max(target.chunks[0], 1)  # (0 for a recording without units)
     return sum(_write_unit_chunk(spec_json, name, a, min(a + cu, u1),
                                  None if boxes is None else boxes[a - u0 : min(a + cu, u1) - u0], target)
                for a in range(u0, u1, cu))
