@@ -34,13 +34,18 @@ def assert_same_store(path: Path, ref: Path) -> None:
     assert zarr.open_group(str(path), mode="r").attrs["spec"] == zarr.open_group(str(ref), mode="r").attrs["spec"]
 
 
-@pytest.fixture(scope="module")
-def client():
+def _two_workers():
+    """A client of a new 2-worker LocalCluster (processes, one thread each)."""
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def client():
+    yield from _two_workers()
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +92,18 @@ def test_spread_recordings_give_the_same_bytes(client, swept, tmp_path):
         assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
 
 
+@pytest.fixture
+def own_client():
+    """A 2-worker LocalCluster of the test's own: a test that kills a worker leaves the
+    module's cluster alone (its nanny's restart of the killed worker once took over 60 s on a
+    busy machine, and every later test waited for it)."""
+    yield from _two_workers()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("whole_below_mb", [msweep.WHOLE_BELOW_MB, 0.0], ids=["whole", "spread"])
-def test_killed_worker_still_completes_every_store(client, swept, tmp_path, whole_below_mb):
+def test_killed_worker_still_completes_every_store(own_client, swept, tmp_path, whole_below_mb):
+    client = own_client
     _, _, refs = swept
     sw = msweep.load_sweep(SWEEP, root=tmp_path)
     result = {}
@@ -111,7 +125,6 @@ def test_killed_worker_still_completes_every_store(client, swept, tmp_path, whol
     assert list(result["m"]["status"]) == ["done"] * 4
     for pt in sw.points:
         assert_same_store(sw.output / pt.store_name, refs / pt.store_name)
-    client.wait_for_workers(2, timeout=60)
 
 
 def _mtimes(store: Path) -> dict[str, float]:
