@@ -375,7 +375,7 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     token = tokenize(sj, n_units, movie_path, _key_or_fresh_name(cores), _key_or_fresh_name(sums))
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
     batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
-    layer = {(batch, i): (_oracle_batch_task, sj, fr.start, fr.stop, c, movie_path)
+    layer = {(batch, i): (_oracle_task, sj, fr.start, fr.stop, c, movie_path)
              for i, fr in enumerate(oracle_tasks(spec.recording.n_frames))}
     got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
                       {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
@@ -465,12 +465,11 @@ def _cores_join_task(spec_json: str, parts: list) -> FootprintCores:
     return join_cores(render.get_world(spec_json), parts)
 
 
-def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
-                       movie_path: str | None = None) -> list:
-    """The oracle on frames [t0, t1) (:func:`oracle_tasks`: whole batches of one run), one
-    :class:`OracleBatch` per batch of :func:`oracle_batches`: the frames rendered here once
-    (the same bytes as the movie's), or read once from the zarr movie at ``movie_path`` when
-    a save has written it."""
+def _oracle_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
+                 movie_path: str | None = None) -> list:
+    """The oracle on frames [t0, t1) (:func:`oracle_tasks`: whole batches of one run): the
+    frames rendered here once (the same bytes as the movie's), or read once from the zarr
+    movie at ``movie_path`` when a save has written it (:func:`oracle_on`)."""
     world = render.get_world(spec_json)
     y0, y1, x0, x1 = cores.window
     if movie_path is None:
@@ -482,12 +481,19 @@ def _oracle_batch_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
 
         movie = store.read_region(zarr.open_array(movie_path, mode="r"),
                                   (slice(t0, t1), slice(y0, y1), slice(x0, x1)))
+    return oracle_on(world, range(t0, t1), movie, cores)
+
+
+def oracle_on(world: render.World, frames: range, movie: np.ndarray, cores: FootprintCores) -> list:
+    """One :class:`OracleBatch` per batch of ORACLE_BATCH frames from ``frames.start`` (whole
+    batches of :func:`oracle_batches`), from ``movie``: those frames over the cores' window."""
     out = []
-    for b0 in range(t0, t1, ORACLE_BATCH):
-        frames = range(b0, min(b0 + ORACLE_BATCH, t1))
-        C, f_np = world.traces(frames)
-        rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
-        out.append(oracle_batch(world, frames, movie[b0 - t0 : frames.stop - t0], C, f_np, rigid_um, cores))
+    for b0 in range(frames.start, frames.stop, ORACLE_BATCH):
+        batch = range(b0, min(b0 + ORACLE_BATCH, frames.stop))
+        C, f_np = world.traces(batch)
+        rigid_um = world.motion(batch).rigid_um if world.spec.motion.enabled else None
+        out.append(oracle_batch(world, batch, movie[b0 - frames.start : batch.stop - frames.start],
+                                C, f_np, rigid_um, cores))
     return out
 
 
@@ -933,12 +939,8 @@ def detectability(world: render.World) -> dict[str, np.ndarray]:
     the same bytes.
     """
     cores = footprint_cores(world)
-    batches = []
-    for frames in oracle_batches(world.n_frames):
-        C, f_np = world.traces(frames)
-        movie = render.render_block(world, frames, cores.window)
-        rigid_um = world.motion(frames).rigid_um if world.spec.motion.enabled else None
-        batches.append(oracle_batch(world, frames, movie, C, f_np, rigid_um, cores))
+    batches = [b for frames in oracle_tasks(world.n_frames)
+               for b in oracle_on(world, frames, render.render_block(world, frames, cores.window), cores)]
     return detectability_from(cores, batches, _trace_moments(world))
 
 
