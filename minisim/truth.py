@@ -939,7 +939,8 @@ def detectability(world: render.World) -> dict[str, np.ndarray]:
     the same bytes.
     """
     cores = footprint_cores(world)
-    batches = [b for frames in oracle_tasks(world.n_frames)
+    # a batch rendered at a time (a studio count may be stopped between any two renders)
+    batches = [b for frames in oracle_batches(world.n_frames)
                for b in oracle_on(world, frames, render.render_block(world, frames, cores.window), cores)]
     return detectability_from(cores, batches, _trace_moments(world))
 
