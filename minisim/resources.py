@@ -56,8 +56,9 @@ def resource_plan(spec: Spec) -> dict:
             "total_bytes": float(sum(arrays.values())), "movie_bytes": 2.0 * T * H * W}
 
 
-#: The movie compresses ~2-3x (zstd on a noisy uint16 movie): a store needs at least this
-#: share of its uncompressed size on disk.
+#: The movie compresses ~2x (Blosc LZ4 behind a byte shuffle, store._compressors, on a noisy
+#: uint16 V4 movie; a darker or quieter one more): a store needs at least this share of its
+#: uncompressed size on disk.
 MIN_STORE_SHARE = 0.25
 
 

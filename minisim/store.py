@@ -82,21 +82,23 @@ class NewerStoreWarning(UserWarning):
     """The store was written by a newer minisim or render algorithm than this one."""
 
 
-def _compressors(dtype=None):
+def _compressors(dtype=None, name: str | None = None):
     """The codecs after the array-to-bytes step: Blosc (LZ4 level 5 behind a shuffle), then a
     crc32c checksum.
 
-    Integers (the camera's counts, a few significant bits each) go through Blosc's bit shuffle,
-    everything else through its byte shuffle. Measured on a V4 CA1 movie chunk (32 x 256 x 256
-    uint16): LZ4 encodes in 4.4 ms and decodes in 1.8 ms at ratio 2.35, against 8.6 / 4.8 ms at
-    2.60 for zstd level 1 (the codec before); on a mostly-zero float32 footprint chunk 1.0 ms
-    against 3.1 ms per MB at about the same ratio. The save spends its time rendering and
-    compressing, so the faster codec wins over a 10 % smaller store. The codecs only encode:
-    the decoded values are the same.
+    The movie (``name`` "movie") goes through Blosc's byte shuffle, as do the float arrays; the
+    other integer arrays (spikes, flags, labels: mostly zeros of a few significant bits) through
+    its bit shuffle. Measured on V4 CA1 movie chunks (32 x 256 x 256 uint16, one thread): the
+    byte shuffle encodes in 2.2 ms and decodes in 1.7 ms at ratio 1.99, the bit shuffle (the
+    movie's codec before 3 December 2026) in 6.5 / 3.8 ms at 2.45. A save spends its time
+    rendering and compressing: the byte shuffle made a 1,200-frame V4 save ~10 % faster and
+    reading the movie twice as fast, for a movie ~19 % larger on disk (docs/performance.md).
+    On a mostly-zero float32 footprint chunk LZ4 takes 1.0 ms per MB against zstd's 3.1 at about
+    the same ratio. The codecs only encode: the decoded values are the same.
     """
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    bits = dtype is not None and np.dtype(dtype).kind in "iub"
+    bits = dtype is not None and np.dtype(dtype).kind in "iub" and name != "movie"
     return (BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle" if bits else "shuffle"),
             Crc32cCodec())
 
@@ -339,7 +341,7 @@ def _new_arrays_like(variables: dict[str, tuple], path: Path, attrs: dict, new_s
                          attrs=var.attrs, name=name)
         t.encoding = dict(var.encoding)
         templates[name] = t
-        encoding[name] = {"chunks": chunks, "compressors": _compressors(var.dtype)}
+        encoding[name] = {"chunks": chunks, "compressors": _compressors(var.dtype, name)}
         if fill_value is not None:
             encoding[name]["fill_value"] = fill_value
     xr.Dataset(templates, attrs=attrs).to_zarr(path, mode="w-" if new_store else "a", compute=False,
@@ -519,7 +521,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         dense = encode_labels(ds.drop_vars([*own, "movie"]))
         write = dense.to_zarr(
             path, mode="a", compute=False, consolidated=False, zarr_format=3,
-            encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype)}
+            encoding={n: {**encoding.get(n, {}), "compressors": _compressors(dense[n].dtype, n)}
                       for n in (*dense.data_vars, *dense.coords)})
         for n in traces:
             write_traces(ds[n], targets[n])

@@ -54,6 +54,19 @@ def test_every_array_carries_a_crc32c_after_its_compressor(saved):
             assert [c["name"] for c in doc["codecs"]][-1] == "crc32c", meta
 
 
+def test_the_movie_is_byte_shuffled_and_the_other_integers_bit_shuffled(saved):
+    """store._compressors: the movie's counts through Blosc's byte shuffle (its fastest codec
+    here), the spikes and the other integers through the bit shuffle, the floats the byte one."""
+    path, _ = saved
+    shuffles = {}
+    for name in ("movie", "S", "A", "C"):
+        doc = json.loads((path / name / "zarr.json").read_text())
+        (blosc,) = [c for c in doc["codecs"] if c["name"] == "blosc"]
+        shuffles[name] = (doc["data_type"], blosc["configuration"]["cname"], blosc["configuration"]["shuffle"])
+    assert shuffles == {"movie": ("uint16", "lz4", "shuffle"), "S": ("uint8", "lz4", "bitshuffle"),
+                        "A": ("float32", "lz4", "shuffle"), "C": ("float32", "lz4", "shuffle")}
+
+
 def test_store_records_format_2_and_the_chunks_written(saved):
     path, _ = saved
     attrs = zarr.open_group(str(path), mode="r").attrs
@@ -177,11 +190,12 @@ def test_checksums_do_not_change_the_data(saved):
     assert np.asarray(rec.movie[0]).dtype == np.uint16
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
-def test_minisims_chunk_files_are_byte_for_byte_zarrs(tmp_path, dtype):
+@pytest.mark.parametrize("dtype, name", [(np.uint16, "movie"), (np.uint16, None), (np.float32, None)])
+def test_minisims_chunk_files_are_byte_for_byte_zarrs(tmp_path, dtype, name):
     """The save writes chunks itself (Blosc + crc32c, store._write_chunk): each file, edge chunks
     padded with the fill value included, is the file zarr writes for the same values, and zarr
-    reads it back to the same values."""
+    reads it back to the same values (the movie's byte shuffle and the other integers' bit
+    shuffle alike)."""
     from minisim import rng, store
 
     values = (rng.rng(5, "glow", 7).random((3, 50, 70)) * 3000).astype(dtype)
@@ -190,7 +204,7 @@ def test_minisims_chunk_files_are_byte_for_byte_zarrs(tmp_path, dtype):
     for how in ("zarr", "minisim"):
         path = tmp_path / f"{how}.zarr"
         zarr.create_array(store=str(path), name="x", shape=values.shape, chunks=(2, 32, 32), dtype=dtype,
-                          fill_value=0, compressors=store._compressors(dtype))
+                          fill_value=0, compressors=store._compressors(dtype, name))
         target = zarr.open_array(store=str(path), path="x", mode="r+")
         if how == "zarr":
             target[:] = values
