@@ -91,7 +91,7 @@ class SensorSpec(Section):
     noise: bool = Field(True, description="False switches every noise source off at once")
     noise_tile_px: int = Field(
         128, ge=8, le=4096,
-        description="side of the tile grid the default chunks align to; the sensor noise is keyed per pixel and does not depend on it (since render algorithm 3)",
+        description="sizes the default chunks: their tiles are about its largest multiple up to 256 px (or itself, if larger), split equally over the field; the sensor noise is keyed per pixel and does not depend on it (since render algorithm 3)",
     )
     exact_poisson_below_e: float = Field(
         10.0, ge=0.0, le=1e6,

@@ -209,6 +209,30 @@ def test_presets_simulate_lazily_over_their_full_field():
     assert frame.dtype == np.uint16 and frame.max() <= 255
 
 
+@pytest.mark.parametrize("height, width, noise_tile, want", [
+    (608, 608, 128, (304, 304)),    # the V4 field: two equal tiles, not 256 + 256 + 96
+    (480, 752, 128, (240, 256)),    # 2 x 240 and 256 + 256 + 240
+    (1024, 1024, 128, (256, 256)),  # multiples of 256 as before
+    (300, 400, 128, (300, 208)),    # one tile where two would be small; 208 + 192
+    (64, 96, 16, (64, 96)),         # a small field is one tile
+    (600, 600, 512, (600, 600)),    # a larger target side from sensor.noise_tile_px
+])
+def test_default_tiles_cut_the_field_into_near_equal_tiles(height, width, noise_tile, want):
+    """render.default_chunks: each axis in the whole number of ~256 px tiles nearest its
+    length, of equal sides rounded up to 16 px (the last tile the rest), 32 frames a block."""
+    from minisim import render
+    from minisim.spec import Spec
+
+    spec = Spec(sensor={"height_px": height, "width_px": width, "noise_tile_px": noise_tile})
+    chunks = render.default_chunks(spec)
+    assert (chunks["frame"], chunks["height"], chunks["width"]) == (32, *want)
+    rec = simulate(spec.with_updates({"recording.duration_s": 0.1}))
+    for side, n in zip(want, (height, width)):
+        last = n - (-(-n // side) - 1) * side
+        assert 0 < last <= side and (side == n or side % 16 == 0)
+    assert rec.dataset.movie.data.chunksize == (2, *want)
+
+
 @pytest.mark.parametrize("bad", [{"frame": 0}, {"time": 4}, {"height": 2.5}])
 def test_bad_chunks_are_a_clear_error(bad):
     with pytest.raises(ValueError, match="chunks"):
