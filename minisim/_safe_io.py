@@ -128,7 +128,38 @@ def lock_path(target: str | Path) -> Path:
     return target.with_name(target.name + ".lock")
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """State letter and start time (clock ticks after boot) of ``pid`` from ``/proc``, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def _pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether process ``pid`` still runs and can write.
+
+    Where ``/proc`` tells, a zombie (killed, not yet reaped by its parent) is not running, and
+    neither is a process whose start time differs from ``start_ticks`` (the pid was reused).
+    """
+    if Path("/proc/self/stat").is_file():
+        stat = _proc_stat(pid)
+        if stat is None:
+            return False
+        state, ticks = stat
+        if state in ("Z", "X", "x"):
+            return False
+        return start_ticks is None or ticks == start_ticks
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,18 +182,23 @@ def exclusive_lock(target: str | Path) -> Iterator[Path]:
 
     A second writer gets :class:`TargetLockedError` naming the holder's pid, host and start
     time. A lock whose holder is a process of this host that no longer runs is taken over with a
-    warning (a lock from another host is never judged stale: remove it by hand).
+    warning (a lock from another host is never judged stale: remove it by hand). On Linux a
+    killed holder not yet reaped (a zombie) counts as gone, and so does a pid now used by another
+    process (the lock records its holder's start time).
     """
     lock = lock_path(target)
     me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex}
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex,
+          "start_ticks": _start_ticks(os.getpid())}
     for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _read_holder(lock)
             pid, host = holder.get("pid"), holder.get("host")
-            if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
+            ticks = holder.get("start_ticks")
+            ticks = ticks if isinstance(ticks, int) else None
+            if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid, ticks):
                 # rename first, so that of two writers judging the same lock stale only one
                 # removes it, and never a fresh lock the other has just made
                 stale = lock.with_name(f"{lock.name}.stale-{uuid.uuid4().hex[:8]}")

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,48 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="stale lock"):
         simulate(small_spec()).save(path)
     assert Recording.load(path).dataset.attrs["complete"] is True
+
+
+def _lock_held_by(path, pid, **more):
+    _safe_io.lock_path(path).write_text(json.dumps(
+        {"pid": pid, "host": socket.gethostname(), "started": "then", "token": "x", **more}))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
+def test_a_lock_of_a_killed_process_not_yet_reaped_is_taken_over(tmp_path):
+    """A SIGKILLed writer whose parent has not reaped it yet is a zombie: it holds its pid but
+    writes nothing more, so its lock is stale (a sweep rerun right after killing the last one)."""
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        zombie.kill()
+        for _ in range(200):  # not waited for: it stays a zombie until we reap it
+            if _safe_io._proc_stat(zombie.pid)[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert _safe_io._proc_stat(zombie.pid)[0] == "Z"
+        path = tmp_path / "t.zarr"
+        _lock_held_by(path, zombie.pid)
+        stale = pytest.warns(UserWarning, match=f"stale lock .* of process {zombie.pid}")
+        with stale, _safe_io.exclusive_lock(path):
+            assert json.loads(_safe_io.lock_path(path).read_text())["pid"] == os.getpid()
+    finally:
+        zombie.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
+def test_a_lock_whose_pid_now_names_another_process_is_taken_over(tmp_path):
+    """The lock records its holder's start time: the same pid started at another time is another
+    process (the pid was reused), so the lock is stale; the same pid and start time is live."""
+    path = tmp_path / "t.zarr"
+    ticks = _safe_io._start_ticks(os.getpid())
+    _lock_held_by(path, os.getpid(), start_ticks=ticks)
+    live = pytest.raises(_safe_io.TargetLockedError, match=f"process {os.getpid()}")
+    with live, _safe_io.exclusive_lock(path):
+        pass
+    _lock_held_by(path, os.getpid(), start_ticks=ticks - 1)
+    with pytest.warns(UserWarning, match="stale lock"), _safe_io.exclusive_lock(path):
+        assert json.loads(_safe_io.lock_path(path).read_text())["start_ticks"] == ticks
+    assert not _safe_io.lock_path(path).exists()
 
 
 _SAVE = """

@@ -287,6 +287,27 @@ def test_cli_sweep_runs_and_resumes(tmp_path):
     assert is_complete(store)
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Pids of process group ``pgid`` that still run (zombies left out), read from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, _, group = text[text.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def _wait_until_group_is_gone(pgid: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_members(pgid), f"processes of the killed group {pgid} still run"
+
+
 @pytest.mark.slow
 def test_killed_sweep_process_resumes_without_redoing_finished_stores(client, swept, tmp_path):
     """SIGKILL the whole `minisim sweep` process group after its first store; a rerun skips the
@@ -309,6 +330,7 @@ def test_killed_sweep_process_resumes_without_redoing_finished_stores(client, sw
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    _wait_until_group_is_gone(proc.pid)  # its dask worker may die a moment after the CLI
     first = msweep.read_manifest(out)
     finished = [out / s for s, st in zip(first["store"], first["status"]) if st == "done"]
     assert 1 <= len(finished) < 4, list(first["status"])
