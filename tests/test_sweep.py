@@ -150,6 +150,35 @@ def test_rerun_skips_finished_stores_and_redoes_incomplete_ones(client, swept, t
 
 
 @pytest.mark.slow
+def test_a_recording_waits_for_a_lock_whose_writer_is_exiting(tmp_path, monkeypatch):
+    """A store still locked by a writer that lets go a moment later (a killed worker exiting)
+    is written once the lock is free; a lock held past the wait fails it, naming the holder."""
+    from minisim import _safe_io
+    from minisim.sweep import runner
+
+    spec_json = minisim.Spec.model_validate(TINY).model_dump_json()
+    store = tmp_path / "rec.zarr"
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with _safe_io.exclusive_lock(store):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(30)
+    with monkeypatch.context() as m:
+        m.setattr(runner, "LOCK_WAIT_S", 0.5)
+        with pytest.raises(_safe_io.TargetLockedError, match="being written by process"):
+            runner._save_whole(spec_json, str(store), None)
+    assert not store.exists()
+    threading.Timer(1.0, release.set).start()
+    size = runner._save_whole(spec_json, str(store), None)  # waits (LOCK_WAIT_S) for the lock
+    t.join()
+    assert size > 0 and is_complete(store)
+
+
 def test_failing_recording_is_recorded_and_the_rest_complete(client, tmp_path):
     sw = msweep.load_sweep({"base": TINY, "seeds": [3, 4, 5], "output": "out"}, root=tmp_path)
     sw.output.mkdir()

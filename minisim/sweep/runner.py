@@ -27,6 +27,31 @@ from .results import MANIFEST_NAME, read_manifest, write_manifest
 WHOLE_BELOW_MB = 256.0
 
 
+#: How long a recording of a sweep waits for its store's lock held by another process (a
+#: worker killed a moment ago, still exiting) before it is reported failed.
+LOCK_WAIT_S = 30.0
+
+
+def _saving(save: Callable[[], Any], *, wait_s: float | None = None) -> Any:
+    """``save()``, tried again while its target is locked, for ``wait_s`` (:data:`LOCK_WAIT_S`).
+
+    A rerun of a sweep killed a moment ago, or the retry of a task whose worker was killed, can
+    find the store's lock still held by a writer that is exiting (a lock is taken over only
+    once its holder no longer runs); a live writer of the same store still fails it, after the
+    wait, with the holder named.
+    """
+    from .._safe_io import TargetLockedError
+
+    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
+    while True:
+        try:
+            return save()
+        except TargetLockedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 def movie_mb(spec: Spec) -> float:
     """Size of a Spec's uint16 movie in MB (10^6 bytes)."""
     return spec.recording.n_frames * spec.sensor.height_px * spec.sensor.width_px * 2 / 1e6
@@ -43,7 +68,7 @@ def _make_one(point: Point, store: Path, client, chunks) -> None:
     if store.exists() and not store.is_dir():
         raise FileExistsError(f"{store} exists and is not a zarr store; move it away and rerun")
     rec = simulate(point.spec, chunks=chunks)
-    rec.save(store, overwrite=store.exists(), scheduler=client)
+    _saving(lambda: rec.save(store, overwrite=store.exists(), scheduler=client))
 
 
 def _save_whole(spec_json: str, store: str, chunks) -> int:
@@ -58,8 +83,8 @@ def _save_whole(spec_json: str, store: str, chunks) -> int:
     path = Path(store)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a zarr store; move it away and rerun")
-    simulate(Spec.model_validate_json(spec_json), chunks=chunks).save(
-        path, overwrite=path.exists(), scheduler="sync")
+    rec = simulate(Spec.model_validate_json(spec_json), chunks=chunks)
+    _saving(lambda: rec.save(path, overwrite=path.exists(), scheduler="sync"))
     return _store_size(path)
 
 
