@@ -608,11 +608,13 @@ def _hill_rest(ca_rest_nm, kd_nm, hill_n, dynamic_range):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _calcium_kernel(win_off, win, rows, seg, L, fps, tau_decay_s, tau_rise_s, gain, hill,
+def _calcium_kernel(win_off, win, rows, seg, L, n_out, fps, tau_decay_s, tau_rise_s, gain, hill,
                     ca_rest_nm, kd_nm, hill_n, dynamic_range, dff, spikes, inside_off, inside):
     """ΔF/F and spike counts of segment ``seg`` (frames [seg·L, (seg+1)·L)) for the units of the
     CSR (``win_off``, ``win``: each unit's sorted spikes), written to rows ``rows[j]`` of ``dff``
-    and ``spikes`` (left alone for a unit with no spike before the segment's end).
+    and ``spikes`` (left alone for a unit with no spike before the segment's end), for its first
+    ``n_out`` frames only (the rest left alone: a recording that ends inside the segment); a
+    frame's values do not depend on ``n_out``.
 
     Per exponential (decay, rise): the state E_0 = Σ exp(-(t_0 - t_k)/τ) over the spikes before
     the segment, n_f and a_f = Σ_{k in f} exp(-((f+1)Δt - t_k)/τ) from those inside; the frame's
@@ -646,10 +648,11 @@ def _calcium_kernel(win_off, win, rows, seg, L, fps, tau_decay_s, tau_rise_s, ga
                 lit = True
             elif frame < f0 + L:
                 f = min(max(int(frame) - f0, 0), L - 1)
-                to_edge = min(max((f0 + f + 1) / fps - t, 0.0), dt)
-                count[f] += 1.0
-                a_decay[f] += math.exp(-to_edge / td)
-                a_rise[f] += math.exp(-to_edge / tr)
+                if f < n_out:
+                    to_edge = min(max((f0 + f + 1) / fps - t, 0.0), dt)
+                    count[f] += 1.0
+                    a_decay[f] += math.exp(-to_edge / td)
+                    a_rise[f] += math.exp(-to_edge / tr)
                 inside[m] = t
                 m += 1
                 lit = True
@@ -657,7 +660,7 @@ def _calcium_kernel(win_off, win, rows, seg, L, fps, tau_decay_s, tau_rise_s, ga
             continue
         row = rows[j]
         d_decay, d_rise = math.exp(-dt / td), math.exp(-dt / tr)
-        for f in range(L):
+        for f in range(n_out):
             mean_decay = (td / dt) * ((1.0 - d_decay) * e_decay + count[f] - a_decay[f])
             mean_rise = (tr / dt) * ((1.0 - d_rise) * e_rise + count[f] - a_rise[f])
             e_decay = e_decay * d_decay + a_decay[f]
@@ -668,11 +671,11 @@ def _calcium_kernel(win_off, win, rows, seg, L, fps, tau_decay_s, tau_rise_s, ga
             a_decay[f] = 0.0
             a_rise[f] = 0.0
         if hill:
-            _hill_row(ksum, ca_rest_nm, kd_nm, hill_n, dynamic_range, f_rest, hill_out, work)
-            for f in range(L):
+            _hill_row(ksum[:n_out], ca_rest_nm, kd_nm, hill_n, dynamic_range, f_rest, hill_out, work)
+            for f in range(n_out):
                 dff[row, f] = hill_out[f]
         else:
-            for f in range(L):
+            for f in range(n_out):
                 dff[row, f] = ksum[f]
     inside_off[rows.size] = m
 
@@ -811,16 +814,17 @@ class ActivityBatch:
         return _window_kernel(times, offsets, lo_row, self.act_spec.refractory_ms / 1e3, self.fps,
                               (seg + 1) * SEGMENT_FRAMES)
 
-    def _calcium(self, seg: int, window: tuple[np.ndarray, np.ndarray]
+    def _calcium(self, seg: int, window: tuple[np.ndarray, np.ndarray], frames: int = SEGMENT_FRAMES
                  ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(ΔF/F float32, spike counts uint8) per unit and frame of ``seg``, and the spikes inside it."""
+        """(ΔF/F float32, spike counts uint8) per unit and frame of ``seg`` (its first ``frames``
+        computed, the rest 0), and the spikes inside it."""
         act_spec, idx, n = self.act_spec, self.active_idx, len(self.unit_ids)
         win_off, win = window
         dff = np.zeros((n, SEGMENT_FRAMES), np.float32)
         spikes = np.zeros((n, SEGMENT_FRAMES), np.uint8)
         inside_off = np.zeros(idx.size + 1, np.int64)
         inside = np.empty(win.size)
-        _calcium_kernel(win_off, win, idx, seg, SEGMENT_FRAMES, self.fps,
+        _calcium_kernel(win_off, win, idx, seg, SEGMENT_FRAMES, frames, self.fps,
                         np.ascontiguousarray(self.tau_s[0, idx]), np.ascontiguousarray(self.tau_s[1, idx]),
                         np.ascontiguousarray(self.gain[idx], np.float64), act_spec.hill_enabled,
                         act_spec.ca_rest_nm, act_spec.kd_nm, act_spec.hill_n, act_spec.dynamic_range,
@@ -830,15 +834,18 @@ class ActivityBatch:
             times[i] = inside[inside_off[j]:inside_off[j + 1]]
         return dff, spikes, times
 
-    def _bleaching(self, seg: int) -> np.ndarray:
-        """(units, L) float32 expected-course bleaching ``(1-β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b)``."""
+    def _bleaching(self, seg: int, frames: int = SEGMENT_FRAMES) -> np.ndarray:
+        """(units, L) float32 expected-course bleaching ``(1-β) + β exp(-t (1 + κ E[ΔF/F]) / τ_b)``
+        (its first ``frames`` computed, the rest 0)."""
         n = len(self.unit_ids)
         if self.beta <= 0.0:
             return np.ones((n, SEGMENT_FRAMES), np.float32)
         # units of one rate (every silent unit) share one row
         rates, inverse = np.unique(self.bleach_rate_hz, return_inverse=True)
-        rows = np.empty((rates.size, SEGMENT_FRAMES), np.float32)
+        rows = np.empty((rates.size, frames), np.float32)
         _bleach_rows(rates, seg * SEGMENT_FRAMES * self.dt, self.dt, self.beta, rows)
+        if frames < SEGMENT_FRAMES:
+            rows = np.concatenate([rows, np.zeros((rates.size, SEGMENT_FRAMES - frames), np.float32)], axis=1)
         return rows[inverse.reshape(-1)]
 
     def _neuropil(self, seg: int) -> np.ndarray:
@@ -879,20 +886,26 @@ class ActivityBatch:
                     cache.pop(j, None)
 
     # -- the segment ------------------------------------------------------------------------
-    def segment(self, seg: int) -> Activity:
+    def segment(self, seg: int, frames: int = SEGMENT_FRAMES) -> Activity:
         """Activity of segment ``seg`` (frames [seg·L, (seg+1)·L)), whole (crop it yourself).
 
-        ``spike_times`` holds the spikes whose frame lies in the segment.
+        ``spike_times`` holds the spikes whose frame lies in the segment. ``frames`` < L (a
+        recording that ends inside the segment) computes ΔF/F, spike counts and bleaching of its
+        first ``frames`` frames only, the same bits as a whole segment's, and leaves the rest 0
+        (the spike draws and the neuropil course are the whole segment's either way).
         """
         if seg < 0:
             raise ValueError(f"segment={seg} must be >= 0")
+        if isinstance(frames, bool) or not 1 <= int(frames) <= SEGMENT_FRAMES:
+            raise ValueError(f"frames={frames!r} must be a whole number in [1, {SEGMENT_FRAMES}]")
+        frames = int(frames)
         self._forget_outside(seg)
-        dff, spikes, inside = self._calcium(seg, self._window_spikes(seg))
+        dff, spikes, inside = self._calcium(seg, self._window_spikes(seg), frames)
         f32 = np.float32
         return Activity(
             spikes=spikes,
             dff=dff,
-            bleach=self._bleaching(seg),
+            bleach=self._bleaching(seg, frames),
             spike_times=inside,
             neuropil_f=self._neuropil(seg).astype(f32),
             active=self.params["active"].astype(bool),
@@ -985,7 +998,7 @@ def dff_from_spikes(
     spikes = np.zeros((n_seg, L), np.uint8)
     off = np.array([0, t.size], np.int64)
     for seg in range(n_seg):
-        _calcium_kernel(off, t, np.array([seg]), seg, L, float(fps), np.array([td]), np.array([tr]),
+        _calcium_kernel(off, t, np.array([seg]), seg, L, L, float(fps), np.array([td]), np.array([tr]),
                         gain / h_max, activity.hill_enabled, activity.ca_rest_nm, activity.kd_nm,
                         activity.hill_n, activity.dynamic_range, dff, spikes, np.zeros(2, np.int64),
                         np.empty(t.size))

@@ -130,13 +130,18 @@ class World:
     def build_segment(self, seg: int, *, truth: bool | None = None) -> Segment:
         """Segment ``seg`` built afresh, not cached (:meth:`segment` caches it); with its
         Activity if ``truth`` (default: the World's own ``truth``)."""
-        act = self.activity.segment(seg)
+        # a segment the recording ends inside is computed to its end only (the same bits)
+        frames = min(SEGMENT_FRAMES, max(self.n_frames - seg * SEGMENT_FRAMES, 1))
+        act = self.activity.segment(seg, frames)
         keep = self.truth if truth is None else truth
         return Segment(act if keep else None, act.C,
                        np.ascontiguousarray(act.neuropil_f, np.float32),
                        motion_segment(self.spec, seg))
 
     def _segments_of(self, frames: range) -> tuple[list[Segment], int]:
+        if frames.stop > self.n_frames:  # the last segment is computed to n_frames only
+            raise ValueError(f"frames {frames.start}..{frames.stop} reach past this World's "
+                             f"n_frames={self.n_frames}; allowed: frames below it")
         first = frames.start // SEGMENT_FRAMES
         last = -(-max(frames.stop, frames.start) // SEGMENT_FRAMES)
         return [self.segment(s) for s in range(first, last)], frames.start - first * SEGMENT_FRAMES

@@ -300,6 +300,28 @@ def test_any_segment_alone_equals_the_same_segment_of_the_whole_recording():
     assert whole.spikes[:, 4 * SEGMENT_FRAMES:].sum() > 0
 
 
+@pytest.mark.parametrize("hill", [True, False], ids=["hill", "linear"])
+def test_a_segment_computed_to_a_recordings_end_is_the_whole_segments_prefix(hill):
+    """A recording that ends inside a segment computes that segment to its end only: its first
+    frames are the whole segment's bits, the rest 0, its spikes and neuropil the whole's."""
+    spec = _spec(seed=5, hill_enabled=hill, rate_median_hz=3.0, tau_decay_ms=700.0)
+    ids = np.arange(40) * 3 + 2
+    for seg in (0, 2):
+        whole = ActivityBatch(spec, ids).segment(seg)
+        assert whole.spikes.sum() > 20
+        for frames in (1, 7, 40, 513, SEGMENT_FRAMES - 1):
+            part = ActivityBatch(spec, ids).segment(seg, frames)
+            for name in ("spikes", "dff", "bleach", "C"):
+                got, ref = getattr(part, name), getattr(whole, name)
+                assert got.shape == ref.shape, name
+                assert np.array_equal(got[:, :frames], ref[:, :frames]), (name, frames)
+                assert not got[:, frames:].any(), (name, frames)
+            assert all(np.array_equal(a, b) for a, b in zip(part.spike_times, whole.spike_times))
+            assert np.array_equal(part.neuropil_f, whole.neuropil_f)
+    with pytest.raises(ValueError, match=r"frames=0 must be a whole number in \[1, 1024\]"):
+        ActivityBatch(spec, ids).segment(0, 0)
+
+
 def test_calcium_carries_across_segment_boundaries():
     # a transient that starts just before a boundary decays on after it, without a step
     spec = _spec(seed=2, hill_enabled=False, rate_median_hz=0.5, rate_sd_ln=0.0, active_fraction=1.0,
