@@ -68,6 +68,45 @@ def _time_chunk(n_frames: int, fps: float, block_id=None) -> np.ndarray:
     return np.arange(t0, min(t0 + activity.SEGMENT_FRAMES, n_frames), dtype=np.float64) / fps
 
 
+def _frame_times(n_frames: int, fps: float):
+    """Frame times in s as a lazy array, one block per segment (:func:`_time_chunk`)."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    frames = da.core.normalize_chunks(activity.SEGMENT_FRAMES, (n_frames,))
+    key = f"time_s-{tokenize(n_frames, fps)}"
+    layer = render.BlockTasks(key, (len(frames[0]),), _time_task, n_frames, fps)
+    return render.plain_array(key, layer, frames, np.float64)
+
+
+def _time_task(index: tuple, n_frames: int, fps: float) -> tuple:
+    return (_time_chunk, n_frames, fps, index)
+
+
+def _as_row(x: np.ndarray) -> np.ndarray:
+    return x[None]
+
+
+def _ones_row(n: int) -> np.ndarray:
+    return np.ones((1, n), np.float32)
+
+
+def _background_task(index: tuple, neuropil: str, frames: tuple[int, ...]) -> tuple:
+    component, k = index
+    return (_as_row, (neuropil, k)) if component == 0 else (_ones_row, frames[k])
+
+
+def _background_courses(neuropil):
+    """``f`` (bg_component, frame): the neuropil course, then ones for the glow and the dark
+    current, a block per component and segment (the blocks ``da.stack`` gave)."""
+    from dask.base import tokenize
+
+    key = f"f-{tokenize(neuropil.name)}"
+    frames = neuropil.chunks[0]
+    layer = render.BlockTasks(key, (3, len(frames)), _background_task, neuropil.name, frames)
+    return render.plain_array(key, layer, ((1, 1, 1), frames), np.float32, (neuropil,))
+
+
 def build_dataset(world: render.World, chunks: dict[str, int] | None = None) -> xr.Dataset:
     """The Recording's Dataset: lazy movie, footprints, per-frame truth and the per-unit truth that
     reads footprints or activity (vessel overlap, pnr, detectability); the rest of the scene's
@@ -79,8 +118,6 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
     """:func:`build_dataset` and the chunk writers of its ground truth for a save
     (:func:`minisim.truth.footprint_chunk_writers` of the :func:`minisim.truth.lazy_footprints`
     it holds, and :func:`minisim.truth.metrics_writer`)."""
-    import dask.array as da
-
     spec, sc, act = world.spec, world.scene, world.activity
     H, W, T = spec.sensor.height_px, spec.sensor.width_px, world.n_frames
     d, K, fps = spec.pixel_size_um, spec.sensor.gain_adu_per_e, spec.recording.fps
@@ -94,8 +131,7 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
         np.full((H, W), K * spec.sensor.dark_current_e_per_s / fps),
     ]).astype(np.float32)
     traces = truth.lazy_traces(spec, n)
-    ones = da.ones(T, dtype=np.float32, chunks=activity.SEGMENT_FRAMES)
-    f = da.stack([traces["neuropil"], ones, ones])
+    f = _background_courses(traces["neuropil"])
     # the scene's per-unit truth at once; what needs footprints or activity lazily
     footprints = truth.lazy_footprints(spec, n)
     movie = render.movie_array(spec, chunks)
@@ -143,8 +179,7 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
         },
         coords={
             # no index over frames (it would grow with the recording): select with isel
-            "time_s": ("frame", da.map_blocks(_time_chunk, T, fps, dtype=np.float64,
-                                              chunks=da.core.normalize_chunks(activity.SEGMENT_FRAMES, (T,)))),
+            "time_s": ("frame", _frame_times(T, fps)),
             "height": np.arange(H, dtype=np.int64),
             "width": np.arange(W, dtype=np.int64),
             "y_um": ("height", ys),

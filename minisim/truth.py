@@ -333,7 +333,6 @@ def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=N
     ``sums`` (a Delayed (3, units) array: the trace moments over the whole recording, one
     small task per segment reading ``segments``, :func:`minisim.render.segment_blocks`, the
     same tasks the C, dF/F and S chunks read, folded in segment order by one task)."""
-    import dask.array as da
     from dask.base import tokenize
 
     sj = spec.model_dump_json()
@@ -349,14 +348,22 @@ def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=N
              for i, (u0, b) in enumerate(zip(starts, boxes))}
     cores = _delayed_of(join, (_cores_join_task, sj, list(layer)), {part: layer}, boxes)
     n_seg = -(-T // activity.SEGMENT_FRAMES)
-    # (sum, sum of squares, max) x units x segments, one blockwise task per segment, folded in
-    # segment order by one task that takes them all (a blockwise contraction)
+    # (sum, sum of squares, max) x units, one task per segment, folded in segment order by one
+    # task that takes them all
     segments = render.segment_blocks(spec) if segments is None else segments
-    parts = da.map_blocks(_moments_chunk, segments, T, chunks=((3,), (n_units,), (1,) * n_seg),
-                          new_axis=[0, 1], dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
-    sums = da.blockwise(fold_moments, "ij", parts, "ijk", concatenate=True, dtype=np.float64,
-                        meta=np.empty((0, 0), np.float64))
-    return {"cores": cores, "sums": sums.to_delayed(optimize_graph=False).ravel()[0]}
+    moments = f"moments-{tokenize(T, n_units, segments.name)}"
+    layer = render.BlockTasks(moments, (n_seg,), _moments_task, segments.name, T)
+    sums = _delayed_of(f"fold-{moments}", (_fold_moment_parts, list(layer)), {moments: layer}, [segments])
+    return {"cores": cores, "sums": sums}
+
+
+def _moments_task(index: tuple, segments: str, n_frames: int) -> tuple:
+    return (_moments_chunk, (segments, index[0]), n_frames, (0, 0, index[0]))
+
+
+def _fold_moment_parts(parts: list) -> np.ndarray:
+    """:func:`fold_moments` of the (3, units, 1) parts of :func:`_moments_chunk`, in segment order."""
+    return fold_moments(np.concatenate(parts, axis=2))
 
 
 def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None) -> dict:
@@ -366,7 +373,6 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     from the zarr movie at ``movie_path`` (a save
     that has written the movie of this very Spec: the same bytes, without rendering the
     oracle's 128 frames a second time)."""
-    import dask.array as da
     from dask.base import tokenize
 
     # a plain graph (dask.delayed tokenised the cores and moments handed to it as values);
@@ -380,8 +386,18 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
                       {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
                       [x for x in (cores, sums) if _is_delayed(x)])
-    got = da.from_delayed(got, shape=(len(ACTIVITY_METRICS), n_units), dtype=np.float64)
-    return {name: got[i].astype(dtype) for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items())}
+    # a row of the task's (variables, units) array each, in a plain graph (a getitem and an
+    # astype layer apiece were ~15 % of simulate() of a 40-frame recording)
+    out = {}
+    for i, (name, dtype) in enumerate(ACTIVITY_METRICS.items()):
+        key = f"metric-{name}-{token}"
+        out[name] = render.plain_array(key, {(key, 0): (_metric_row, both, i, dtype)}, ((n_units,),),
+                                       dtype, (got,))
+    return out
+
+
+def _metric_row(metrics: np.ndarray, i: int, dtype) -> np.ndarray:
+    return metrics[i].astype(dtype)
 
 
 def _is_delayed(x) -> bool:
@@ -431,14 +447,15 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
     and ``pnr`` read the process's World. Nothing here is built per segment, and
     ``simulate()`` computes none of it.
     """
-    import dask
-    import dask.array as da
+    from dask.base import tokenize
 
     if parts is None:
         parts = metric_parts(spec, n_units, boxes, segments)
     out = lazy_activity_metrics(spec, n_units, parts["cores"], parts["sums"])
-    overlap = dask.delayed(_vessel_overlap_task, pure=True)(spec.model_dump_json())
-    out["vessel_overlap_fraction"] = da.from_delayed(overlap, shape=(n_units,), dtype=np.float32)
+    sj = spec.model_dump_json()
+    key = f"vessel_overlap_fraction-{tokenize(sj)}"
+    out["vessel_overlap_fraction"] = render.plain_array(key, {(key, 0): (_vessel_overlap_task, sj)},
+                                                        ((n_units,),), np.float32)
     return out
 
 

@@ -258,7 +258,7 @@ def test_trace_moments_are_a_reduction_over_segments_equal_to_one_pass():
     # in a Recording each segment's part is a task of its own (parallel), not one serial task
     ds = minisim.simulate(spec).dataset
     graph = dict(ds["oracle_r"].data.__dask_graph__())
-    parts = [k for k in graph if isinstance(k, tuple) and k[0].startswith("_moments_chunk")]
+    parts = [k for k in graph if isinstance(k, tuple) and k[0].startswith("moments-")]
     assert len(parts) == len(ds["C"].data.chunks[1]) == 2
 
 
