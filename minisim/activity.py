@@ -896,7 +896,8 @@ class ActivityBatch:
         """
         if seg < 0:
             raise ValueError(f"segment={seg} must be >= 0")
-        if isinstance(frames, bool) or not 1 <= int(frames) <= SEGMENT_FRAMES:
+        if (isinstance(frames, bool) or not isinstance(frames, (int, np.integer))
+                or not 1 <= frames <= SEGMENT_FRAMES):
             raise ValueError(f"frames={frames!r} must be a whole number in [1, {SEGMENT_FRAMES}]")
         frames = int(frames)
         self._forget_outside(seg)

@@ -318,8 +318,22 @@ def test_a_segment_computed_to_a_recordings_end_is_the_whole_segments_prefix(hil
                 assert not got[:, frames:].any(), (name, frames)
             assert all(np.array_equal(a, b) for a, b in zip(part.spike_times, whole.spike_times))
             assert np.array_equal(part.neuropil_f, whole.neuropil_f)
-    with pytest.raises(ValueError, match=r"frames=0 must be a whole number in \[1, 1024\]"):
-        ActivityBatch(spec, ids).segment(0, 0)
+    for bad in (0, 1025, 3.5, True):
+        with pytest.raises(ValueError, match=rf"frames={bad!r} must be a whole number in \[1, 1024\]"):
+            ActivityBatch(spec, ids).segment(0, bad)
+
+
+def test_a_world_refuses_to_read_past_its_last_frame():
+    """Its last segment holds zeros past the recording's end: a read there is an error, not 0."""
+    from minisim.render import build_world
+
+    spec = _spec().with_updates({"sensor.height_px": 32, "sensor.width_px": 32,
+                                 "recording.duration_s": 2.0})
+    world = build_world(spec)
+    C, _ = world.traces(range(30, 40))
+    assert C.shape[1] == 10
+    with pytest.raises(ValueError, match="frames 30..41 reach past this World's n_frames=40"):
+        world.traces(range(30, 41))
 
 
 def test_calcium_carries_across_segment_boundaries():
