@@ -479,18 +479,14 @@ def segment_blocks(spec: Spec):
     segment once for C, dF/F, S, the neuropil course, the motion and the moments of C, in
     whatever order it computes them (one task per variable each fetching the segment from a
     3-segment cache rebuilt a segment 7-8 times in an 8,192-frame save)."""
-    import dask.array as da
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     # one plain task per segment (a 24-hour recording: 1,700), not a blockwise layer: dask
     # would fuse a blockwise one into each reader and build the segment once per reader
     sj = spec.model_dump_json()
     n_seg = -(-spec.recording.n_frames // SEGMENT_FRAMES)
     name = f"segment-{tokenize(sj)}"
-    tasks = BlockTasks(name, (n_seg,), _segment_of_task, sj)
-    return da.Array(HighLevelGraph({name: tasks}, {name: set()}), name, chunks=((1,) * n_seg,),
-                    meta=np.empty((0,), object))
+    return plain_array(name, BlockTasks(name, (n_seg,), _segment_of_task, sj), ((1,) * n_seg,), object)
 
 
 def _segment_of_task(index: tuple, spec_json: str) -> tuple:
