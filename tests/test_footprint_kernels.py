@@ -154,3 +154,28 @@ def test_footprint_boxes_are_footprint_box_unit_by_unit_bit_for_bit(updates):
         assert (part is None) == (got[u] is None)
         if part is not None:
             assert part[0] == got[u][0] and np.array_equal(part[1], got[u][1])
+
+
+_EDGE_ANGLES = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2, 1e-5, np.pi / 2 + 1e-5, 2e-3, np.pi / 4,
+                         -1e-5, np.pi - 2e-3])
+
+
+@pytest.mark.parametrize("scope", ["generic", "v4"])
+def test_compiled_footprints_match_the_reference_for_dendrites_along_the_axes(monkeypatch, scope):
+    """A dendrite is drawn only in its band's columns of each row (computed from its angle):
+    dendrites along, and a hair off, the pixel axes (where one of the band's bounds is not used)
+    and on the diagonal still match the reference that tests every sub-pixel of their box."""
+    shapes_of = optics._shapes_of
+
+    def edge_angles(spec, lo, hi):
+        ell, phi, angles, lengths = shapes_of(spec, lo, hi)
+        k = np.arange(angles.shape[1])[None, :] + lo.astype(np.int64)[:, None]  # (cell, dendrite)
+        return ell, phi, _EDGE_ANGLES[k % len(_EDGE_ANGLES)], lengths
+
+    monkeypatch.setattr(optics, "_shapes_of", edge_angles)
+    if scope == "v4":
+        spec = small_v4()
+    else:  # one sub-pixel a pixel, 0.375 um pixels: dendrites hundreds of sub-pixels long
+        spec = Spec(recording={"duration_s": 1.0, "fps": 10.0}, sensor={"height_px": 48, "width_px": 40})
+    assert spec.cells.dendrites_enabled and spec.cells.dendrite_count > 0
+    assert assert_same_footprints(spec) > 10

@@ -154,15 +154,47 @@ def _sub_centres(first_px, n_px_sensor, d, ns, n, centre_um, out):
         out[i] = (base + (i + 0.5) * sub) - centre_um
 
 
+_SLACK = 2  # sub-pixels a computed column range is widened by: far above its rounding (~1e-14 um)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _dendrite_cols(y, x0, sub, ca, sa, r0, L, w4, j_a, j_b):
+    """Columns [a, b) of [j_a, j_b) that hold every sub-pixel of row ``y`` (um) where a dendrite
+    passes _draw_soma's test (0 <= s <= 1, |across| <= 4w): the band's x interval (a
+    parallelogram's cross-section) as columns of the grid x0 + j sub, widened by _SLACK
+    sub-pixels on each side to cover the test's rounding. Each of the two conditions bounds x
+    only where its coefficient is not near 0 (one of cos, sin always is not), so the
+    divisions are well conditioned."""
+    lo, hi = -np.inf, np.inf
+    if abs(ca) > 1e-3:  # along = x ca + y sa between r0 and r0 + L
+        e0, e1 = (r0 - y * sa) / ca, ((r0 + L) - y * sa) / ca
+        lo, hi = min(e0, e1), max(e0, e1)
+    if abs(sa) > 1e-3:  # across = -x sa + y ca between -4w and 4w
+        e0, e1 = (y * ca - w4) / sa, (y * ca + w4) / sa
+        lo, hi = max(lo, min(e0, e1)), min(hi, max(e0, e1))
+    if not lo <= hi:
+        return j_a, j_a
+    # clipped to the columns before the conversion to integers (lo, hi may be infinite)
+    a = int(np.floor(max((lo - x0) / sub, j_a - 1.0))) - _SLACK
+    b = int(np.ceil(min((hi - x0) / sub, j_b + 1.0))) + 1 + _SLACK
+    a, b = max(j_a, a), min(j_b, b)
+    return a, max(a, b)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_b, dend_w, dend_b,
-               dendrites, img, box):
+               dendrites, img, box, ext):
     """Draw one cell on the sub-pixel grid ``img`` (unnormalised; rows ys, columns xs, n_px
     pixels a side) where it can be non-zero; box[:] = the (row, row end, column, column end),
-    whole pixels, that holds all of it (zero elsewhere in the box).
+    whole pixels, that holds all of it; ext[y] = the columns [ext[y, 0], ext[y, 1]) of box row y,
+    whole pixels and the same for a pixel's sub-pixel rows, outside which the row is 0. Only
+    those are written (zeroed, then drawn): the rest of the box holds what was there before,
+    and is never to be read.
 
     The same parts, boxes and arithmetic as optics.planted_footprint: an ellipsoid with a
-    dimmer nucleus, then each dendrite (a term that is exactly 0 there is skipped)."""
+    dimmer nucleus, then each dendrite (a term that is exactly 0 there is skipped). A dendrite
+    is tested only in its band's columns of each row (_dendrite_cols), which hold every sub-pixel
+    the test keeps: the same sub-pixels get the same terms, in the same order."""
     sq = np.sqrt(ell)
     reach = radius * max(sq, 1 / sq)
     n_parts = 1 + (angles.shape[0] if dendrites else 0)
@@ -193,35 +225,73 @@ def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_
     ns = ys.shape[0] // n_px
     box[0], box[2] = (box[0] // ns) * ns, (box[2] // ns) * ns
     box[1], box[3] = -((-box[1]) // ns) * ns, -((-box[3]) // ns) * ns
-    img[box[0]:box[1], box[2]:box[3]] = 0.0
+    # each row's columns: the parts' (the soma's box, the dendrites' bands), joined over a
+    # pixel's sub-pixel rows and rounded out to whole pixels, then zeroed
+    ext[box[0]:box[1], 0], ext[box[0]:box[1], 1] = box[3], box[2]
+    for i in range(boxes[0, 0], boxes[0, 1]):
+        ext[i, 0], ext[i, 1] = min(ext[i, 0], boxes[0, 2]), max(ext[i, 1], boxes[0, 3])
+    w4 = 4 * w
+    for k in range(n_parts - 1):
+        ca, sa = np.cos(angles[k]), np.sin(angles[k])
+        for i in range(boxes[k + 1, 0], boxes[k + 1, 1]):
+            a, b = _dendrite_cols(ys[i], xs[0], sub, ca, sa, r0, lengths[k], w4,
+                                  boxes[k + 1, 2], boxes[k + 1, 3])
+            if a < b:
+                ext[i, 0], ext[i, 1] = min(ext[i, 0], a), max(ext[i, 1], b)
+    for i in range(box[0], box[1], ns):
+        a, b = ext[i, 0], ext[i, 1]
+        for y in range(i + 1, i + ns):
+            a, b = min(a, ext[y, 0]), max(b, ext[y, 1])
+        if a < b:
+            a, b = (a // ns) * ns, -((-b) // ns) * ns
+        else:
+            a, b = box[2], box[2]
+        for y in range(i, i + ns):
+            ext[y, 0], ext[y, 1] = a, b
+            img[y, a:b] = 0.0
     cp, sp_ = np.cos(phi), np.sin(phi)
     r2 = radius * radius
     ff = nuc_f * nuc_f
     nuc = (1 - nuc_b) * nuc_f
+    # contiguous slices indexed from 0 (no negative-index wraparound), so that the loop
+    # vectorises: sqrt and division are correctly rounded and numba fuses no multiply-add, so
+    # each value is the one a scalar loop gives
+    xr = xs[boxes[0, 2]:boxes[0, 3]]
     for i in range(boxes[0, 0], boxes[0, 1]):
         y = ys[i]
-        for j in range(boxes[0, 2], boxes[0, 3]):
-            x = xs[j]
+        row = img[i, boxes[0, 2]:boxes[0, 3]]
+        for j in range(xr.shape[0]):
+            x = xr[j]
             u = (x * cp + y * sp_) * sq
             v = (-x * sp_ + y * cp) / sq
             rho2 = (u * u + v * v) / r2
             soma = np.sqrt(max(1 - rho2, 0.0))
             if nuc_f > 0:
                 soma -= nuc * np.sqrt(max(1 - rho2 / ff, 0.0))
-            img[i, j] += soma
+            row[j] += soma
+    # per row of a dendrite's band, the test and its terms in a loop that vectorises, then
+    # the exp (the one costly step) where the test holds
+    ss, tt = np.empty(xs.shape[0]), np.empty(xs.shape[0])
+    keep = np.empty(xs.shape[0], np.bool_)
     for k in range(n_parts - 1):
         ca, sa = np.cos(angles[k]), np.sin(angles[k])
         L = lengths[k]
         for i in range(boxes[k + 1, 0], boxes[k + 1, 1]):
             y = ys[i]
-            for j in range(boxes[k + 1, 2], boxes[k + 1, 3]):
-                x = xs[j]
+            j_a, j_b = _dendrite_cols(y, xs[0], sub, ca, sa, r0, L, w4,
+                                      boxes[k + 1, 2], boxes[k + 1, 3])
+            xr, row = xs[j_a:j_b], img[i, j_a:j_b]
+            for j in range(xr.shape[0]):
+                x = xr[j]
                 along = x * ca + y * sa
                 across = -x * sa + y * ca
                 s = (along - r0) / L
-                if s >= 0 and s <= 1 and abs(across) <= 4 * w:
-                    t = across / w
-                    img[i, j] += dend_b * (1 - s) * np.exp(-0.5 * (t * t))
+                ss[j], tt[j] = s, across / w
+                keep[j] = (s >= 0) & (s <= 1) & (abs(across) <= 4 * w)
+            for j in range(xr.shape[0]):
+                if keep[j]:
+                    t = tt[j]
+                    row[j] += dend_b * (1 - ss[j]) * np.exp(-0.5 * (t * t))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -246,14 +316,14 @@ def _psf_phases(cdf, c0, n, ns, sharp, dph):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _blur_columns(img, box, dph, lo, hi, n, ns, m_a, m_b, rows):
-    """rows[y, m] = the light of sub-pixel row y (of the drawn ``box``) falling on pixel column
-    m in [m_a, m_b): the x step of the separable blur, summed over the row's sub-pixels in
-    order."""
+def _blur_columns(img, box, ext, dph, lo, hi, n, ns, m_a, m_b, rows):
+    """rows[y, m] = the light of sub-pixel row y (of the drawn ``box``, columns ``ext[y]``)
+    falling on pixel column m in [m_a, m_b): the x step of the separable blur, summed over the
+    row's non-zero sub-pixels in order."""
     rows[box[0]:box[1], m_a:m_b] = 0.0
     for y in range(box[0], box[1]):
         row = rows[y]
-        for x in range(box[2], box[3]):
+        for x in range(ext[y, 0], ext[y, 1]):
             v = img[y, x]
             if v == 0.0:
                 continue
@@ -402,6 +472,7 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
     buf = np.empty((max_n, max_n))
     row_max, bound, col_bound = np.empty(M), np.empty(max_n), np.empty(max_n)
     box, px_box = np.empty(4, np.int64), np.empty(4, np.int64)
+    ext = np.empty((M, 2), np.int64)
     out_rows = np.empty(1 << 16, np.int64)
     out_vals = np.empty((P, 1 << 16))
     ptr = np.zeros(N + 1, np.int64)
@@ -413,20 +484,29 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
         _sub_centres(i0[u], H, d, ns, n, cy[u], ys)
         _sub_centres(j0[u], W, d, ns, n, cx[u], xs)
         _draw_soma(ys[:n * ns], xs[:n * ns], n, sub, radius[u], ell[u], phi[u], angles[u], lengths[u],
-                   nuc_f, nuc_b, dend_w, dend_b, dendrites, img, box)
-        # normalised to sum 1, binned into the planted patch (sub-pixels in optics.bin_patch's order)
+                   nuc_f, nuc_b, dend_w, dend_b, dendrites, img, box, ext)
+        # normalised to sum 1, binned into the planted patch (sub-pixels in optics.bin_patch's
+        # order), both over each row's columns alone: the rest of the box is 0, which adds
+        # nothing to the sum (+0.0) and bins to the +0.0 the caller's zeroed buffer holds
         total = 0.0
         for y in range(box[0], box[1]):
-            for x in range(box[2], box[3]):
+            for x in range(ext[y, 0], ext[y, 1]):
                 total += img[y, x]
         if total > 0:
             for y in range(box[0], box[1]):
-                for x in range(box[2], box[3]):
-                    img[y, x] = img[y, x] / total
+                part = img[y, ext[y, 0]:ext[y, 1]]  # indexed from 0: the loop vectorises
+                for x in range(part.shape[0]):
+                    part[x] = part[x] / total
         px_box[0], px_box[1], px_box[2], px_box[3] = box[0] // ns, box[1] // ns, box[2] // ns, box[3] // ns
         p0 = planted_start[u]
         for k in range(px_box[0], px_box[1]):
-            for m in range(px_box[2], px_box[3]):
+            if ns == 1:  # a copy: the loop below unrolled, indexed from 0 so that it vectorises
+                part = img[k, ext[k, 0]:ext[k, 1]]
+                dst = planted[p0 + k * n + ext[k, 0]:p0 + k * n + ext[k, 1]]
+                for m in range(part.shape[0]):
+                    dst[m] = np.float32(part[m])
+                continue
+            for m in range(ext[k * ns, 0] // ns, ext[k * ns, 1] // ns):
                 v = img[k * ns, m * ns]
                 for a in range(ns):
                     for b in range(ns):
@@ -444,7 +524,7 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
         m_a, m_b = min(px_box[2], c0), max(px_box[3], c1)
         for p in range(P):
             lo[p], hi[p] = _psf_phases(cdf, cdf_start[p, u], n, ns, sigma[p, u] <= 1e-6 * d, dph[p])
-            _blur_columns(img, box, dph[p], lo[p], hi[p], n, ns, m_a, m_b, rows[p])
+            _blur_columns(img, box, ext, dph[p], lo[p], hi[p], n, ns, m_a, m_b, rows[p])
             peak = _peak(rows[p], box, px_box, dph[p], lo[p], hi[p], n, ns, row_max, bound, buf)
             floors[p] = 1e-4 * (peak * scale[u])
             a, b_, c, e = _reach(rows[p], box, dph[p], lo[p], hi[p], n, ns, (r0, r1, c0, c1),
@@ -489,7 +569,8 @@ def cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H, 
     plane p (the sharp image, then the focus-drift planes) its ``sigma[p, u]`` and the normal CDF
     table of optics.blur_and_bin at ``cdf[cdf_start[p, u]:]``; the light ``scale`` (sharp share x
     flux), whether it is ``shadowed`` by ``t_vessel`` (padded grid, ``margin`` px). Writes the
-    planted patches (float32, n x n row-major at ``planted_start[u]``) into ``planted``; returns
+    planted patches (float32, n x n row-major at ``planted_start[u]``) into ``planted``, which
+    the caller zeroes (only the pixels a cell's drawing reaches are written); returns
     (indptr by unit, padded-grid rows, values (planes, entries) float64): per unit the pixels
     above any plane's far-tail floor, row-major; plane 0 the sharp image, plane p > 0 its
     difference from plane 0.
