@@ -136,7 +136,7 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
     footprints = truth.lazy_footprints(spec, n)
     movie = render.movie_array(spec, chunks)
     parts = truth.metric_parts(spec, n, footprints["boxes"], traces["segments"])
-    metrics = {**truth.scene_metrics(world), **truth.lazy_unit_metrics(spec, n, parts=parts)}
+    metrics = {**truth.scene_metrics(world), **truth.lazy_unit_metrics(spec, n, parts=parts, movie=movie)}
     ys = pixel_center_um(np.arange(H), H, d).astype(np.float32)
     xs = pixel_center_um(np.arange(W), W, d).astype(np.float32)
     unit = ("unit_id",)

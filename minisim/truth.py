@@ -366,26 +366,43 @@ def _fold_moment_parts(parts: list) -> np.ndarray:
     return fold_moments(np.concatenate(parts, axis=2))
 
 
-def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None) -> dict:
+def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None,
+                          movie=None) -> dict:
     """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
     ``cores`` and ``sums`` (Delayed, or their values) and the oracle's batches of
-    ORACLE_BATCH frames, a task per :func:`oracle_tasks` (two batches): rendered here, or read
-    from the zarr movie at ``movie_path`` (a save
-    that has written the movie of this very Spec: the same bytes, without rendering the
-    oracle's 128 frames a second time)."""
+    ORACLE_BATCH frames, a task per :func:`oracle_tasks` (two batches): rendered here, read
+    from the zarr movie at ``movie_path`` (a save that has written the movie of this very Spec:
+    the same bytes, without rendering the oracle's 128 frames a second time), or taken from the
+    blocks of ``movie`` (the Recording's lazy movie of this Spec) where the oracle reads every
+    frame (at most ORACLE_FRAMES): computed with the movie, as a whole Recording is, the
+    frames are rendered once, not twice; alone, the blocks it reads are the frames it would
+    have rendered, over the field."""
     from dask.base import tokenize
 
     # a plain graph (dask.delayed tokenised the cores and moments handed to it as values);
     # values computed earlier (the last step of a save) go into the graph as they are
     sj = spec.model_dump_json()
-    token = tokenize(sj, n_units, movie_path, _key_or_fresh_name(cores), _key_or_fresh_name(sums))
+    T = spec.recording.n_frames
+    if movie_path is not None or movie is None or T > ORACLE_FRAMES or movie.shape[0] != T:
+        movie = None
+    token = tokenize(sj, n_units, movie_path, None if movie is None else movie.name,
+                     _key_or_fresh_name(cores), _key_or_fresh_name(sums))
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
     batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
-    layer = {(batch, i): (_oracle_task, sj, fr.start, fr.stop, c, movie_path)
-             for i, fr in enumerate(oracle_tasks(spec.recording.n_frames))}
+    if movie is None:
+        layer = {(batch, i): (_oracle_task, sj, fr.start, fr.stop, c, movie_path)
+                 for i, fr in enumerate(oracle_tasks(T))}
+    else:
+        keys, starts = movie.__dask_keys__(), np.cumsum((0,) + movie.chunks[0])
+        layer = {}
+        for i, fr in enumerate(oracle_tasks(T)):
+            first = int(np.searchsorted(starts, fr.start, side="right")) - 1
+            last = int(np.searchsorted(starts, fr.stop, side="left"))
+            layer[(batch, i)] = (_oracle_blocks_task, sj, fr.start, fr.stop, c, keys[first:last],
+                                 int(starts[first]))
     got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
                       {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
-                      [x for x in (cores, sums) if _is_delayed(x)])
+                      [x for x in (cores, sums) if _is_delayed(x)] + ([] if movie is None else [movie]))
     # a row of the task's (variables, units) array each, in a plain graph (a getitem and an
     # astype layer apiece were ~15 % of simulate() of a 40-frame recording)
     out = {}
@@ -435,7 +452,7 @@ def _delayed_of(key: str, task: tuple, layers: dict, dependencies: list):
 
 
 def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segments=None,
-                      parts: dict | None = None) -> dict:
+                      parts: dict | None = None, movie=None) -> dict:
     """:data:`LAZY_UNIT_METRICS` as dask arrays over ``unit_id``: the values of
     :func:`cell_metrics`, as a graph of small tasks.
 
@@ -451,7 +468,7 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
 
     if parts is None:
         parts = metric_parts(spec, n_units, boxes, segments)
-    out = lazy_activity_metrics(spec, n_units, parts["cores"], parts["sums"])
+    out = lazy_activity_metrics(spec, n_units, parts["cores"], parts["sums"], movie=movie)
     sj = spec.model_dump_json()
     key = f"vessel_overlap_fraction-{tokenize(sj)}"
     out["vessel_overlap_fraction"] = render.plain_array(key, {(key, 0): (_vessel_overlap_task, sj)},
@@ -499,6 +516,18 @@ def _oracle_task(spec_json: str, t0: int, t1: int, cores: FootprintCores,
         movie = store.read_region(zarr.open_array(movie_path, mode="r"),
                                   (slice(t0, t1), slice(y0, y1), slice(x0, x1)))
     return oracle_on(world, range(t0, t1), movie, cores)
+
+
+def _oracle_blocks_task(spec_json: str, t0: int, t1: int, cores: FootprintCores, blocks: list,
+                        first: int) -> list:
+    """:func:`_oracle_task` on frames [t0, t1) taken from the movie's ``blocks`` (time, height,
+    width; the time blocks holding those frames, the first starting at frame ``first``): the
+    same bytes as rendering them over the cores' window (any window of a frame is its crop)."""
+    y0, y1, x0, x1 = cores.window
+    movie = np.block(blocks) if len(blocks) > 1 or len(blocks[0]) > 1 or len(blocks[0][0]) > 1 \
+        else blocks[0][0][0]
+    movie = np.ascontiguousarray(movie[t0 - first : t1 - first, y0:y1, x0:x1])
+    return oracle_on(render.get_world(spec_json), range(t0, t1), movie, cores)
 
 
 def oracle_on(world: render.World, frames: range, movie: np.ndarray, cores: FootprintCores) -> list:

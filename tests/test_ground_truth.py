@@ -247,6 +247,36 @@ def test_lazy_unit_metrics_are_the_eager_cell_metrics_bit_for_bit(motion):
     assert ds["pnr"].values.max() > 0 and ds["oracle_r"].values.max() > 0
 
 
+
+@pytest.mark.parametrize("chunks", [None, {"frame": 7, "height": 32, "width": 40}])
+def test_a_short_recording_computed_whole_renders_each_frame_once(monkeypatch, chunks):
+    """Where the oracle reads every frame (<= ORACLE_FRAMES), it takes them from the movie's
+    blocks: a whole Recording computed renders each pixel of each frame once (the oracle
+    rendered them all a second time before), with the same metrics, bit for bit, whatever
+    blocks the movie is cut in (here 7 frames, across the oracle's 16-frame batches)."""
+    import dask
+
+    from minisim import render
+
+    spec = _small(**{"recording.duration_s": 4.5})  # 45 frames, motion on
+    assert spec.recording.n_frames <= truth.ORACLE_FRAMES and spec.motion.enabled
+    eager = truth.cell_metrics(build_world(spec))
+    rec = minisim.simulate(spec, chunks=chunks)
+    rendered = []
+    real = render.render_block
+
+    def counting(world, frames, window):
+        rendered.append(len(frames) * (window[1] - window[0]) * (window[3] - window[2]))
+        return real(world, frames, window)
+
+    monkeypatch.setattr(render, "render_block", counting)
+    with dask.config.set(scheduler="sync"):
+        ds = rec.dataset.load()
+    assert sum(rendered) == spec.recording.n_frames * spec.sensor.height_px * spec.sensor.width_px
+    for name in truth.ACTIVITY_METRICS:
+        assert np.array_equal(ds[name].values, eager[name]), name
+    assert ds["oracle_r"].values.max() > 0
+
 def test_trace_moments_are_a_reduction_over_segments_equal_to_one_pass():
     spec = _across_a_segment(**{"motion.enabled": False})
     world = build_world(spec)
