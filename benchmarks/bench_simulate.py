@@ -8,10 +8,11 @@ included). What remains is per cell
 (placement, per-cell optics and activity constants) and per pixel (the fields), never per frame
 (docs/segments.md); footprints and every metric are built on first use.
 
-A last row is the test fixture of issue 15: a 128 x 128 px, 40-frame recording of the same
-preset, simulated and then computed (the movie alone; the movie and every ground-truth
-variable), sync scheduler, in a warm process (imports and compiled kernels once before):
-medians over seeds 1-9 (the unit count varies with the seed), and the best whole compute.
+The last rows are the test fixture of issue 15: a 128 x 128 px, 40-frame recording (20 fps,
+2 s) of the default Spec and of the preset, simulated and then computed (the movie alone; the
+movie and every ground-truth variable), sync scheduler, in a warm process (imports and compiled
+kernels once before): medians over seeds 1-9 (the unit count varies with the seed), and the
+best whole compute.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ _FIXTURE = """
 import json, statistics, sys, time
 import dask
 import minisim
-from minisim import presets
+from minisim import Spec, presets
 def run(seed, what):
-    spec = presets.scope(sys.argv[1]).with_updates(
+    base = Spec() if sys.argv[1] == "default" else presets.scope(sys.argv[1])
+    spec = base.with_updates(
         {"sensor.height_px": 128, "sensor.width_px": 128, "recording.fps": 20.0,
          "recording.duration_s": 2.0, "recording.seed": seed})
     t0 = time.perf_counter()
@@ -76,12 +78,14 @@ def main() -> None:
         res = json.loads(r.stdout.strip().splitlines()[-1])
         label = f"{hours * 60:.0f} min" if hours < 1 else f"{hours:g} h"
         print(f"{label:>10} {res['frames']:>10} {res['units']:>6} {res['wall_s']:>7.2f} {res['peak_mb']:>20.1f}")
-    r = subprocess.run([sys.executable, "-c", _FIXTURE, args.preset], capture_output=True, text=True,
-                       check=True)
-    res = json.loads(r.stdout.strip().splitlines()[-1])
-    print(f"fixture 128 x 128 px, 40 frames, ~{res['units']:.0f} units (median of 9 seeds): simulate "
-          f"{res['simulate_s']:.3f} s; simulate + compute the movie {res['movie_s']:.3f} s; simulate + "
-          f"compute everything {res['total_s']:.3f} s (best {res['total_best_s']:.3f} s)")
+    print("\nfixture 128 x 128 px, 40 frames, medians of seeds 1-9, sync scheduler, warm process")
+    print(f"{'spec':>24} {'units':>6} {'simulate s':>11} {'+ movie s':>10} {'+ everything s':>15} {'(best)':>7}")
+    for preset in ("default", args.preset):
+        r = subprocess.run([sys.executable, "-c", _FIXTURE, preset], capture_output=True, text=True,
+                           check=True)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"{preset:>24} {res['units']:>6.0f} {res['simulate_s']:>11.3f} {res['movie_s']:>10.3f} "
+              f"{res['total_s']:>15.3f} {res['total_best_s']:>7.3f}")
 
 
 if __name__ == "__main__":
