@@ -3,9 +3,12 @@
 A sweep of 8 small recordings (128 x 128 px, 10 s at 20 fps, 4 densities x 2 seeds) is rendered
 from scratch with ``minisim.sweep.run`` on a LocalCluster of 1 and then 2 single-threaded worker
 processes; the table gives the wall time, recordings per minute and the scaling efficiency
-rate2 / (2 x rate1). Mode ``long`` spreads one longer recording (V4 CA1, 256 x 256 px, 2 min)
-over the workers instead: each worker builds the World and computes only the trace segments
-its blocks need (docs/segments.md). Run: ``python benchmarks/bench_sweep.py [--workers 1 2 4]``.
+rate2 / (2 x rate1). Mode ``long`` spreads one longer recording (V4 CA1, 256 x 256 px, 2 min, or
+``--long-minutes``) over the workers instead: each worker builds the World and computes only the
+trace segments its blocks need (docs/segments.md). Its fixed costs (the client's graph, each
+worker's World and footprints, ~1 s, and the metrics after the movie, ~1 s) weigh on a 2-minute
+recording; ``--long-minutes 10`` measures the spread itself. Run:
+``python benchmarks/bench_sweep.py [--workers 1 2 4] [--long-minutes 10]``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ LONG = {
 }
 
 
-def bench(n_workers: int, root: Path, mode: str) -> tuple[int, float]:
+def bench(n_workers: int, root: Path, mode: str, long_s: float = 120.0) -> tuple[int, float]:
     from minisim import presets, sweep
 
     out = root / f"{mode}-w{n_workers}"
@@ -42,7 +45,7 @@ def bench(n_workers: int, root: Path, mode: str) -> tuple[int, float]:
     if mode == "long":
         v4 = json.loads(presets.scope("miniscope_v4_ca1").model_dump_json())
         base = {**v4, "sensor": {**v4["sensor"], **LONG["base"]["sensor"]},
-                "recording": {**v4["recording"], **LONG["base"]["recording"]}}
+                "recording": {**v4["recording"], **LONG["base"]["recording"], "duration_s": long_s}}
         sw = sweep.load_sweep({**LONG, "base": base}, root=out)
     else:
         sw = sweep.load_sweep(SWEEP, root=out)
@@ -61,15 +64,16 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", choices=["whole", "spread", "long"], default=["whole", "spread", "long"],
                    help="whole: each recording one task (the default for small ones); spread: chunks; "
                         "long: one 2-minute V4 CA1 256 px recording spread over the workers")
+    p.add_argument("--long-minutes", type=float, default=2.0, help="the long recording's duration")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:
             for n in args.workers:
-                count, seconds, longest = bench(n, Path(tmp), mode)
+                count, seconds, longest = bench(n, Path(tmp), mode, 60.0 * args.long_minutes)
                 rows.append((mode, n, count, seconds, count / seconds * 60, longest))
     print(f"sweeps: whole/spread 8 recordings 128 x 128 px 10 s; long 1 recording V4 CA1 256 x 256 px "
-          f"120 s; 20 fps; {os.cpu_count()} CPU cores; LocalCluster, 1 thread per worker; wall time "
+          f"{60 * args.long_minutes:g} s; 20 fps; {os.cpu_count()} CPU cores; LocalCluster, 1 thread per worker; wall time "
           "includes the cluster's start, 'longest s' is the slowest recording's own time on the "
           "started cluster (the manifest's seconds), 'speed-up' that of the first row over it")
     print(f"{'mode':>6} | {'workers':>7} | {'recordings':>10} | {'wall s':>7} | {'rec/min':>7} | "
