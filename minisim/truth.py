@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from numba import njit
 
 from . import activity, render
-from .scene.optics import patch_overlap, pixel_index
+from .scene.optics import pixel_index
 from .spec import Spec
 from .store import FOOTPRINT_CHUNK_UNITS
 
@@ -153,11 +153,10 @@ def _write_unit_chunk(spec_json: str, name: str, u0: int, u1: int, boxes: list |
     _, th, tw = target.chunks
     if name == "A":
         extents = [None if got is None else got[0] for got in boxes]
-    else:
-        extents = []
-        for u in range(u0, u1):
-            i0, j0, p = sc.planted[u]
-            extents.append((max(i0, 0), min(i0 + p.shape[0], H), max(j0, 0), min(j0 + p.shape[1], W)))
+    else:  # the planted patches' pixels (each cropped to what its cell's drawing reaches)
+        box = sc.planted_patches().box[u0:u1]
+        extents = zip(np.maximum(box[:, 0], 0), np.minimum(box[:, 1], H),
+                      np.maximum(box[:, 2], 0), np.minimum(box[:, 3], W))
     tiles = set()
     for ext in extents:
         if ext is not None and ext[0] < ext[1] and ext[2] < ext[3]:
@@ -188,8 +187,8 @@ def _paste_observed(spec_json: str, boxes: list, loc: tuple) -> np.ndarray:
             if kvi is None:  # gain x vignette x illumination over the block (0 elsewhere stays 0)
                 K = np.float32(world.spec.sensor.gain_adu_per_e)
                 kvi = K * (sc.vignette[y0:y1, x0:x1] * sc.illumination[y0:y1, x0:x1])
-            out[n, ia - y0 : ib - y0, ja - x0 : jb - x0] = (
-                kvi[ia - y0 : ib - y0, ja - x0 : jb - x0] * box[ia - by0 : ib - by0, ja - bx0 : jb - bx0])
+            np.multiply(kvi[ia - y0 : ib - y0, ja - x0 : jb - x0], box[ia - by0 : ib - by0, ja - bx0 : jb - bx0],
+                        out=out[n, ia - y0 : ib - y0, ja - x0 : jb - x0])  # no temporary
     return out
 
 
@@ -245,17 +244,14 @@ def scene_metrics(world: render.World) -> dict[str, np.ndarray]:
 
 
 def vessel_overlap(world: render.World) -> np.ndarray:
-    """Per unit, float32: the share of its planted footprint that lies under a vessel."""
-    spec, sc = world.spec, world.scene
-    H, W, m = spec.sensor.height_px, spec.sensor.width_px, sc.margin_px
-    mask = sc.vessel_chord_um > 0
-    overlap = np.zeros(len(sc.cells), np.float32)
-    for u, (i0, j0, patch) in enumerate(sc.planted):
-        where = patch_overlap(i0, j0, patch.shape, (-m, H + m, -m, W + m))
-        if where is not None:
-            in_patch, in_grid = where
-            overlap[u] = patch[in_patch][mask[in_grid]].sum()
-    return overlap
+    """Per unit, float32: the share of its planted footprint that lies under a vessel (on the
+    padded grid): the float32 sum of its patch's pixels there, compiled
+    (``scene._kernels.masked_patch_sums``, in numpy's order and rounding)."""
+    from .scene._kernels import masked_patch_sums
+
+    sc = world.scene
+    pp = sc.planted_patches()
+    return masked_patch_sums(pp.values, pp.start, pp.box, pp.frame, sc.vessel_chord_um > 0, sc.margin_px)
 
 
 def static_metrics(world: render.World) -> dict[str, np.ndarray]:

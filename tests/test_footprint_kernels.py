@@ -4,7 +4,8 @@
 halo in compiled kernels (``scene._kernels``); ``scene.cell_footprints`` is the same model one cell
 at a time in the numpy functions of ``scene.optics`` that the anatomy tutorial shows. They sum in
 another order, so they agree to rounding: float64 values to 1e-12 of the cell's peak, the same
-pixels kept by the far-tail cut, and the float32 planted patches to one unit in the last place.
+pixels kept by the far-tail cut, and the float32 planted patches to one unit in the last place
+(the compiled patch is the reference's square cropped to the pixels the cell's drawing reaches).
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ import numpy as np
 import pytest
 from helpers import ALL_EFFECTS_OFF
 
-from minisim import Spec, presets
-from minisim.scene import build_scene, cell_footprints, footprint_arrays, optics
+from minisim import Spec, presets, render, truth
+from minisim.scene import (
+    PlantedPatches,
+    _patches,
+    build_scene,
+    cell_footprints,
+    footprint_arrays,
+    optics,
+)
+from minisim.scene._kernels import masked_patch_sums
 
 REL = 1e-12
 
@@ -38,8 +47,13 @@ def assert_same_footprints(spec: Spec, window=None, sigma_um: float | None = Non
     for u in range(len(b.cells)):
         ref = cell_footprints(b, u, Wp)
         (i0, j0, patch), (ri0, rj0, rpatch) = planted[u], ref.planted
-        assert (i0, j0, patch.shape, patch.dtype) == (ri0, rj0, rpatch.shape, rpatch.dtype)
-        np.testing.assert_array_max_ulp(patch, rpatch, maxulp=1)
+        # the crop of the reference's square that holds all its non-zero pixels
+        r0, c0 = i0 - ri0, j0 - rj0
+        assert patch.dtype == rpatch.dtype and r0 >= 0 and c0 >= 0
+        assert r0 + patch.shape[0] <= rpatch.shape[0] and c0 + patch.shape[1] <= rpatch.shape[1]
+        placed = np.zeros_like(rpatch)
+        placed[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]] = patch
+        np.testing.assert_array_max_ulp(placed, rpatch, maxulp=1)
         a, e = s_ptr[u], s_ptr[u + 1]
         if ref.sharp_rows is None:
             assert a == e
@@ -72,10 +86,9 @@ def test_some_v4_patches_are_clipped_and_some_miss_the_grid():
     # reaches the sensor only through the halo
     spec = small_v4()
     b = build_scene(spec)._build
-    planted, (s_ptr, _, _), _ = footprint_arrays(b)
+    _, (s_ptr, _, _), _ = footprint_arrays(b)
     m = b.margin_px
-    clipped = [i0 < -m or j0 < -m or i0 + p.shape[0] > b.H + m or j0 + p.shape[1] > b.W + m
-               for i0, j0, p in planted]
+    clipped = [i0 < -m or j0 < -m or i0 + n > b.H + m or j0 + n > b.W + m for i0, j0, n in zip(*_patches(b))]
     has_sharp = np.diff(s_ptr) > 0
     assert np.any(np.array(clipped) & has_sharp)
     assert np.any(~has_sharp)
@@ -179,3 +192,43 @@ def test_compiled_footprints_match_the_reference_for_dendrites_along_the_axes(mo
         spec = Spec(recording={"duration_s": 1.0, "fps": 10.0}, sensor={"height_px": 48, "width_px": 40})
     assert spec.cells.dendrites_enabled and spec.cells.dendrite_count > 0
     assert assert_same_footprints(spec) > 10
+
+
+@pytest.mark.parametrize("spec", [small_v4(), Spec().with_updates({"sensor.height_px": 64, "sensor.width_px": 64})],
+                         ids=["v4", "default"])
+def test_cropped_planted_patches_keep_the_dense_footprints_and_the_vessel_overlap(spec):
+    # the planted patches are cropped to what each cell's drawing reaches; placed in their
+    # square patches (the frames) they are the uncropped patches, and the vessel overlap sums
+    # the frames' masked pixels as np.sum did over the uncropped patches (same rounding)
+    world = render.build_world(spec)
+    sc = world.scene
+    pp = sc.planted_patches()
+    m, H, W = sc.margin_px, spec.sensor.height_px, spec.sensor.width_px
+    mask = sc.vessel_chord_um > 0
+    assert 0 < mask.mean() < 1
+    squares, expected = [], np.zeros(len(sc.cells), np.float32)
+    for u, (i0, j0, patch) in enumerate(sc.planted):
+        y0, y1, x0, x1 = (int(v) for v in pp.frame[u])
+        assert y0 <= i0 and i0 + patch.shape[0] <= y1 and x0 <= j0 and j0 + patch.shape[1] <= x1
+        square = np.zeros((y1 - y0, x1 - x0), np.float32)
+        square[i0 - y0 : i0 - y0 + patch.shape[0], j0 - x0 : j0 - x0 + patch.shape[1]] = patch
+        squares.append((y0, x0, square))
+        where = optics.patch_overlap(y0, x0, square.shape, (-m, H + m, -m, W + m))
+        if where is not None:
+            expected[u] = square[where[0]][mask[where[1]]].sum()
+    assert sum(p.size for _, _, p in sc.planted) < sum(p.size for _, _, p in squares)
+    got = truth.vessel_overlap(world)
+    assert got.tobytes() == expected.tobytes()
+    assert (got > 0).any()
+    # the dense planted footprints: the squares', and the sums over squares given as squares
+    n = len(sc.cells)
+    dense = sc.planted_dense(slice(0, n))
+    for u, (y0, x0, square) in enumerate(squares):
+        ref = np.zeros((H, W), np.float32)
+        where = optics.patch_overlap(y0, x0, square.shape, (0, H, 0, W))
+        if where is not None:
+            ref[where[1]] = square[where[0]]
+        np.testing.assert_array_equal(dense[u], ref)
+    whole = PlantedPatches.of(squares)
+    assert np.array_equal(whole.box, whole.frame)
+    assert masked_patch_sums(whole.values, whole.start, whole.box, whole.frame, mask, m).tobytes() == expected.tobytes()

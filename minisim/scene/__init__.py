@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -101,8 +102,18 @@ class Scene:
 
     @property
     def planted(self) -> list:
-        """Per unit: (i0, j0, patch), the planted footprint in sensor pixels, summing to 1."""
+        """Per unit: (i0, j0, patch), the planted footprint in sensor pixels, summing to 1; the
+        patch covers the pixels the cell's drawing reaches (0 beyond them), its first pixel
+        (i0, j0)."""
         return self.footprints().planted
+
+    def planted_patches(self) -> PlantedPatches:
+        """The planted patches in one buffer (:class:`PlantedPatches`), for compiled readers."""
+        fp = self.footprints()
+        got = fp.planted_packed
+        if got is None:
+            got = fp.planted_packed = PlantedPatches.of(fp.planted)
+        return got
 
     @property
     def padded_shape(self) -> tuple[int, int]:
@@ -413,14 +424,12 @@ class Scene:
         """Planted footprints (n, h, w) float32 of a slice of units over a sensor window."""
         H, W = self.spec.sensor.height_px, self.spec.sensor.width_px
         y0, y1, x0, x1 = (0, H, 0, W) if window is None else window
+        from ._kernels import paste_patches
+
         ids = np.arange(len(self.cells))[units]
         out = np.zeros((len(ids), y1 - y0, x1 - x0), np.float32)
-        for n, u in enumerate(ids):
-            i0, j0, p = self.planted[u]
-            overlap = optics.patch_overlap(i0, j0, p.shape, (y0, y1, x0, x1))
-            if overlap is not None:
-                in_patch, in_window = overlap
-                out[n][in_window] = p[in_patch]
+        pp = self.planted_patches()
+        paste_patches(pp.values, pp.start, pp.box, ids, (y0, y1, x0, x1), out)
         return out
 
 
@@ -449,6 +458,34 @@ def light_reach_um(spec: Spec) -> float:
 
 
 # --------------------------------------------------------------------------- building it
+class PlantedPatches(NamedTuple):
+    """Every unit's planted patch in one buffer, for the compiled readers of ``_kernels``
+    (``paste_patches``, ``masked_patch_sums``): unit u's patch is values[start[u]:start[u + 1]],
+    row-major over the sensor pixels [box[u, 0], box[u, 1]) x [box[u, 2], box[u, 3]), cropped
+    from the patch it was drawn in, the pixels ``frame[u]`` (y0, y1, x0, x1; 0 outside the crop).
+    """
+
+    values: np.ndarray   # float32
+    start: np.ndarray    # int64 (units + 1,)
+    box: np.ndarray      # int64 (units, 4): y0, y1, x0, x1 (sensor pixels)
+    frame: np.ndarray    # int64 (units, 4): y0, y1, x0, x1 (sensor pixels)
+
+    def as_list(self) -> list:
+        """Per unit (i0, j0, patch), the patch a view of ``values``: :attr:`Footprints.planted`."""
+        return [(int(y0), int(x0), self.values[a:e].reshape(y1 - y0, x1 - x0))
+                for a, e, (y0, y1, x0, x1) in zip(self.start[:-1], self.start[1:], self.box)]
+
+    @classmethod
+    def of(cls, planted: list) -> PlantedPatches:
+        """The patches of a list of (i0, j0, patch), each its own frame (the numpy reference's)."""
+        shapes = np.array([p.shape for _, _, p in planted], np.int64).reshape(-1, 2)
+        first = np.array([(i0, j0) for i0, j0, _ in planted], np.int64).reshape(-1, 2)
+        start = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])]).astype(np.int64)
+        values = np.concatenate([np.ravel(p).astype(np.float32) for _, _, p in planted] or [np.zeros(0, np.float32)])
+        box = np.stack([first[:, 0], first[:, 0] + shapes[:, 0], first[:, 1], first[:, 1] + shapes[:, 1]], axis=1)
+        return cls(values, start, box, box)
+
+
 @dataclass
 class Footprints:
     """The cells' footprints (see :class:`Scene`): what a Scene builds on first use."""
@@ -456,7 +493,9 @@ class Footprints:
     sharp_e: sp.csr_matrix   # (padded pixels, units) electrons per frame at C = 1
     halo_e: sp.csr_matrix    # (coarse nodes, units)
     axial_e: tuple           # focus drift: sharp at dz -/+ b minus sharp at dz, () if none
-    planted: list            # per unit: (i0, j0, patch) planted footprint, sums to 1
+    planted: list            # per unit: (i0, j0, patch) planted footprint, sums to 1 (Scene.planted)
+    # the same patches in one buffer (Scene.planted_patches; derived from planted where None)
+    planted_packed: PlantedPatches | None = None
     # derived from sharp_e and halo_e on first use by Scene._sensor_columns, _halo_boxes and
     # footprint_bounds; never copied by dataclasses.replace, so footprints replaced as a whole
     # never carry stale derivations
@@ -621,23 +660,31 @@ def build_footprints(b: _Build) -> Footprints:
     H, W, m = b.H, b.W, b.margin_px
     n_rows = (H + 2 * m) * (W + 2 * m)
     na, nb = b.node_shape
-    planted, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals) = footprint_arrays(b)
+    packed, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals) = _footprint_parts(b)
     return Footprints(
         sharp_e=_by_unit(s_ptr, s_rows, s_vals[0], n_rows),
         halo_e=_by_unit(h_ptr, h_rows, h_vals, na * nb),
         axial_e=tuple(_by_unit(s_ptr, s_rows, v, n_rows) for v in s_vals[1:]),
-        planted=planted,
+        planted=packed.as_list(),
+        planted_packed=packed,
     )
 
 
 def footprint_arrays(b: _Build) -> tuple[list, tuple, tuple]:
     """The compiled footprints before they become matrices: (planted, sharp, halo).
 
-    ``planted`` as in :class:`Footprints`; ``sharp`` = (indptr by unit, padded-grid rows,
-    values (planes, entries) float64: the sharp image, then per focus-drift plane its
-    difference from it); ``halo`` = (indptr by unit, node rows, values float64). Per unit the
-    entries of :func:`cell_footprints`, in its order.
+    ``planted`` as in :class:`Footprints` (each patch the crop, to the pixels its drawing
+    reaches, of :func:`cell_footprints`' square patch); ``sharp`` = (indptr by unit,
+    padded-grid rows, values (planes, entries) float64: the sharp image, then per focus-drift
+    plane its difference from it); ``halo`` = (indptr by unit, node rows, values float64). Per
+    unit the entries of :func:`cell_footprints`, in its order.
     """
+    packed, sharp, halo = _footprint_parts(b)
+    return packed.as_list(), sharp, halo
+
+
+def _footprint_parts(b: _Build) -> tuple[PlantedPatches, tuple, tuple]:
+    """:func:`footprint_arrays` with the planted patches in one buffer."""
     from scipy.special import ndtr
 
     from ._kernels import cell_footprints as sharp_kernel
@@ -660,25 +707,21 @@ def footprint_arrays(b: _Build) -> tuple[list, tuple, tuple]:
     mm = (np.arange(sizes.sum()) - np.repeat(starts, sizes)
           - np.repeat(np.broadcast_to(n_px * ns, planes.shape).ravel(), sizes))
     cdf = ndtr((mm - 0.5) * (d / ns) / np.repeat(planes.ravel(), sizes))
-    planted_size = n_px * n_px
-    planted_start = np.cumsum(planted_size) - planted_size
-    planted_buf = np.zeros(int(planted_size.sum()), np.float32)
     dendrites = bool(c.dendrites_enabled and c.dendrite_count and c.dendrite_brightness > 0)
     t_vessel = np.ascontiguousarray(b.t_vessel, np.float64).reshape(Hp, Wp)
-    s_ptr, s_rows, s_vals = sharp_kernel(
+    (p_vals, p_ptr, p_box), (s_ptr, s_rows, s_vals) = sharp_kernel(
         cells.y_um, cells.x_um, cells.radius_um, ell, phi, angles, lengths, i0, j0, n_px, H, W,
         float(d), ns, float(c.nucleus_radius_fraction), float(c.nucleus_brightness),
         float(c.dendrite_width_um), float(c.dendrite_brightness), dendrites, planes, cdf,
-        starts.reshape(planes.shape), b.sharp_share * b.flux_e, b.shadowed, t_vessel, m,
-        planted_buf, planted_start)
+        starts.reshape(planes.shape), b.sharp_share * b.flux_e, b.shadowed, t_vessel, m)
     na, nb = b.node_shape
     (a0, b0), (off_y, off_x) = b.node_origin, b.node_offset_px
     h_ptr, h_rows, h_vals = halo_kernel(
         cells.y_um, cells.x_um, b.sharp_share, b.flux_e, b.halo_sigma, float(d), b.coarse_px,
         a0, b0, na, nb, float(off_y), float(off_x), _HALO_TRUNCATE)
-    planted = [(int(i0[u]), int(j0[u]),
-                planted_buf[planted_start[u]:planted_start[u] + planted_size[u]].reshape(n_px[u], n_px[u]))
-               for u in range(n_units)]
+    # the crops' boxes in sensor pixels (an empty one at the square's first pixel)
+    box = p_box + np.stack([i0, i0, j0, j0], axis=1)
+    planted = PlantedPatches(p_vals, p_ptr, box, np.stack([i0, i0 + n_px, j0, j0 + n_px], axis=1))
     return planted, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals)
 
 

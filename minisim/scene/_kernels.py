@@ -455,7 +455,7 @@ def _grow_2d(a, need):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H, W, d, ns,
                      nuc_f, nuc_b, dend_w, dend_b, dendrites, sigma, cdf, cdf_start, scale,
-                     shadowed, t_vessel, margin, planted, planted_start):
+                     shadowed, t_vessel, margin):
     N, P = cy.shape[0], sigma.shape[0]
     Wp = t_vessel.shape[1]
     max_n = 1
@@ -477,6 +477,9 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
     out_vals = np.empty((P, 1 << 16))
     ptr = np.zeros(N + 1, np.int64)
     nnz = 0
+    planted = np.empty(1 << 16, np.float32)
+    p_ptr = np.zeros(N + 1, np.int64)
+    p_box = np.zeros((N, 4), np.int64)
     sub = d / ns
     for u in range(N):
         ptr[u] = nnz
@@ -498,11 +501,18 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
                 for x in range(part.shape[0]):
                     part[x] = part[x] / total
         px_box[0], px_box[1], px_box[2], px_box[3] = box[0] // ns, box[1] // ns, box[2] // ns, box[3] // ns
-        p0 = planted_start[u]
+        # the planted patch cropped to the drawn box's pixels (outside it the patch is 0),
+        # zeroed, then each row's drawn columns written
+        p0, wd = p_ptr[u], px_box[3] - px_box[2]
+        p_ptr[u + 1] = p0 + (px_box[1] - px_box[0]) * wd
+        p_box[u, 0], p_box[u, 1], p_box[u, 2], p_box[u, 3] = px_box[0], px_box[1], px_box[2], px_box[3]
+        planted = _grow(planted, p_ptr[u + 1])
+        planted[p0:p_ptr[u + 1]] = 0
         for k in range(px_box[0], px_box[1]):
+            row0 = p0 + (k - px_box[0]) * wd - px_box[2]  # pixel column m of row k at row0 + m
             if ns == 1:  # a copy: the loop below unrolled, indexed from 0 so that it vectorises
                 part = img[k, ext[k, 0]:ext[k, 1]]
-                dst = planted[p0 + k * n + ext[k, 0]:p0 + k * n + ext[k, 1]]
+                dst = planted[row0 + ext[k, 0]:row0 + ext[k, 1]]
                 for m in range(part.shape[0]):
                     dst[m] = np.float32(part[m])
                 continue
@@ -512,7 +522,7 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
                     for b in range(ns):
                         if a or b:
                             v += img[k * ns + a, m * ns + b]
-                planted[p0 + k * n + m] = np.float32(v)
+                planted[row0 + m] = np.float32(v)
         # the sharp images on the padded grid: crop [r0, r1) x [c0, c1) of the patch
         r0, r1 = max(i0[u], -margin) - i0[u], min(i0[u] + n, H + margin) - i0[u]
         c0, c1 = max(j0[u], -margin) - j0[u], min(j0[u] + n, W + margin) - j0[u]
@@ -556,29 +566,179 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
                         out_vals[p, nnz] = (vals[p, k - k0, m - m0] * su) * shade - sharp
                     nnz += 1
     ptr[N] = nnz
-    return ptr, out_rows[:nnz], out_vals[:, :nnz]
+    return (planted[:p_ptr[N]].copy(), p_ptr, p_box), (ptr, out_rows[:nnz], out_vals[:, :nnz])
 
 
 def cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H, W, d, ns,
                     nuc_f, nuc_b, dend_w, dend_b, dendrites, sigma, cdf, cdf_start, scale,
-                    shadowed, t_vessel, margin, planted, planted_start):
+                    shadowed, t_vessel, margin):
     """Every cell's planted patch and sharp images, in one compiled pass (no GIL held).
 
     Per cell u: its centre (cy, cx um), radius, shape draws (ell, phi, dendrite ``angles`` and
     ``lengths`` rows), patch [i0, i0 + n) x [j0, j0 + n) px, ``ns`` sub-pixels a side; per PSF
     plane p (the sharp image, then the focus-drift planes) its ``sigma[p, u]`` and the normal CDF
     table of optics.blur_and_bin at ``cdf[cdf_start[p, u]:]``; the light ``scale`` (sharp share x
-    flux), whether it is ``shadowed`` by ``t_vessel`` (padded grid, ``margin`` px). Writes the
-    planted patches (float32, n x n row-major at ``planted_start[u]``) into ``planted``, which
-    the caller zeroes (only the pixels a cell's drawing reaches are written); returns
-    (indptr by unit, padded-grid rows, values (planes, entries) float64): per unit the pixels
+    flux), whether it is ``shadowed`` by ``t_vessel`` (padded grid, ``margin`` px).
+
+    Returns the planted patches (values float32, indptr by unit, box (units, 4)): unit u's
+    patch cropped to the pixels its drawing reaches, rows [box[u, 0], box[u, 1]) x columns
+    [box[u, 2], box[u, 3]) of its n x n patch, row-major at values[indptr[u]:indptr[u + 1]]
+    (the n x n patch, sized for the widest PSF, is 0 outside the box: ~87 % of it for the
+    default Spec; an empty box where nothing is drawn); and the sharp images (indptr by
+    unit, padded-grid rows, values (planes, entries) float64): per unit the pixels
     above any plane's far-tail floor, row-major; plane 0 the sharp image, plane p > 0 its
     difference from plane 0.
     """
     return _cell_footprints(cy, cx, radius, ell, phi, np.ascontiguousarray(angles, np.float64),
                             np.ascontiguousarray(lengths, np.float64), i0, j0, n_px, H, W, d, ns,
                             nuc_f, nuc_b, dend_w, dend_b, dendrites, sigma, cdf, cdf_start, scale,
-                            shadowed, t_vessel, margin, planted, planted_start)
+                            shadowed, t_vessel, margin)
+
+
+# ------------------------------------------------------------------------- planted patches
+# Readers of the planted patches of _cell_footprints (cropped, in one buffer: values, indptr,
+# box in sensor pixels), so that none walks the zeros of the square patches they were drawn in.
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _paste_patches(values, start, box, units, y0, y1, x0, x1, out):
+    for n in range(units.shape[0]):
+        u = units[n]
+        ia, ib = max(box[u, 0], y0), min(box[u, 1], y1)
+        ja, jb = max(box[u, 2], x0), min(box[u, 3], x1)
+        if ia >= ib or ja >= jb:
+            continue
+        wd = box[u, 3] - box[u, 2]
+        for i in range(ia, ib):
+            a = start[u] + (i - box[u, 0]) * wd + (ja - box[u, 2])
+            src, dst = values[a:a + (jb - ja)], out[n, i - y0, ja - x0:jb - x0]
+            for j in range(src.shape[0]):
+                dst[j] = src[j]
+
+
+def paste_patches(values, start, box, units, window, out):
+    """Paste patches ``units`` (int64 unit indices) into ``out`` (len(units), y1 - y0, x1 - x0),
+    zeroed by the caller, over the sensor ``window`` (y0, y1, x0, x1): unit u's patch
+    values[start[u]:start[u + 1]] row-major over the pixels [box[u, 0], box[u, 1]) x
+    [box[u, 2], box[u, 3]), clipped to the window."""
+    y0, y1, x0, x1 = window
+    _paste_patches(values, start, box, np.ascontiguousarray(units, np.int64), y0, y1, x0, x1, out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pairwise_leaf(pos, val, a, b, lo, n):
+    """A block (n <= 128) of :func:`_pairwise_f32`: numpy's 8 accumulators (n >= 8; the
+    position picks the accumulator, the last n % 8 added in order after them) or one (n < 8)."""
+    if n < 8:
+        res = np.float32(0.0)
+        for k in range(a, b):
+            res += val[k]
+        return res
+    r = np.zeros(8, np.float32)
+    lim = lo + n - n % 8
+    k = a
+    while k < b and pos[k] < lim:
+        r[(pos[k] - lo) & 7] += val[k]
+        k += 1
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while k < b:
+        res += val[k]
+        k += 1
+    return res
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pairwise_f32(pos, val, k, n):
+    """numpy's float32 pairwise sum (np.add.reduce of a contiguous array: blocks of at most 128
+    summed in 8 accumulators, the halves between them split at multiples of 8) of a sequence
+    of n values that is 0 but at positions pos[:k] (ascending), where it holds val[:k]. Adding
+    0 changes no partial sum, so the zeros are skipped, but each value goes into the
+    accumulator its position picks: the same sum, rounding included, as np.sum over the whole
+    sequence. The halving with an explicit stack (a cached recursive function crashed numba)."""
+    # frames: (first position, length, first entry, entry end, halfway entry, stage)
+    fr = np.empty((64, 6), np.int64)
+    sums = np.empty(64, np.float32)
+    fr[0, 0], fr[0, 1], fr[0, 2], fr[0, 3], fr[0, 5] = 0, n, 0, k, 0
+    top, nv = 1, 0
+    while top > 0:
+        f = fr[top - 1]
+        lo, m, a, b = f[0], f[1], f[2], f[3]
+        if m <= 128 or a == b:  # a block, or zeros alone
+            sums[nv] = _pairwise_leaf(pos, val, a, b, lo, m) if a < b else np.float32(0.0)
+            nv += 1
+            top -= 1
+            continue
+        m2 = m // 2
+        m2 -= m2 % 8
+        if f[5] == 0:  # the first half
+            f[4], f[5] = a + np.searchsorted(pos[a:b], lo + m2), 1
+            g = fr[top]
+            g[0], g[1], g[2], g[3], g[5] = lo, m2, a, f[4], 0
+            top += 1
+        elif f[5] == 1:  # the second half
+            f[5] = 2
+            g = fr[top]
+            g[0], g[1], g[2], g[3], g[5] = lo + m2, m - m2, f[4], b, 0
+            top += 1
+        else:  # both: their sum
+            sums[nv - 2] = sums[nv - 2] + sums[nv - 1]
+            nv -= 1
+            top -= 1
+    return sums[0]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _masked_patch_sums(values, start, box, frame, mask, margin):
+    Hp, Wp = mask.shape
+    N = start.shape[0] - 1
+    cum = np.zeros((Hp, Wp + 1), np.int64)  # cum[r, c]: masked pixels of grid row r before column c
+    for r in range(Hp):
+        for c in range(Wp):
+            cum[r, c + 1] = cum[r, c] + (1 if mask[r, c] else 0)
+    out = np.zeros(N, np.float32)
+    pos, val = np.empty(1 << 12, np.int64), np.empty(1 << 12, np.float32)
+    bits_all = values.view(np.uint32)
+    for u in range(N):
+        # the frame on the padded grid (rows [ra, rb), columns [ca, cb)), and the patch in it
+        ra, rb = max(frame[u, 0] + margin, 0), min(frame[u, 1] + margin, Hp)
+        ca, cb = max(frame[u, 2] + margin, 0), min(frame[u, 3] + margin, Wp)
+        if ra >= rb or ca >= cb:
+            continue
+        ya, yb = max(box[u, 0] + margin, ra), min(box[u, 1] + margin, rb)
+        xa, xb = max(box[u, 2] + margin, ca), min(box[u, 3] + margin, cb)
+        wd = box[u, 3] - box[u, 2]
+        seen, k = 0, 0  # masked pixels of the frame's rows before row r; non-zero values
+        for r in range(ra, rb):
+            if ya <= r < yb and xa < xb and cum[r, xa] < cum[r, xb]:
+                pos, val = _grow(pos, k + xb - xa), _grow(val, k + xb - xa)
+                row0 = start[u] + (r - margin - box[u, 0]) * wd - (box[u, 2] + margin)
+                part, under, at = values[row0 + xa:row0 + xb], mask[r, xa:xb], seen - cum[r, ca]
+                bits = bits_all[row0 + xa:row0 + xb]
+                for c0 in range(0, part.shape[0], 16):  # mostly zeros: blocks of 16 skipped at once
+                    c1 = min(c0 + 16, part.shape[0])
+                    any_set = np.uint32(0)
+                    for c in range(c0, c1):
+                        any_set |= bits[c]
+                    if any_set == 0:
+                        continue
+                    for c in range(c0, c1):
+                        if part[c] != 0 and under[c]:
+                            pos[k], val[k] = at + cum[r, xa + c], part[c]
+                            k += 1
+            seen += cum[r, cb] - cum[r, ca]
+        out[u] = np.float32(0.0) + _pairwise_f32(pos, val, k, seen)
+    return out
+
+
+def masked_patch_sums(values, start, box, frame, mask, margin):
+    """Per unit, float32: the sum of its patch (as :func:`paste_patches`) over the pixels of
+    ``mask`` (the padded grid, ``margin`` px beyond the sensor), in the order and rounding of
+    np.sum over the masked pixels of the uncropped patch ``frame[u]`` (y0, y1, x0, x1) it was
+    cropped from, row-major: the frame's pixels outside the crop are zeros, which change no
+    partial sum but decide where each value falls in numpy's pairwise sum, so they are
+    counted (per grid row, from the mask's running count), not read; and of the crop only
+    the masked pixels are read."""
+    return _masked_patch_sums(np.ascontiguousarray(values, np.float32), start, box, frame,
+                              np.ascontiguousarray(mask, np.bool_), margin)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
