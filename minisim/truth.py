@@ -683,15 +683,38 @@ class FootprintCores:
         # the pixels some core reads (a third of a V4 field), and the cores over those alone:
         # the oracle reads a frame there only (each row's sums in the same order)
         core = self.core.tocsr()
-        core.sum_duplicates()
+        core.sum_duplicates()  # (no work for join_cores' rows: marked canonical there)
         core.sort_indices()
-        # (a mask of the window's pixels: np.unique and searchsorted took ~0.1 s for V4)
-        read = np.zeros(core.shape[1], bool)
-        read[core.indices] = True
-        self.pixels = np.flatnonzero(read).astype(core.indices.dtype)
-        column = np.cumsum(read) - 1  # a read pixel's column among them
-        self.core_px = sp.csr_matrix((core.data, column[core.indices], core.indptr),
+        # one compiled pass over a mask of the window's pixels (np.unique and searchsorted took
+        # ~0.1 s for V4; numpy's mask, cumsum and gather ~10 ms for the 716k core pixels of a
+        # 128 x 128 default field)
+        self.pixels, column = _read_columns(core.indices, core.shape[1])
+        self.core_px = sp.csr_matrix((core.data, column, core.indptr),
                                      shape=(core.shape[0], len(self.pixels)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _read_columns(indices, n_px):
+    """The pixels some row reads (ascending, ``indices``' dtype) out of ``n_px``, and each entry's
+    column among them: ``indices`` itself (no copy) where every pixel is read."""
+    read = np.zeros(n_px, np.bool_)
+    for c in indices:
+        read[c] = True
+    column = np.empty(n_px, indices.dtype)  # a read pixel's column among them
+    n = 0
+    for p in range(n_px):
+        column[p] = n
+        n += read[p]
+    pixels = np.empty(n, indices.dtype)
+    for p in range(n_px):
+        if read[p]:
+            pixels[column[p]] = p
+    if n == n_px:
+        return pixels, indices
+    out = np.empty_like(indices)
+    for jj in range(indices.shape[0]):
+        out[jj] = column[indices[jj]]
+    return pixels, out
 
 
 def footprint_cores(world: render.World) -> FootprintCores:
@@ -711,35 +734,49 @@ def _cores_window(world: render.World) -> tuple[int, int, int, int]:
 
 def cores_part(world: render.World, u0: int, boxes: list) -> tuple:
     """The cores of units u0, u0 + 1, ... from their footprint boxes over the cores' window
-    (:meth:`Scene.footprint_box`, None for none): (unit, pixel, value) of every core pixel,
-    and the units' compactness. One compiled call per unit (:func:`_unit_core`; numpy's
-    calls per unit were most of the time: ~0.14 ms a unit, 1,936 units for V4)."""
+    (:meth:`Scene.footprint_box`, None for none): ``(u0, counts, cols, vals, a_sum, a_sq,
+    compactness)``: per unit its number of core pixels, then every core pixel's flat window
+    index (int32 where the window allows, a unit's ascending) and value (float32) in unit
+    order, and per unit the sum and sum of squares of its core (:func:`_unit_core_into`) and
+    its compactness. One compiled call per unit, each writing into one buffer for the block
+    (numpy's calls per unit were most of the time: ~0.14 ms a unit, 1,936 units for V4; then
+    the per-unit arrays' concatenation and scipy's sums in :func:`join_cores`)."""
     spec, sc = world.spec, world.scene
     H, W, d = spec.sensor.height_px, spec.sensor.width_px, spec.pixel_size_um
     y0, y1, x0, x1 = _cores_window(world)
     K = np.float32(spec.sensor.gain_adu_per_e)
     c = sc.cells
-    units = np.arange(u0, u0 + len(boxes))
+    m = len(boxes)
+    units = np.arange(u0, u0 + m)
     vi = np.ascontiguousarray((K * sc.vignette * sc.illumination)[y0:y1, x0:x1])
     cy = pixel_index(c.y_um[units], H, d) - y0  # in window pixels
     cx = pixel_index(c.x_um[units], W, d) - x0
     reach = COMPACT_RADII * c.radius_um[units] / d
-    compactness = np.zeros(len(boxes), np.float32)
-    rows, cols, vals = [], [], []
+    counts = np.zeros(m, np.int64)
+    a_sum, a_sq = np.zeros(m), np.zeros(m)
+    compactness = np.zeros(m, np.float32)
+    # room for every box's pixels: only the pages the cores fill are ever touched
+    room = sum(got[1].size for got in boxes if got is not None)
+    cols = np.empty(room, _index_dtype((y1 - y0) * (x1 - x0)))
+    vals = np.empty(room, np.float32)
+    fraction = np.float32(_CORE_FRACTION)
+    at = 0
     for k, got in enumerate(boxes):
         if got is None:
             continue
         (by0, _, bx0, _), box = got
-        ci, cv, comp = _unit_core(vi, box, by0 - y0, bx0 - x0, float(cy[k]), float(cx[k]),
-                                  float(reach[k]), np.float32(_CORE_FRACTION))
+        n, comp, s, q = _unit_core_into(vi, box, by0 - y0, bx0 - x0, float(cy[k]), float(cx[k]),
+                                        float(reach[k]), fraction, cols, vals, at)
         if comp < 0:  # no light (or a NaN) in its box
             continue
-        rows.append(np.full(len(ci), u0 + k))
-        cols.append(ci)
-        vals.append(cv)
-        compactness[k] = comp
-    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-    return cat(rows, int), cat(cols, int), cat(vals, np.float32), compactness
+        counts[k], a_sum[k], a_sq[k], compactness[k] = n, s, q, comp
+        at += n
+    return u0, counts, cols[:at], vals[:at], a_sum, a_sq, compactness
+
+
+def _index_dtype(n: int) -> type:
+    """scipy's index dtype for indices below ``n``: int32 where they fit."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -750,37 +787,67 @@ def _unit_core(vi, box, oy, ox, cy, cx, reach, fraction):
     footprint's energy within ``reach`` px of (cy, cx), float32 (0 where that disc misses the
     window); a compactness of -1 where the peak is not > 0 or NaN. The energies are summed
     pairwise in numpy's order (:func:`_pairwise_sum_sq`), so the values are those of the
-    numpy expressions ``(fp.astype(np.float64) ** 2).sum()`` and ``(part[near] ** 2).sum()``."""
+    numpy expressions ``(fp.astype(np.float64) ** 2).sum()`` and ``(part[near] ** 2).sum()``.
+    (:func:`_unit_core_into` into arrays of its own.)"""
+    cols = np.empty(box.shape[0] * box.shape[1], np.int64)
+    vals = np.empty(box.shape[0] * box.shape[1], np.float32)
+    n, comp, _, _ = _unit_core_into(vi, box, oy, ox, cy, cx, reach, fraction, cols, vals, 0)
+    return cols[:n].copy(), vals[:n].copy(), comp
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _unit_core_into(vi, box, oy, ox, cy, cx, reach, fraction, cols, vals, at):
+    """:func:`_unit_core` written at ``cols[at:]`` and ``vals[at:]``: (the number of core
+    pixels, the compactness, the sum and the sum of squares of the core's values). The sums
+    are what ``join_cores`` took from scipy before, float32 as ``core.sum(axis=1)`` and
+    ``core.multiply(core).sum(axis=1)`` give a row (:func:`_row_sum32`: numpy's reduceat of
+    the values, and of their float32 squares with the zeros scipy's product drops), as
+    float64: the same bytes without a pass over the whole matrix."""
     h, w = vi.shape
     bh, bw = box.shape
     fp = np.empty(bh * bw, np.float32)  # row-major
-    peak = np.float32(-np.inf)
-    nan = False
     for i in range(bh):
         for j in range(bw):
-            v = vi[oy + i, ox + j] * box[i, j]
-            fp[i * bw + j] = v
-            nan |= np.isnan(v)
-            peak = max(peak, v)
+            fp[i * bw + j] = vi[oy + i, ox + j] * box[i, j]
+    # the peak over four interleaved maxima (one chain of maxima was ~40 % of the call; a NaN is
+    # caught apart, and a peak > 0 is the same whatever the order)
+    p0 = p1 = p2 = p3 = np.float32(-np.inf)
+    nan = False
+    q, size = 0, bh * bw
+    while q + 4 <= size:
+        a0, a1, a2, a3 = fp[q], fp[q + 1], fp[q + 2], fp[q + 3]
+        nan |= np.isnan(a0) | np.isnan(a1) | np.isnan(a2) | np.isnan(a3)
+        p0, p1, p2, p3 = max(p0, a0), max(p1, a1), max(p2, a2), max(p3, a3)
+        q += 4
+    while q < size:
+        nan |= np.isnan(fp[q])
+        p0 = max(p0, fp[q])
+        q += 1
+    peak = max(max(p0, p1), max(p2, p3))
     if nan or not peak > 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.float32(-1.0)
+        return 0, np.float32(-1.0), 0.0, 0.0
     thr = fraction * peak
-    cols = np.empty(bh * bw, np.int64)
-    vals = np.empty(bh * bw, np.float32)
     n = 0
     for i in range(bh):
         for j in range(bw):
             v = fp[i * bw + j]
             if v >= thr:
-                cols[n] = (i + oy) * w + (j + ox)
-                vals[n] = v
+                cols[at + n] = (i + oy) * w + (j + ox)
+                vals[at + n] = v
                 n += 1
-    cols, vals = cols[:n].copy(), vals[:n].copy()
+    sq = np.empty(n, np.float32)
+    n_sq = 0
+    for jj in range(at, at + n):
+        s = vals[jj] * vals[jj]  # float32, as scipy's elementwise product
+        if s != 0:
+            sq[n_sq] = s
+            n_sq += 1
+    a_sum, a_sq = np.float64(_row_sum32(vals, at, n)), np.float64(_row_sum32(sq, 0, n_sq))
     # energy within ``reach`` of the centre: a small box of window pixels (0 outside the unit's box)
     ya, yb = max(int(cy - reach), 0), min(int(cy + reach) + 2, h)
     xa, xb = max(int(cx - reach), 0), min(int(cx + reach) + 2, w)
     if not (ya < yb and xa < xb):
-        return cols, vals, np.float32(0.0)
+        return n, np.float32(0.0), a_sum, a_sq
     energy = _pairwise_sum_sq(fp, 0, bh * bw)
     near = np.empty((yb - ya) * (xb - xa), np.float32)
     m = 0
@@ -792,7 +859,7 @@ def _unit_core(vi, box, oy, ox, cy, cx, reach, fraction):
                 i, j = yy - oy, xx - ox
                 near[m] = fp[i * bw + j] if 0 <= i < bh and 0 <= j < bw else np.float32(0.0)
                 m += 1
-    return cols, vals, np.float32(_pairwise_sum_sq(near, 0, m) / energy)
+    return n, np.float32(_pairwise_sum_sq(near, 0, m) / energy), a_sum, a_sq
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -867,22 +934,106 @@ def _sq(x):
     return e * e
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _row_sum32(a, lo, n):
+    """The float32 sum of a[lo : lo + n] as numpy's ``np.add.reduceat`` (so scipy's row sums
+    of a float32 csr matrix) takes a row: its first value, plus numpy's float32 pairwise sum of
+    the rest (:func:`_pairwise_sum32`); 0 for none."""
+    if n == 0:
+        return np.float32(0.0)
+    first = a[lo]
+    if n == 1:
+        return first
+    return first + _pairwise_sum32(a, lo + 1, n - 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pairwise_sum32(a, lo, n):
+    """numpy's pairwise sum of the float32 a[lo : lo + n] with float32 accumulators, bit for bit
+    (the walk of :func:`_pairwise_sum_sq`, without the squares and in float32)."""
+    if n <= 128:
+        return _block_sum32(a, lo, n)
+    depth = 64
+    at, size, stage = np.empty(depth, np.int64), np.empty(depth, np.int64), np.empty(depth, np.int64)
+    sums = np.empty(depth, np.float32)
+    top, got = 0, 0
+    at[0], size[0], stage[0] = lo, n, 0
+    while top >= 0:
+        m = size[top]
+        if m <= 128:
+            sums[got] = _block_sum32(a, at[top], m)
+            got += 1
+            top -= 1
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage[top] == 0:  # its first half next
+            stage[top] = 1
+            top += 1
+            at[top], size[top], stage[top] = at[top - 1], half, 0
+        elif stage[top] == 1:  # then its second
+            stage[top] = 2
+            top += 1
+            at[top], size[top], stage[top] = at[top - 1] + half, m - half, 0
+        else:  # both summed: first + second
+            got -= 1
+            sums[got - 1] = sums[got - 1] + sums[got]
+            top -= 1
+    return sums[0]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _block_sum32(a, lo, n):
+    """numpy's float32 pairwise sum of a block of at most 128 (:func:`_pairwise_sum32`)."""
+    if n < 8:
+        res = np.float32(-0.0)
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i, top = 8, n - n % 8
+    while i < top:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
 def join_cores(world: render.World, parts: list) -> FootprintCores:
     """:class:`FootprintCores` of every unit from the :func:`cores_part` of consecutive blocks
-    of units, in unit order."""
+    of units, in unit order: their pixels as they are (a row's ascending and distinct, so the
+    csr matrix is marked canonical: no scipy pass over it), the sums per unit from the parts."""
     window = _cores_window(world)
     y0, y1, x0, x1 = window
     n = len(world.scene.cells)
-    rows, cols, vals, compactness = (np.concatenate([p[i] for p in parts]) for i in range(4))
-    shape = (n, (y1 - y0) * (x1 - x0))
-    if len(rows) and (np.diff(rows) < 0).any():  # (never: the parts come in unit order)
-        core = sp.csr_matrix((vals, (rows, cols)), shape=shape)
-    else:  # rows sorted, a row's pixels ascending and distinct: the rows as they are
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
-        core = sp.csr_matrix((vals, cols, indptr), shape=shape)
-    a_sum = np.asarray(core.sum(axis=1), np.float64).ravel()
-    a_sq = np.asarray(core.multiply(core).sum(axis=1), np.float64).ravel()
-    return FootprintCores(window, core, a_sum, a_sq, compactness.astype(np.float32))
+    parts = sorted(parts, key=lambda p: p[0])
+    counts = np.zeros(n, np.int64)
+    a_sum, a_sq = np.zeros(n), np.zeros(n)
+    compactness = np.zeros(n, np.float32)
+    for u0, c, _, _, s, q, comp in parts:
+        counts[u0 : u0 + len(c)], a_sum[u0 : u0 + len(c)], a_sq[u0 : u0 + len(c)] = c, s, q
+        compactness[u0 : u0 + len(c)] = comp
+    if len(parts) == 1:  # (one part for an eager World: its arrays as they are)
+        cols, vals = parts[0][2], parts[0][3]
+    else:
+        cols = np.concatenate([p[2] for p in parts] or [np.zeros(0, _index_dtype((y1 - y0) * (x1 - x0)))])
+        vals = np.concatenate([p[3] for p in parts] or [np.zeros(0, np.float32)])
+    indptr = np.zeros(n + 1, _index_dtype(max(len(cols), (y1 - y0) * (x1 - x0))))
+    np.cumsum(counts, out=indptr[1:])
+    core = sp.csr_matrix((vals, cols, indptr), shape=(n, (y1 - y0) * (x1 - x0)))
+    core.has_canonical_format = True
+    return FootprintCores(window, core, a_sum, a_sq, compactness)
 
 
 @dataclass
@@ -906,24 +1057,59 @@ def registered_at(movie: np.ndarray, shift_px: np.ndarray, pixels: np.ndarray) -
     out = np.empty((k, len(pixels)), np.float32)
     pixels = np.asarray(pixels, np.int64)
     _registered_at(np.ascontiguousarray(movie), np.ascontiguousarray(shift_px, np.float64),
-                   (pixels // w).astype(np.float64), (pixels % w).astype(np.float64), out)
+                   pixels // w, pixels % w, out)
     return out
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _registered_at(movie, shift_px, py, px, out):
+    """:func:`registered_at` at the pixels (py[n], px[n]) into out[t, n]."""
     k, h, w = movie.shape
+    ra, rb, fy, gy, xa, xb, fx, gx = _shift_tables(shift_px, k, h, w)
+    f = movie.ravel()
+    for n in range(py.shape[0]):
+        i, j = np.uint64(py[n]), np.uint64(px[n])  # (unsigned: no wraparound tests)
+        for t in range(k):
+            out[t, n] = _bilinear(f, ra, rb, fy, gy, xa, xb, fx, gx, i, j, t)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _shift_tables(shift_px, k, h, w):
+    """Per row (column) and frame of a (k, h, w) movie moved back by a rigid shift per frame:
+    the flat offsets of the rows (columns) of the two corners a pixel's bilinear value reads
+    and their weights. A frame's shift is one (dy, dx), so along y a pixel's clamped position,
+    corners and weights depend on its row alone, along x on its column alone: taken once per
+    row and column (the same float64 steps :func:`registered_at` took per pixel, so the same
+    values), leaving four reads and the blend per pixel and frame (:func:`_bilinear`)."""
+    ra, rb = np.empty((h, k), np.uint64), np.empty((h, k), np.uint64)
+    fy, gy = np.empty((h, k)), np.empty((h, k))
+    xa, xb = np.empty((w, k), np.uint64), np.empty((w, k), np.uint64)
+    fx, gx = np.empty((w, k)), np.empty((w, k))
     for t in range(k):
         dy, dx = shift_px[t, 0], shift_px[t, 1]
-        for n in range(py.shape[0]):
-            iy, ix = py[n], px[n]
-            cy = min(max(iy + dy, 0.0), h - 1.0)
-            cx = min(max(ix + dx, 0.0), w - 1.0)
-            ya, xa = np.int64(np.floor(cy)), np.int64(np.floor(cx))
-            yb, xb = min(ya + 1, h - 1), min(xa + 1, w - 1)
-            fy, fx = cy - ya, cx - xa
-            out[t, n] = ((1.0 - fy) * ((1.0 - fx) * np.float64(movie[t, ya, xa]) + fx * np.float64(movie[t, ya, xb]))
-                         + fy * ((1.0 - fx) * np.float64(movie[t, yb, xa]) + fx * np.float64(movie[t, yb, xb])))
+        for i in range(h):
+            c = min(max(np.float64(i) + dy, 0.0), h - 1.0)
+            a = np.int64(np.floor(c))
+            ra[i, t] = (t * h + a) * w
+            rb[i, t] = (t * h + min(a + 1, h - 1)) * w
+            fy[i, t] = c - a
+            gy[i, t] = 1.0 - fy[i, t]
+        for j in range(w):
+            c = min(max(np.float64(j) + dx, 0.0), w - 1.0)
+            a = np.int64(np.floor(c))
+            xa[j, t] = a
+            xb[j, t] = min(a + 1, w - 1)
+            fx[j, t] = c - a
+            gx[j, t] = 1.0 - fx[j, t]
+    return ra, rb, fy, gy, xa, xb, fx, gx
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _bilinear(f, ra, rb, fy, gy, xa, xb, fx, gx, i, j, t):
+    """The registered value (float32) of pixel (i, j) in frame t of the flat movie ``f``
+    (:func:`_shift_tables`)."""
+    return np.float32(gy[i, t] * (gx[j, t] * np.float64(f[ra[i, t] + xa[j, t]]) + fx[j, t] * np.float64(f[ra[i, t] + xb[j, t]]))
+                      + fy[i, t] * (gx[j, t] * np.float64(f[rb[i, t] + xa[j, t]]) + fx[j, t] * np.float64(f[rb[i, t] + xb[j, t]])))
 
 
 def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.ndarray,
@@ -936,20 +1122,89 @@ def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.nd
     K = np.float32(spec.sensor.gain_adu_per_e)
     vi = (K * sc.vignette * sc.illumination)[y0:y1, x0:x1]
     level = np.float32(spec.sensor.offset_adu) + K * np.float32(spec.sensor.dark_current_e_per_s / spec.recording.fps)
-    k = len(frames)
-    if rigid_um is not None:  # a perfect rigid registration, at the core pixels alone
-        Y = registered_at(movie, rigid_um / spec.pixel_size_um, cores.pixels) - level
-    else:
-        Y = movie.reshape(k, -1)[:, cores.pixels].astype(np.float32) - level
+    k, _, w = movie.shape
     # the true model at the core pixels alone (the values the whole window's model has there)
     px = cores.pixels
     tissue = sc.tissue_at(C, f_np, (y0, y1, x0, x1), px)
-    model = vi.ravel()[px] * tissue + (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1].ravel()[px]
-    resid = np.ascontiguousarray((Y - model).T, np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.asarray(cores.core_px @ resid) / cores.a_sq[:, None]
-    image = np.asarray(cores.core_px @ np.ascontiguousarray(Y.T, np.float64)).sum(axis=1)
-    return OracleBatch(err, C.astype(np.float64), image, k)
+    vi_px, glow_px = vi.ravel()[px], (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1].ravel()[px]
+    if np.result_type(vi_px, tissue, glow_px, level) != np.float32:
+        raise TypeError("the oracle's model is float32")
+    # per core pixel: its residual, then Y, every frame side by side (one read per core pixel
+    # in _core_sums), float32 as they were (the products and sums there are float64, as
+    # scipy's were, without float64 copies)
+    rows = np.empty((len(px), 2 * k), np.float32)
+    shift_px = np.zeros((0, 2)) if rigid_um is None else rigid_um / spec.pixel_size_um
+    pixels = np.asarray(px, np.int64)
+    _oracle_rows(np.ascontiguousarray(movie), np.ascontiguousarray(shift_px, np.float64), pixels // w,
+                 pixels % w, level, vi_px, tissue, glow_px, rows)
+    core = cores.core_px
+    err, through = np.empty((core.shape[0], k)), np.empty((core.shape[0], k))
+    _core_sums(core.indptr, core.indices, core.data, rows, cores.a_sq, err, through)
+    return OracleBatch(err, C.astype(np.float64), through.sum(axis=1), k)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _oracle_rows(movie, shift_px, py, px, level, vi_px, tissue, glow_px, rows):
+    """Per pixel (py[n], px[n]) of the (k, h, w) movie, rows[n] = (k frames of the residual
+    Y - model, then k of Y), float32: Y the frame registered by ``shift_px`` (:func:`registered_at`;
+    the frame as it is for no shifts, an empty ``shift_px``) less ``level``, the model
+    vi_px * tissue + glow_px; each the float32 step numpy took on the whole arrays, in one
+    pass (the registration, subtractions and transposes were ~0.4 of an oracle batch of V4
+    beside the products)."""
+    k, h, w = movie.shape
+    shifted = shift_px.shape[0] > 0
+    ra, rb, fy, gy, xa, xb, fx, gx = _shift_tables(shift_px, k if shifted else 0, h, w)
+    f = movie.ravel()
+    uh, uw = np.uint64(h), np.uint64(w)
+    for n in range(py.shape[0]):
+        i, j = np.uint64(py[n]), np.uint64(px[n])  # (unsigned: no wraparound tests)
+        a, g = vi_px[n], glow_px[n]
+        o = rows[n]
+        for t in range(k):
+            if shifted:
+                v = _bilinear(f, ra, rb, fy, gy, xa, xb, fx, gx, i, j, t)
+            else:
+                v = np.float32(f[(np.uint64(t) * uh + i) * uw + j])
+            y = v - level
+            o[k + t] = y
+            o[t] = y - (a * tissue[t, n] + g)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _core_sums(indptr, indices, data, rows, a_sq, err, through):
+    """Through each core (csr rows ``indptr``, ``indices``, ``data``), from ``rows`` (pixels,
+    2 k: k frames of the residual, then k of Y): err = core @ residual / a_sq and through =
+    core @ Y (units, k), bit for bit the scipy expressions they replace: float64 products and
+    sums, each unit's pixels in order per frame (scipy's ``csr_matvecs``), the frames innermost
+    (vectorised). One pass over the cores for both (scipy's two took ~0.7 of the oracle's
+    time), without float64 copies of the frames; four pixels per pass over a unit's sums (each
+    added in turn: the same order), a quarter of the loads and stores of the sums."""
+    n = indptr.shape[0] - 1
+    k2 = rows.shape[1]
+    k = k2 // 2
+    acc = np.empty(k2, np.float64)
+    for i in range(n):
+        for t in range(k2):
+            acc[t] = 0.0
+        jj, j1 = indptr[i], indptr[i + 1]
+        while jj + 4 <= j1:
+            a0, a1 = np.float64(data[jj]), np.float64(data[jj + 1])
+            a2, a3 = np.float64(data[jj + 2]), np.float64(data[jj + 3])
+            # (unsigned indices: no wraparound test per read)
+            r0, r1 = rows[np.uint64(indices[jj])], rows[np.uint64(indices[jj + 1])]
+            r2, r3 = rows[np.uint64(indices[jj + 2])], rows[np.uint64(indices[jj + 3])]
+            for t in range(k2):
+                acc[t] = (((acc[t] + a0 * np.float64(r0[t])) + a1 * np.float64(r1[t]))
+                          + a2 * np.float64(r2[t])) + a3 * np.float64(r3[t])
+            jj += 4
+        while jj < j1:
+            a, r = np.float64(data[jj]), rows[np.uint64(indices[jj])]
+            for t in range(k2):
+                acc[t] += a * np.float64(r[t])
+            jj += 1
+        for t in range(k):
+            err[i, t] = acc[t] / a_sq[i]
+            through[i, t] = acc[k + t]
 
 
 def detectability(world: render.World) -> dict[str, np.ndarray]:
