@@ -410,20 +410,27 @@ def test_recordings_in_flight_are_bounded(client, bound, tmp_path):
 
 def _worker_state() -> dict:
     import sys
+    import tempfile
+    from pathlib import Path
 
     from minisim.scene import _kernels
 
     # a kernel numba has loaded or compiled holds its signatures
     return {"minisim": "minisim.recording" in sys.modules,
-            "kernels": len(_kernels._assemble_tissue.signatures)}
+            "kernels": len(_kernels._assemble_tissue.signatures),
+            "zarr": "zarr.codecs" in sys.modules,
+            "left": sorted(p.name for p in Path(tempfile.gettempdir()).glob("minisim-warm-*"))}
 
 
-def test_a_sweeps_local_workers_start_with_minisim_and_its_kernels_loaded():
+def test_a_sweeps_local_workers_start_with_minisim_its_kernels_and_zarr_loaded():
     """The LocalCluster a sweep starts preloads minisim.sweep.worker_setup: before any task,
-    each worker has imported minisim and loaded the tissue kernel (which only a render loads)."""
+    each worker has imported minisim, loaded the tissue kernel (which only a render loads) and
+    saved a tiny recording once (zarr and its codecs imported: a fresh worker's first save task
+    waited ~0.4 s for them), and has left no folder of that save behind."""
     from minisim.sweep.cluster import connect
 
     with connect("local", 2) as (client, n):
         states = client.run(_worker_state)
     assert n == 2 and len(states) == 2
-    assert all(s["minisim"] and s["kernels"] >= 1 for s in states.values()), states
+    assert all(s["minisim"] and s["kernels"] >= 1 and s["zarr"] and not s["left"]
+               for s in states.values()), states
