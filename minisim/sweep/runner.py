@@ -68,7 +68,7 @@ def _make_one(point: Point, store: Path, client, chunks) -> None:
     if store.exists() and not store.is_dir():
         raise FileExistsError(f"{store} exists and is not a zarr store; move it away and rerun")
     rec = simulate(point.spec, chunks=chunks)
-    _saving(lambda: rec.save(store, overwrite=store.exists(), scheduler=client))
+    _saving(lambda: rec._write(store, overwrite=store.exists(), scheduler=client))
 
 
 def _save_whole(spec_json: str, store: str, chunks) -> int:
@@ -84,7 +84,7 @@ def _save_whole(spec_json: str, store: str, chunks) -> int:
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a zarr store; move it away and rerun")
     rec = simulate(Spec.model_validate_json(spec_json), chunks=chunks)
-    _saving(lambda: rec.save(path, overwrite=path.exists(), scheduler="sync"))
+    _saving(lambda: rec._write(path, overwrite=path.exists(), scheduler="sync"))
     return _store_size(path)
 
 
