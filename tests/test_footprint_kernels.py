@@ -10,6 +10,8 @@ pixels kept by the far-tail cut, and the float32 planted patches to one unit in 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from helpers import ALL_EFFECTS_OFF
@@ -232,3 +234,33 @@ def test_cropped_planted_patches_keep_the_dense_footprints_and_the_vessel_overla
     whole = PlantedPatches.of(squares)
     assert np.array_equal(whole.box, whole.frame)
     assert masked_patch_sums(whole.values, whole.start, whole.box, whole.frame, mask, m).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("scope", ["generic", "v4_focus_drift"])
+def test_the_footprint_kernel_on_threads_gives_the_arrays_of_one_call(monkeypatch, scope):
+    """The cells split into ranges run on threads at once (``_in_parts``), joined in cell order,
+    give every array of the kernel run over all cells in one call, bit for bit: whatever the
+    ranges, an empty or a one-cell range included."""
+    import minisim.scene as scene_mod
+
+    base = Spec() if scope == "generic" else presets.scope("miniscope_v4_ca1").with_updates(
+        {"motion.enabled": True, "motion.axial_sd_um": 2.0})
+    spec = base.with_updates({"sensor.height_px": 64, "sensor.width_px": 72, "recording.duration_s": 1.0,
+                              "recording.fps": 10.0, "recording.seed": 4})
+    b = build_scene(spec)._build
+    n = len(b.cells)
+    assert n > 60 and len(b.sigma_axial) == (0 if scope == "generic" else 2)
+
+    def arrays(parts):
+        monkeypatch.setattr(scene_mod, "_cell_parts", lambda side: parts)
+        planted, sharp, halo = scene_mod._footprint_parts(b)
+        return [planted.values, planted.start, planted.box, planted.frame, *sharp, *halo]
+
+    whole = arrays([(0, n)])
+    assert whole[4][-1] > 0  # sharp entries to compare
+    for parts in ([(0, n // 2), (n // 2, n)], [(0, 0), (0, 1), (1, n - 7), (n - 7, n)]):
+        for a, e in zip(arrays(parts), whole):
+            assert a.dtype == e.dtype and np.array_equal(a, e)
+    # the automatic split: contiguous ranges covering every cell in order
+    auto = scene_mod._cell_parts(np.full(n, 30))
+    assert auto[0][0] == 0 and auto[-1][1] == n and all(a[1] == b_[0] for a, b_ in itertools.pairwise(auto))

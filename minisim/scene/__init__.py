@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -650,7 +651,9 @@ def _maps(b: _Build) -> None:
 def build_footprints(b: _Build) -> Footprints:
     """Every cell's footprints, as sparse matrices in unit order: the model of
     :func:`cell_footprints` (the numpy reference) computed for all cells by compiled kernels
-    (``_kernels.cell_footprints``, ``_kernels.halos``), which hold no GIL.
+    (``_kernels.cell_footprints``, ``_kernels.halos``), which hold no GIL; the sharp kernel
+    over ranges of cells on threads at once (:func:`_cell_parts`: one per core, up to 4), the
+    same arrays as one call.
 
     Each cell's shape is drawn from its own key, as in :func:`optics.planted_footprint`; the
     kernels take the same pixel-integration weights (the normal CDF of
@@ -709,11 +712,17 @@ def _footprint_parts(b: _Build) -> tuple[PlantedPatches, tuple, tuple]:
     cdf = ndtr((mm - 0.5) * (d / ns) / np.repeat(planes.ravel(), sizes))
     dendrites = bool(c.dendrites_enabled and c.dendrite_count and c.dendrite_brightness > 0)
     t_vessel = np.ascontiguousarray(b.t_vessel, np.float64).reshape(Hp, Wp)
-    (p_vals, p_ptr, p_box), (s_ptr, s_rows, s_vals) = sharp_kernel(
-        cells.y_um, cells.x_um, cells.radius_um, ell, phi, angles, lengths, i0, j0, n_px, H, W,
-        float(d), ns, float(c.nucleus_radius_fraction), float(c.nucleus_brightness),
-        float(c.dendrite_width_um), float(c.dendrite_brightness), dendrites, planes, cdf,
-        starts.reshape(planes.shape), b.sharp_share * b.flux_e, b.shadowed, t_vessel, m)
+    starts, scale = starts.reshape(planes.shape), b.sharp_share * b.flux_e
+
+    def sharp(u0: int, u1: int) -> tuple:  # cells [u0, u1), each on its own (no shared state)
+        return sharp_kernel(
+            cells.y_um[u0:u1], cells.x_um[u0:u1], cells.radius_um[u0:u1], ell[u0:u1], phi[u0:u1],
+            angles[u0:u1], lengths[u0:u1], i0[u0:u1], j0[u0:u1], n_px[u0:u1], H, W, float(d), ns,
+            float(c.nucleus_radius_fraction), float(c.nucleus_brightness), float(c.dendrite_width_um),
+            float(c.dendrite_brightness), dendrites, np.ascontiguousarray(planes[:, u0:u1]), cdf,
+            np.ascontiguousarray(starts[:, u0:u1]), scale[u0:u1], b.shadowed[u0:u1], t_vessel, m)
+
+    (p_vals, p_ptr, p_box), (s_ptr, s_rows, s_vals) = _in_parts(sharp, _cell_parts(n_px * ns))
     na, nb = b.node_shape
     (a0, b0), (off_y, off_x) = b.node_origin, b.node_offset_px
     h_ptr, h_rows, h_vals = halo_kernel(
@@ -723,6 +732,50 @@ def _footprint_parts(b: _Build) -> tuple[PlantedPatches, tuple, tuple]:
     box = p_box + np.stack([i0, i0, j0, j0], axis=1)
     planted = PlantedPatches(p_vals, p_ptr, box, np.stack([i0, i0 + n_px, j0, j0 + n_px], axis=1))
     return planted, (s_ptr, s_rows, s_vals), (h_ptr, h_rows, h_vals)
+
+
+#: Cells below which the footprint kernel runs on one thread (the threads' start costs more).
+_PARALLEL_MIN_CELLS = 96
+
+
+def _cell_parts(side: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous ranges of cells, one per core this process may use (at most 4; one range
+    under :data:`_PARALLEL_MIN_CELLS` cells), of about equal work: a cell's kernel time grows
+    with its patch's area (``side``: its sub-pixel side)."""
+    import os
+
+    n = len(side)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    k = max(1, min(4, cores, n // (_PARALLEL_MIN_CELLS // 2)))
+    if k == 1 or n < _PARALLEL_MIN_CELLS:
+        return [(0, n)]
+    work = np.cumsum(np.asarray(side, np.float64) ** 2)
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, k) / k)
+    edges = [0, *sorted({int(x) for x in cuts if 0 < x < n}), n]
+    return list(itertools.pairwise(edges))
+
+
+def _in_parts(kernel, parts: list[tuple[int, int]]) -> tuple:
+    """The footprint kernel's ((planted values, indptr, boxes), (indptr, rows, values)) of every
+    cell from ``kernel(u0, u1)`` over consecutive ranges of cells, run on threads at once (the
+    kernel holds no GIL) and joined in cell order: the same arrays as one call over them all,
+    since each cell's output depends on that cell alone."""
+    if len(parts) == 1:
+        return kernel(*parts[0])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="minisim-footprints") as pool:
+        got = list(pool.map(lambda r: kernel(*r), parts))
+
+    def join_ptr(ptrs: list) -> np.ndarray:
+        offsets = np.cumsum([0] + [int(p[-1]) for p in ptrs[:-1]])
+        return np.concatenate([ptrs[0][:1]] + [p[1:] + o for p, o in zip(ptrs, offsets)])
+
+    planted, sharp = [g[0] for g in got], [g[1] for g in got]
+    return ((np.concatenate([g[0] for g in planted]), join_ptr([g[1] for g in planted]),
+             np.concatenate([g[2] for g in planted])),
+            (join_ptr([g[0] for g in sharp]), np.concatenate([g[1] for g in sharp]),
+             np.concatenate([g[2] for g in sharp], axis=1)))
 
 
 def _by_unit(indptr: np.ndarray, rows: np.ndarray, vals: np.ndarray, n_rows: int) -> sp.csr_matrix:
