@@ -540,7 +540,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # render's first window (the dense arrays, the trace moments; A and the footprint cores,
     # which read the same footprint boxes) beside its first window; then one last step:
     # A_planted and the activity metrics, whose oracle reads frames of the movie just written.
-    # A_planted's many small tasks fill the threads around the oracle's four tasks (the
+    # A_planted's many small tasks fill the threads around the oracle's tasks (the
     # oracle alone left one of two threads idle for ~0.5 s at the end of a 1,200-frame V4 save;
     # with A and the cores moved into the last step too, their chain of boxes, cores and oracle
     # made that step longer, on threads and on two distributed workers alike).

@@ -366,7 +366,7 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
                           movie=None) -> dict:
     """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
     ``cores`` and ``sums`` (Delayed, or their values) and the oracle's batches of
-    ORACLE_BATCH frames, a task per :func:`oracle_tasks` (two batches): rendered here, read
+    ORACLE_BATCH frames, a task per :func:`oracle_tasks` (a batch each): rendered here, read
     from the zarr movie at ``movie_path`` (a save that has written the movie of this very Spec:
     the same bytes, without rendering the oracle's 128 frames a second time), or taken from the
     blocks of ``movie`` (the Recording's lazy movie of this Spec) where the oracle reads every
@@ -454,7 +454,7 @@ def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segme
 
     The footprint cores and the trace moments (:func:`metric_parts`, or ``parts``), the
     oracle's batches of ORACLE_BATCH frames (rendered, registered and read through the cores;
-    a task per :func:`oracle_tasks`, two batches sharing one render or read),
+    a task per :func:`oracle_tasks`, a batch each),
     ``pnr`` (first segment) and ``vessel_overlap`` are tasks of their own; the moments are a
     reduction over the segments (a 24-hour recording's 1,700 segments in parallel). The oracle
     and ``pnr`` read the process's World. Nothing here is built per segment, and
@@ -608,10 +608,13 @@ def oracle_batches(n_frames: int) -> list[range]:
             for run in oracle_frames(n_frames) for t0 in range(run.start, run.stop, ORACLE_BATCH)]
 
 
-#: Frames of one oracle task at most (:func:`oracle_tasks`): its batches share one read of the
-#: movie's chunks (or one render), which two tasks of a batch each read again where a run
-#: crosses a chunk.
-ORACLE_TASK_FRAMES = 32
+#: Frames of one oracle task at most (:func:`oracle_tasks`): one batch. Batches of a task
+#: would share one read of the movie's chunks (or one render), but the oracle is the last work
+#: of a computation or save, and its tasks then run side by side: a 40-frame recording's two
+#: tasks of 32 and 8 frames left one of two threads idle for most of the oracle (the 128 px
+#: fixture computed 0.117 -> 0.095 s with three tasks; where runs cross a movie chunk, two tasks
+#: each read it).
+ORACLE_TASK_FRAMES = 16
 
 
 def oracle_tasks(n_frames: int) -> list[range]:
@@ -619,9 +622,9 @@ def oracle_tasks(n_frames: int) -> list[range]:
     one run, ORACLE_TASK_FRAMES at most.
 
     >>> oracle_tasks(40)
-    [range(0, 32), range(32, 40)]
-    >>> oracle_tasks(1000)
-    [range(0, 32), range(323, 355), range(645, 677), range(968, 1000)]
+    [range(0, 16), range(16, 32), range(32, 40)]
+    >>> oracle_tasks(1000)[:3]
+    [range(0, 16), range(16, 32), range(323, 339)]
     """
     per = max(ORACLE_TASK_FRAMES // ORACLE_BATCH, 1)
     return [range(run.start + k, min(run.start + k + per * ORACLE_BATCH, run.stop))
