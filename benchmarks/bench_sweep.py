@@ -3,12 +3,13 @@
 A sweep of 8 small recordings (128 x 128 px, 10 s at 20 fps, 4 densities x 2 seeds) is rendered
 from scratch with ``minisim.sweep.run`` on a LocalCluster of 1 and then 2 single-threaded worker
 processes; the table gives the wall time, recordings per minute and the scaling efficiency
-rate2 / (2 x rate1). Mode ``long`` spreads one longer recording (V4 CA1, 256 x 256 px, 2 min, or
+rate2 / (2 x rate1). Mode ``long`` spreads one long recording (V4 CA1, 256 x 256 px, 10 min, or
 ``--long-minutes``) over the workers instead: each worker builds the World and computes only the
-trace segments its blocks need (docs/segments.md). Its fixed costs (the client's graph, each
-worker's World and footprints, ~1 s, and the metrics after the movie, ~1 s) weigh on a 2-minute
-recording; ``--long-minutes 10`` measures the spread itself. Run:
-``python benchmarks/bench_sweep.py [--workers 1 2 4] [--long-minutes 10]``.
+trace segments its blocks need (docs/segments.md). Its fixed costs (each worker's World and
+footprints, ~0.3 s, and the metrics after the movie, ~0.5 s) weigh more on a shorter recording
+(``--long-minutes 2``). The client is warmed first (its first simulate and save), so that no row
+carries its one-off imports. Run:
+``python benchmarks/bench_sweep.py [--workers 1 2 4] [--long-minutes 2]``.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ SWEEP = {
 }
 
 
-#: One long recording spread over the workers ("long" mode): V4 CA1 at 256 x 256 px, 2 minutes.
+#: One long recording spread over the workers ("long" mode): V4 CA1 at 256 x 256 px (its
+#: duration: ``--long-minutes``, 10 by default).
 LONG = {
-    "base": {"sensor": {"width_px": 256, "height_px": 256}, "recording": {"duration_s": 120.0, "fps": 20}},
+    "base": {"sensor": {"width_px": 256, "height_px": 256}, "recording": {"duration_s": 600.0, "fps": 20}},
     "grid": {"recording.seed": [0]},
     "output": "out",
 }
 
 
-def bench(n_workers: int, root: Path, mode: str, long_s: float = 120.0) -> tuple[int, float]:
+def bench(n_workers: int, root: Path, mode: str, long_s: float = 600.0) -> tuple[int, float]:
     from minisim import presets, sweep
 
     out = root / f"{mode}-w{n_workers}"
@@ -75,8 +77,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--modes", nargs="+", choices=["whole", "spread", "long"], default=["whole", "spread", "long"],
                    help="whole: each recording one task (the default for small ones); spread: chunks; "
-                        "long: one 2-minute V4 CA1 256 px recording spread over the workers")
-    p.add_argument("--long-minutes", type=float, default=2.0, help="the long recording's duration")
+                        "long: one V4 CA1 256 px recording (--long-minutes) spread over the workers")
+    p.add_argument("--long-minutes", type=float, default=10.0, help="the long recording's duration")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
