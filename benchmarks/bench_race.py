@@ -92,6 +92,8 @@ def ensure_incumbent() -> Path | None:
 
 def run(python: str, code: str, frames: int, motion: bool, out: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if Path(python).parent.parent == VENV:  # the incumbent: never this repo's minisim
+        env.pop("PYTHONPATH", None)
     r = subprocess.run([python, "-c", code, str(frames), "1" if motion else "0", str(out)],
                        check=False, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     if r.returncode != 0:
