@@ -447,20 +447,105 @@ def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
     data = _whole_chunks(var.data, tuple(target.chunks))
     if writer is not None and tuple(c[0] for c in data.chunks) != tuple(target.chunks):
         writer = None
-    starts = np.cumsum((0, *data.chunks[0]))
-    out, t0 = [], 0
-    while t0 < var.shape[0]:
-        # the window ends on a block edge (a block holds whole chunks) at or past the target
-        t1 = int(starts[min(np.searchsorted(starts, t0 + MOVIE_WINDOW_FRAMES), len(starts) - 1)])
-        if var.shape[0] - t1 < MOVIE_WINDOW_FRAMES // 2:  # a short rest goes with this window
-            t1 = var.shape[0]
+    out = []
+    for t0, t1 in movie_windows(data):
         if writer is not None:
             out.append(writer(target, t0, t1, top))
         else:
             out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
                                       origin=(t0,) + (0,) * (data.ndim - 1)).sum())
+    return out
+
+
+def movie_windows(data) -> list[tuple[int, int]]:
+    """The frames [t0, t1) of each window of :func:`movie_writes` over the movie's dask array
+    ``data`` (blocks holding whole zarr chunks): about :data:`MOVIE_WINDOW_FRAMES` frames each,
+    ending on block edges, a short rest joined to the window before it."""
+    starts = np.cumsum((0, *data.chunks[0]))
+    out, t0, T = [], 0, data.shape[0]
+    while t0 < T:
+        # the window ends on a block edge (a block holds whole chunks) at or past the target
+        t1 = int(starts[min(np.searchsorted(starts, t0 + MOVIE_WINDOW_FRAMES), len(starts) - 1)])
+        if T - t1 < MOVIE_WINDOW_FRAMES // 2:  # a short rest goes with this window
+            t1 = T
+        out.append((t0, t1))
         t0 = t1
     return out
+
+
+class _InGraph:
+    """``key in`` any layer of a high-level graph (tasks of lazy layers made only when asked)."""
+
+    def __init__(self, graph) -> None:
+        self.layers = list(graph.layers.values())
+
+    def __contains__(self, key) -> bool:
+        try:
+            hash(key)
+        except TypeError:
+            return False
+        return any(key in layer for layer in self.layers)
+
+    def __getitem__(self, key):
+        for layer in self.layers:
+            if key in layer:
+                return layer[key]
+        raise KeyError(key)
+
+
+def window_delayed(name: str, arrays: list, moments=None):
+    """One Delayed over exactly the tasks that ``arrays`` (chunk writes, :func:`_frame_writes`)
+    and the blocks of ``moments`` (a dask array, or None) need, found by walking their graphs
+    from their blocks, whose value is (the blocks written, the moments' blocks joined along
+    their last axis, or None).
+
+    Computed together as dask arrays, their merged graph kept whole layers of the trace
+    segments that one of them read (dask 2026.8): a window's writes computed every segment of
+    the recording. Here a window's step holds only its own segments' tasks, whatever its length.
+    """
+    from dask.base import tokenize
+    from dask.core import flatten, keys_in_tasks
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    parts = [*arrays, *([moments] if moments is not None else [])]
+    if not parts:
+        return None
+    graph = _InGraph(HighLevelGraph.merge(*(a.__dask_graph__() for a in parts)))
+    dsk, todo = {}, [k for a in parts for k in flatten(a.__dask_keys__())]
+    while todo:
+        key = todo.pop()
+        if key in dsk:
+            continue
+        dsk[key] = task = graph[key]
+        todo.extend(k for k in keys_in_tasks(graph, [task]) if k not in dsk)
+    writes = [k for a in arrays for k in flatten(a.__dask_keys__())]
+    blocks = list(flatten(moments.__dask_keys__())) if moments is not None else []
+    top = f"{name}-{tokenize(name, writes, blocks)}"
+    dsk[top] = (_window_result, writes, blocks)
+    return Delayed(top, HighLevelGraph({top: dsk}, {top: set()}), layer=top)
+
+
+def _window_result(writes: list, blocks: list) -> tuple:
+    return len(writes), (np.concatenate(blocks, axis=-1) if blocks else None)
+
+
+def _frame_writes(var: xr.DataArray, target, t0: int, t1: int) -> list:
+    """Lazy writes of the blocks of ``var`` (a dask array with a ``frame`` dimension, its blocks
+    the zarr chunks of ``target`` or holding whole ones) that begin in frames [t0, t1): one
+    mapped array, or none."""
+    ax = var.dims.index("frame")
+    data = _whole_chunks(var.data, tuple(target.chunks))
+    starts = np.cumsum((0, *data.chunks[ax]))
+    first = [int(b) for b in starts[:-1] if t0 <= b < t1]
+    if not first:
+        return []
+    b0, b1 = first[0], int(starts[list(starts).index(first[-1]) + 1])
+    where = [slice(None)] * data.ndim
+    where[ax] = slice(b0, b1)
+    origin = [0] * data.ndim
+    origin[ax] = b0
+    return [_mapped_writes(data[tuple(where)], target, _store_chunks, np.int8, False, origin=tuple(origin))]
 
 
 def _footprint_chunk_units(blocks: tuple[int, ...]) -> int:
@@ -503,6 +588,13 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     own = {n: (ds[n], trace_chunks(ds[n]), None) for n in traces}
     own.update({n: (ds[n], encoding[n]["chunks"], 0.0) for n in footprints})
     own.update({n: (ds[n], encoding[n]["chunks"], None) for n in late.get("names", ())})
+    # the per-frame ground truth held lazily (C, dF/F, S, f, motion, vessel dilation): written a
+    # window of the movie at a time, beside the window's render, which builds the same trace
+    # segments (in the ground truth's one step, a longer recording held more segments at once:
+    # the peak of an hour's save was ~70 MB above a minute's, docs/performance.md)
+    per_frame = [n for n, v in ds.data_vars.items()
+                 if n != "movie" and n not in own and v.chunks is not None and "frame" in v.dims]
+    own.update({n: (ds[n], encoding[n]["chunks"], None) for n in per_frame})
     # the store and its movie first, and the movie's first window set computing at once; the
     # rest of the metadata and the ground truth's graph are made while it renders (~1 s of the
     # main thread for V4, which left every thread or worker idle before the first task)
@@ -511,7 +603,26 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     movie_writer = writers.get("movie")
     windows = movie_writes(ds["movie"], targets["movie"], top,
                            movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name else None)
+    bounds = movie_windows(_whole_chunks(ds["movie"].data, tuple(targets["movie"].chunks)))
     rest: list = []
+    # each trace segment's moments (for the activity metrics) beside the window it begins in,
+    # folded in segment order in the last step; a window's per-frame writes and moments are one
+    # Delayed at the end of its step (:func:`window_delayed`). (dask 2026.8 returns a
+    # computation's results grouped by kind of collection, in the order each kind first
+    # appears: dask.compute(delayed, array, delayed) gives the second Delayed's value second.
+    # Every step here holds one kind, or one object of each.)
+    starts = late.get("moment_starts", []) if late else []
+    has_parts: dict[int, bool] = {}  # window -> whether its step ends with its segments' moments
+    at = {}  # where the ground truth's step holds the footprint cores
+
+    def window_objects(k: int) -> tuple:
+        t0, t1 = bounds[k]
+        writes = [w for n in per_frame for w in _frame_writes(ds[n], targets[n], t0, t1)]
+        mine = [i for i, f0 in enumerate(starts) if t0 <= f0 < t1]
+        moments = late["moment_parts"].blocks[:, :, mine[0] : mine[-1] + 1] if mine else None
+        has_parts[k] = bool(mine)
+        step = window_delayed(f"window-truth-{k}", writes, moments)
+        return () if step is None else (step,)
 
     def ground_truth() -> tuple:
         # the arrays minisim writes chunk by chunk itself, in one call (xarray reads the
@@ -533,7 +644,11 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
             else:
                 w = nonzero_chunk_writes(ds[n], targets[n])
             (early if n == "A" else rest).append(w)
-        return (write, *early, *((late["cores"], late["sums"]) if late else ()))
+        at["cores"] = 1 + len(early)
+        cores = (late["cores"],) if late else ()
+        if not bounds:  # no frames: no window to put them beside
+            return (write, *early, *cores, *((late["sums"],) if late else ()))
+        return (write, *early, *cores, *window_objects(0))
 
     # The movie a window at a time, the next one computing while one ends
     # (compute_in_steps' ``ahead``); the ground truth that is small or shares tasks with the
@@ -545,12 +660,18 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # with A and the cores moved into the last step too, their chain of boxes, cores and oracle
     # made that step longer, on threads and on two distributed workers alike).
     first = windows[0] if windows else np.int64(0)
-    steps: list = [(first,), Deferred(ground_truth), *((w,) for w in windows[1:])]
+    steps: list = [(first,), Deferred(ground_truth),
+                   *(Deferred(lambda k=k: (windows[k], *window_objects(k))) for k in range(1, len(windows)))]
 
     def last(results: list) -> tuple:
         if not late:
             return tuple(rest)
-        cores, sums = results[1][-2:]
+        cores = results[1][at["cores"]]
+        if not bounds:
+            sums = results[1][-1]
+        else:
+            sums = late["fold"]([(results[1] if k == 0 else results[k + 1])[-1][1]
+                                 for k in range(len(bounds)) if has_parts[k]])
         arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
         return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
                                         _store_chunks, np.int8, False) for n in arrays))

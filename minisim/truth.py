@@ -350,7 +350,19 @@ def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=N
     moments = f"moments-{tokenize(T, n_units, segments.name)}"
     layer = render.BlockTasks(moments, (n_seg,), _moments_task, segments.name, T)
     sums = _delayed_of(f"fold-{moments}", (_fold_moment_parts, list(layer)), {moments: layer}, [segments])
-    return {"cores": cores, "sums": sums}
+    # and the parts as a dask array (3, units, segments), a block per segment: a save computes
+    # them beside the movie's windows, which build the same segments, and folds them at the end
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    below = set(segments.dask.layers)
+    name = f"moment-parts-{tokenize(moments)}"
+    blocks = {(name, 0, 0, i): (moments, i) for i in range(n_seg)}  # the parts by their keys
+    parts = da.Array(HighLevelGraph({**segments.dask.layers, moments: layer, name: blocks},
+                                    {**segments.dask.dependencies, moments: below, name: {moments}}),
+                     name, ((3,), (n_units,), (1,) * n_seg), dtype=np.float64,
+                     meta=np.empty((0, 0, 0), np.float64))
+    return {"cores": cores, "sums": sums, "moment_parts": parts}
 
 
 def _moments_task(index: tuple, segments: str, n_frames: int) -> tuple:
@@ -477,12 +489,18 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
     is written, their oracle reading its frames from the store. ``names``: the dask name of
     each of ``metrics`` (the Recording's lazy :data:`ACTIVITY_METRICS`; used only while the
     Dataset still holds those very arrays); ``parts``: :func:`metric_parts`' Delayed cores and
-    moments (``cores``, ``sums``); ``later(movie_path, cores, sums)``: the metrics as dask
-    arrays from those (Delayed or values, :func:`lazy_activity_metrics`)."""
+    moments (``cores``, ``sums``, and ``moment_parts``: a dask array (3, units, segments) of
+    each segment's moments, whose first frames are ``moment_starts``, folded into ``sums`` by
+    ``fold`` from its blocks in segment order); ``later(movie_path,
+    cores, sums)``: the metrics as dask arrays from those (Delayed or values,
+    :func:`lazy_activity_metrics`)."""
     return {
         "names": {name: metrics[name].name for name in ACTIVITY_METRICS},
         "cores": parts["cores"],
         "sums": parts["sums"],
+        "moment_parts": parts["moment_parts"],
+        "moment_starts": [i * activity.SEGMENT_FRAMES for i in range(parts["moment_parts"].shape[2])],
+        "fold": _fold_moment_parts,
         "later": lambda movie_path, cores, sums: lazy_activity_metrics(spec, n_units, cores, sums, movie_path),
     }
 

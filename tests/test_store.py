@@ -250,9 +250,11 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     """A save is one computation per window of MOVIE_WINDOW_FRAMES frames, one for the ground
     truth (beside the first window), then one for A_planted and the activity metrics (their
     oracle reads the written movie):
-    a recording twice as long has twice the windows, each window's graph is the size of any
-    other's, the metrics' graph does not grow, and the movie written is the movie, window edges
-    or not."""
+    a recording twice as long has twice the windows, each full window's graph is the size of
+    any other's, the metrics' graph does not grow, the movie written is the movie, window edges
+    or not, and each trace segment is a task of one step alone: the step of the window it
+    begins in (its per-frame ground truth and moments written beside that window's render),
+    never every segment in one step."""
     from dask.callbacks import Callback
 
     from minisim.store import MOVIE_WINDOW_FRAMES
@@ -260,13 +262,14 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     class Graphs(Callback):
         def __init__(self):
             super().__init__()
-            self.sizes = []
+            self.sizes, self.segments = [], []
 
         def _start(self, dsk):
             self.sizes.append(len(dsk))
+            self.segments.append(sorted(k[1] for k in dsk if isinstance(k, tuple) and str(k[0]).startswith("segment-")))
 
     fps = 200.0
-    sizes = {}
+    sizes, segments = {}, {}
     for windows in (2, 4):
         # a last window cut short, so window edges fall mid-segment and mid-chunk of the truth
         n_frames = (windows - 1) * MOVIE_WINDOW_FRAMES + 600  # (a rest under half a window joins the last)
@@ -278,15 +281,21 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
             rec.save(tmp_path / f"w{windows}.zarr", scheduler="sync")
         assert len(g.sizes) == windows + 2
         sizes[windows] = g.sizes
+        segments[windows] = g.segments
         saved = Recording.load(tmp_path / f"w{windows}.zarr")
         np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
         top = 2**spec.sensor.bit_depth - 1
         assert saved.dataset.attrs["saturated_pixels"] == int((rec.movie.values == top).sum()) > 0
-    # every full window's graph is the same size, however long the recording, the first one's
-    # too (the ground truth is a computation of its own)
+    # every full window's graph is the same size, however long the recording (the ground truth
+    # is a computation of its own, beside the first window)
     first, _, *full, short, metrics = sizes[4]
-    assert len({first, *full}) == 1 and full[0] > short
+    assert len(set(full)) == 1 and full[0] > short
     assert metrics == sizes[2][-1] and sizes[2][0] == first
+    # 3,672 frames, windows [0, 1032), [1032, 2064), [2064, 3096), [3096, 3672) of 24-frame
+    # blocks: segments 0 and 1 go with the first window's ground truth, 2 and 3 with windows
+    # 1 and 2, none with the last
+    assert segments[4] == [[], [0, 1], [2], [3], [], []]
+    assert segments[2] == [[], [0, 1], [], []]
 
 
 def test_steps_in_flight_overlap_on_one_pool_of_threads():
