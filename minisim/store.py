@@ -651,9 +651,10 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         return (write, *early, *cores, *window_objects(0))
 
     # The movie a window at a time, the next one computing while one ends
-    # (compute_in_steps' ``ahead``); the ground truth that is small or shares tasks with the
-    # render's first window (the dense arrays, the trace moments; A and the footprint cores,
-    # which read the same footprint boxes) beside its first window; then one last step:
+    # (compute_in_steps' ``ahead``), each with its per-frame ground truth and moments; the
+    # ground truth that is small or shares tasks with the render's first window (the dense
+    # arrays, the first window's per-frame part; A and the footprint cores, which read the same
+    # footprint boxes) beside its first window; then one last step:
     # A_planted and the activity metrics, whose oracle reads frames of the movie just written.
     # A_planted's many small tasks fill the threads around the oracle's tasks (the
     # oracle alone left one of two threads idle for ~0.5 s at the end of a 1,200-frame V4 save;
