@@ -182,19 +182,10 @@ def _dendrite_cols(y, x0, sub, ca, sa, r0, L, w4, j_a, j_b):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_b, dend_w, dend_b,
-               dendrites, img, box, ext):
-    """Draw one cell on the sub-pixel grid ``img`` (unnormalised; rows ys, columns xs, n_px
-    pixels a side) where it can be non-zero; box[:] = the (row, row end, column, column end),
-    whole pixels, that holds all of it; ext[y] = the columns [ext[y, 0], ext[y, 1]) of box row y,
-    whole pixels and the same for a pixel's sub-pixel rows, outside which the row is 0. Only
-    those are written (zeroed, then drawn): the rest of the box holds what was there before,
-    and is never to be read.
-
-    The same parts, boxes and arithmetic as optics.planted_footprint: an ellipsoid with a
-    dimmer nucleus, then each dendrite (a term that is exactly 0 there is skipped). A dendrite
-    is tested only in its band's columns of each row (_dendrite_cols), which hold every sub-pixel
-    the test keeps: the same sub-pixels get the same terms, in the same order."""
+def _part_boxes(ys, xs, n_px, sub, radius, ell, angles, lengths, dend_w, dendrites, box):
+    """_draw_soma's boxes: per part (the soma, then each dendrite) the sub-pixel rows and
+    columns (row, row end, column, column end) that hold it (returned), and in ``box`` the
+    whole pixels that hold them all (all 0: nothing drawn)."""
     sq = np.sqrt(ell)
     reach = radius * max(sq, 1 / sq)
     n_parts = 1 + (angles.shape[0] if dendrites else 0)
@@ -220,22 +211,50 @@ def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_
             box[2], box[3] = min(box[2], boxes[k, 2]), max(box[3], boxes[k, 3])
     if box[0] >= box[1]:
         box[0], box[1], box[2], box[3] = 0, 0, 0, 0
-        return
+        return boxes
     # whole pixels, so that binning reads only drawn (or zeroed) sub-pixels
     ns = ys.shape[0] // n_px
     box[0], box[2] = (box[0] // ns) * ns, (box[2] // ns) * ns
     box[1], box[3] = -((-box[1]) // ns) * ns, -((-box[3]) // ns) * ns
+    return boxes
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_b, dend_w, dend_b,
+               dendrites, img, box, ext):
+    """Draw one cell on the sub-pixel grid ``img`` (unnormalised; rows ys, columns xs, n_px
+    pixels a side) where it can be non-zero; box[:] = the (row, row end, column, column end),
+    whole pixels, that holds all of it; ext[y] = the columns [ext[y, 0], ext[y, 1]) of box row y,
+    whole pixels and the same for a pixel's sub-pixel rows, outside which the row is 0. Only
+    those are written (zeroed, then drawn): the rest of the box holds what was there before,
+    and is never to be read.
+
+    The same parts, boxes and arithmetic as optics.planted_footprint: an ellipsoid with a
+    dimmer nucleus, then each dendrite (a term that is exactly 0 there is skipped). A dendrite
+    is tested only in its band's columns of each row (_dendrite_cols), which hold every sub-pixel
+    the test keeps: the same sub-pixels get the same terms, in the same order."""
+    boxes = _part_boxes(ys, xs, n_px, sub, radius, ell, angles, lengths, dend_w, dendrites, box)
+    if box[0] >= box[1]:
+        return
+    sq = np.sqrt(ell)
+    n_parts = boxes.shape[0]
+    w = dend_w / 2
+    r0 = radius * 0.8
+    ns = ys.shape[0] // n_px
     # each row's columns: the parts' (the soma's box, the dendrites' bands), joined over a
     # pixel's sub-pixel rows and rounded out to whole pixels, then zeroed
     ext[box[0]:box[1], 0], ext[box[0]:box[1], 1] = box[3], box[2]
     for i in range(boxes[0, 0], boxes[0, 1]):
         ext[i, 0], ext[i, 1] = min(ext[i, 0], boxes[0, 2]), max(ext[i, 1], boxes[0, 3])
     w4 = 4 * w
+    # per dendrite and row of its box, its columns (_dendrite_cols), kept for the drawing below
+    cols = np.empty((max(n_parts - 1, 1), ys.shape[0], 2), np.int64)
     for k in range(n_parts - 1):
         ca, sa = np.cos(angles[k]), np.sin(angles[k])
         for i in range(boxes[k + 1, 0], boxes[k + 1, 1]):
             a, b = _dendrite_cols(ys[i], xs[0], sub, ca, sa, r0, lengths[k], w4,
                                   boxes[k + 1, 2], boxes[k + 1, 3])
+            cols[k, i, 0], cols[k, i, 1] = a, b
             if a < b:
                 ext[i, 0], ext[i, 1] = min(ext[i, 0], a), max(ext[i, 1], b)
     for i in range(box[0], box[1], ns):
@@ -278,8 +297,7 @@ def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_
         L = lengths[k]
         for i in range(boxes[k + 1, 0], boxes[k + 1, 1]):
             y = ys[i]
-            j_a, j_b = _dendrite_cols(y, xs[0], sub, ca, sa, r0, L, w4,
-                                      boxes[k + 1, 2], boxes[k + 1, 3])
+            j_a, j_b = cols[k, i, 0], cols[k, i, 1]
             xr, row = xs[j_a:j_b], img[i, j_a:j_b]
             for j in range(xr.shape[0]):
                 x = xr[j]
@@ -295,12 +313,15 @@ def _draw_soma(ys, xs, n_px, sub, radius, ell, phi, angles, lengths, nuc_f, nuc_
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _psf_phases(cdf, c0, n, ns, sharp, dph):
+def _psf_phases(cdf, c0, n, ns, sharp, dph, off):
     """The pixel-integration weights of one PSF by sub-pixel phase: dph[s, j + n - 1] = weight
     of a sub-pixel s sub-pixels into its pixel p on pixel p + j (optics.blur_and_bin's D[j ns - s]
     = cdf[(j + 1) ns - s] - cdf[j ns - s], cdf from ``c0``; ``sharp``: no blur, the weight is 1
     on the sub-pixel's own pixel). Returns the range (lo, hi) of offsets j ns - s whose weight is
-    not exactly 0 (lo > hi: none)."""
+    not exactly 0 (lo > hi: none); off[s] = the pixel offsets [j_a, j_b) of phase s within that
+    range (lo <= j ns - s <= hi), all its weights that can be non-zero: a sub-pixel s sub-pixels
+    into pixel p reaches pixels p + j_a to p + j_b - 1 (j_a >= j_b: none), and pixel k gets
+    light from the sub-pixels y of phase s with k - y // ns in [j_a, j_b)."""
     lo, hi = n * ns, -n * ns
     for s in range(ns):
         for j in range(-(n - 1), n):
@@ -312,26 +333,45 @@ def _psf_phases(cdf, c0, n, ns, sharp, dph):
             dph[s, j + n - 1] = wt
             if wt != 0.0:
                 lo, hi = min(lo, t), max(hi, t)
+    for s in range(ns):
+        off[s, 0] = -((-(s + lo)) // ns)
+        off[s, 1] = (s + hi) // ns + 1
     return lo, hi
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _blur_columns(img, box, ext, dph, lo, hi, n, ns, m_a, m_b, rows):
+def _blur_columns(img, box, ext, dph, off, n, ns, m_a, m_b, rows, span):
     """rows[y, m] = the light of sub-pixel row y (of the drawn ``box``, columns ``ext[y]``)
     falling on pixel column m in [m_a, m_b): the x step of the separable blur, summed over the
-    row's non-zero sub-pixels in order."""
+    row's non-zero sub-pixels in order; span[y] = [a, b), the columns that a non-zero sub-pixel
+    of the row reaches (a == b: none): outside them the row is exactly 0 (+0.0), so the bounds
+    (_rows_max, _reach) read only them (a max with 0, a term w * 0, changes nothing)."""
     rows[box[0]:box[1], m_a:m_b] = 0.0
     for y in range(box[0], box[1]):
+        # the row's first and last non-zero sub-pixels
+        x_a, x_b = ext[y, 0], ext[y, 1]
+        while x_a < x_b and img[y, x_a] == 0.0:
+            x_a += 1
+        while x_b > x_a and img[y, x_b - 1] == 0.0:
+            x_b -= 1
+        s_a, s_b = m_a, m_a
+        if x_a < x_b:
+            s_a = max(m_a, x_a // ns + off[x_a % ns, 0])
+            s_b = max(s_a, min(m_b, (x_b - 1) // ns + off[(x_b - 1) % ns, 1]))
+        span[y, 0], span[y, 1] = s_a, s_b
+        if s_a == s_b:
+            continue
         row = rows[y]
-        for x in range(ext[y, 0], ext[y, 1]):
+        for x in range(x_a, x_b):
             v = img[y, x]
             if v == 0.0:
                 continue
             px = x // ns
-            m_lo = max(m_a, -((-(x + lo)) // ns))
-            m_hi = min(m_b, (x + hi) // ns + 1)
+            s = x - px * ns
+            m_lo = max(m_a, px + off[s, 0])
+            m_hi = min(m_b, px + off[s, 1])
             # contiguous slices, so that the loop vectorises
-            weights = dph[x - px * ns, m_lo - px + n - 1:m_hi - px + n - 1]
+            weights = dph[s, m_lo - px + n - 1:m_hi - px + n - 1]
             part = row[m_lo:m_hi]
             for i in range(m_hi - m_lo):
                 part[i] += v * weights[i]
@@ -347,32 +387,46 @@ def _blur_pixels(rows, box, dph, lo, hi, n, ns, k0, k1, m0, m1, out):
         acc = out[k - k0, :w]
         acc[:] = 0.0
         y_lo, y_hi = max(box[0], k * ns - hi), min(box[1], k * ns - lo + 1)
+        py, s = y_lo // ns, y_lo % ns
         for y in range(y_lo, y_hi):
-            py = y // ns
-            wt = dph[y - py * ns, k - py + n - 1]
+            wt = dph[s, k - py + n - 1]
             if wt != 0.0:
                 row = rows[y, m0:m1]
                 for i in range(w):
                     acc[i] += wt * row[i]
+            s += 1
+            if s == ns:
+                s, py = 0, py + 1
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _row_bound(k, row_max, box, dph, lo, hi, n, ns):
-    """An upper bound of pixel row k of the image: the y step applied to ``row_max`` (per
-    sub-pixel row, the largest of its x-blurred values over the columns that matter)."""
-    v = 0.0
-    for y in range(max(box[0], k * ns - hi), min(box[1], k * ns - lo + 1)):
-        py = y // ns
-        v += dph[y - py * ns, k - py + n - 1] * row_max[y]
-    return v
+def _row_bounds(row_max, box, dph, off, n, ns, k0, k1, out):
+    """out[k - k0] = an upper bound of pixel row k of the image, k in [k0, k1): the y step
+    applied to ``row_max`` (per sub-pixel row, the largest of its x-blurred values over the
+    columns that matter), each row's sum in the order of the sub-pixel rows; the rows are
+    summed side by side (sub-pixel row by sub-pixel row), so that the loop vectorises."""
+    out[:k1 - k0] = 0.0
+    py, s = box[0] // ns, box[0] % ns
+    for y in range(box[0], box[1]):
+        v = row_max[y]
+        a, b = max(k0, py + off[s, 0]), min(k1, py + off[s, 1])
+        if v != 0.0 and a < b:
+            wts = dph[s, a - py + n - 1:b - py + n - 1]
+            dst = out[a - k0:b - k0]
+            for i in range(b - a):
+                dst[i] += wts[i] * v
+        s += 1
+        if s == ns:
+            s, py = 0, py + 1
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rows_max(rows, box, m_a, m_b, out):
-    """out[y] = max of rows[y, m_a:m_b] over the box's sub-pixel rows (0 for no columns)."""
+def _rows_max(rows, span, box, m_a, m_b, out):
+    """out[y] = max of rows[y, m_a:m_b] over the box's sub-pixel rows (0 for no columns), over
+    each row's span alone (the row is 0 outside it)."""
     for y in range(box[0], box[1]):
         v = 0.0
-        for m in range(m_a, m_b):
+        for m in range(max(m_a, span[y, 0]), min(m_b, span[y, 1])):
             v = max(v, rows[y, m])
         out[y] = v
 
@@ -381,15 +435,14 @@ _SAFE = 1 + 1e-9  # bounds are compared with this margin: they and the values ro
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _peak(rows, box, px_box, dph, lo, hi, n, ns, row_max, bound, buf):
+def _peak(rows, span, box, px_box, dph, off, lo, hi, n, ns, row_max, bound, buf):
     """The image's largest value over the box's pixels (where its largest value over the
     whole patch lies: outside them a Gaussian integrated over a pixel only shrinks with the
     distance to every source). Rows are evaluated in decreasing order of their bound, until
     no row left can beat the best one found."""
     k0, k1, m0, m1 = px_box[0], px_box[1], px_box[2], px_box[3]
-    _rows_max(rows, box, m0, m1, row_max)
-    for k in range(k0, k1):
-        bound[k - k0] = _row_bound(k, row_max, box, dph, lo, hi, n, ns)
+    _rows_max(rows, span, box, m0, m1, row_max)
+    _row_bounds(row_max, box, dph, off, n, ns, k0, k1, bound)
     best = 0.0
     while True:
         i = 0
@@ -405,15 +458,16 @@ def _peak(rows, box, px_box, dph, lo, hi, n, ns, row_max, bound, buf):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _reach(rows, box, dph, lo, hi, n, ns, crop, floor, row_max, col_bound):
+def _reach(rows, span, box, dph, off, n, ns, crop, floor, row_max, bound, col_bound):
     """Rows [a, b) and columns [c, e) of the crop [r0, r1) x [c0, c1) outside which no pixel of
     the image exceeds ``floor``, from bounds: a row by its sub-pixel rows' largest values over
     the crop's columns, a column by its sub-pixel rows' values times their largest weight."""
     r0, r1, c0, c1 = crop
-    _rows_max(rows, box, c0, c1, row_max)
+    _rows_max(rows, span, box, c0, c1, row_max)
+    _row_bounds(row_max, box, dph, off, n, ns, r0, r1, bound)
     a, b = r1, r0
     for k in range(r0, r1):
-        if _row_bound(k, row_max, box, dph, lo, hi, n, ns) * _SAFE > floor:
+        if bound[k - r0] * _SAFE > floor:
             a, b = min(a, k), k + 1
     col_bound[c0:c1] = 0.0
     w_max = np.zeros(ns)  # per sub-pixel phase, its largest weight on any pixel
@@ -422,9 +476,12 @@ def _reach(rows, box, dph, lo, hi, n, ns, crop, floor, row_max, col_bound):
             w_max[sy] = max(w_max[sy], dph[sy, j])
     for y in range(box[0], box[1]):
         w = w_max[y % ns]
-        part = rows[y, c0:c1]
-        for i in range(c1 - c0):
-            col_bound[c0 + i] += w * part[i]
+        m_lo, m_hi = max(c0, span[y, 0]), min(c1, span[y, 1])
+        if m_lo < m_hi:
+            part = rows[y, m_lo:m_hi]
+            dst = col_bound[m_lo:m_hi]
+            for i in range(m_hi - m_lo):
+                dst[i] += w * part[i]
     c, e = c1, c0
     for m in range(c0, c1):
         if col_bound[m] * _SAFE > floor:
@@ -466,6 +523,8 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
     img = np.empty((M, M))
     rows = np.empty((P, M, max_n))
     dph = np.empty((P, ns, 2 * max_n - 1))
+    off = np.empty((P, ns, 2), np.int64)
+    span = np.empty((P, M, 2), np.int64)
     lo, hi = np.empty(P, np.int64), np.empty(P, np.int64)
     floors = np.empty(P)
     vals = np.empty((P, max_n, max_n))
@@ -477,10 +536,19 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
     out_vals = np.empty((P, 1 << 16))
     ptr = np.zeros(N + 1, np.int64)
     nnz = 0
-    planted = np.empty(1 << 16, np.float32)
     p_ptr = np.zeros(N + 1, np.int64)
     p_box = np.zeros((N, 4), np.int64)
     sub = d / ns
+    # each cell's planted crop (the whole pixels of the drawn box, as _draw_soma finds it),
+    # so that the planted buffer is allocated once, at its size
+    for u in range(N):
+        n = n_px[u]
+        _sub_centres(i0[u], H, d, ns, n, cy[u], ys)
+        _sub_centres(j0[u], W, d, ns, n, cx[u], xs)
+        _part_boxes(ys[:n * ns], xs[:n * ns], n, sub, radius[u], ell[u], angles[u], lengths[u],
+                    dend_w, dendrites, box)
+        p_ptr[u + 1] = p_ptr[u] + ((box[1] - box[0]) // ns) * ((box[3] - box[2]) // ns)
+    planted = np.empty(p_ptr[N], np.float32)
     for u in range(N):
         ptr[u] = nnz
         n = n_px[u]
@@ -504,9 +572,7 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
         # the planted patch cropped to the drawn box's pixels (outside it the patch is 0),
         # zeroed, then each row's drawn columns written
         p0, wd = p_ptr[u], px_box[3] - px_box[2]
-        p_ptr[u + 1] = p0 + (px_box[1] - px_box[0]) * wd
         p_box[u, 0], p_box[u, 1], p_box[u, 2], p_box[u, 3] = px_box[0], px_box[1], px_box[2], px_box[3]
-        planted = _grow(planted, p_ptr[u + 1])
         planted[p0:p_ptr[u + 1]] = 0
         for k in range(px_box[0], px_box[1]):
             row0 = p0 + (k - px_box[0]) * wd - px_box[2]  # pixel column m of row k at row0 + m
@@ -533,12 +599,14 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
         k0, k1, m0, m1 = n, 0, n, 0
         m_a, m_b = min(px_box[2], c0), max(px_box[3], c1)
         for p in range(P):
-            lo[p], hi[p] = _psf_phases(cdf, cdf_start[p, u], n, ns, sigma[p, u] <= 1e-6 * d, dph[p])
-            _blur_columns(img, box, ext, dph[p], lo[p], hi[p], n, ns, m_a, m_b, rows[p])
-            peak = _peak(rows[p], box, px_box, dph[p], lo[p], hi[p], n, ns, row_max, bound, buf)
+            lo[p], hi[p] = _psf_phases(cdf, cdf_start[p, u], n, ns, sigma[p, u] <= 1e-6 * d, dph[p],
+                                       off[p])
+            _blur_columns(img, box, ext, dph[p], off[p], n, ns, m_a, m_b, rows[p], span[p])
+            peak = _peak(rows[p], span[p], box, px_box, dph[p], off[p], lo[p], hi[p], n, ns,
+                         row_max, bound, buf)
             floors[p] = 1e-4 * (peak * scale[u])
-            a, b_, c, e = _reach(rows[p], box, dph[p], lo[p], hi[p], n, ns, (r0, r1, c0, c1),
-                                 floors[p] / scale[u], row_max, col_bound)
+            a, b_, c, e = _reach(rows[p], span[p], box, dph[p], off[p], n, ns, (r0, r1, c0, c1),
+                                 floors[p] / scale[u], row_max, bound, col_bound)
             if a < b_ and c < e:
                 k0, k1, m0, m1 = min(k0, a), max(k1, b_), min(m0, c), max(m1, e)
         if k0 >= k1:
@@ -566,7 +634,7 @@ def _cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H,
                         out_vals[p, nnz] = (vals[p, k - k0, m - m0] * su) * shade - sharp
                     nnz += 1
     ptr[N] = nnz
-    return (planted[:p_ptr[N]].copy(), p_ptr, p_box), (ptr, out_rows[:nnz], out_vals[:, :nnz])
+    return (planted, p_ptr, p_box), (ptr, out_rows[:nnz], out_vals[:, :nnz])
 
 
 def cell_footprints(cy, cx, radius, ell, phi, angles, lengths, i0, j0, n_px, H, W, d, ns,
