@@ -479,18 +479,20 @@ class _InGraph:
     def __init__(self, graph) -> None:
         self.layers = list(graph.layers.values())
 
-    def __contains__(self, key) -> bool:
+    def _layer_of(self, key):
         try:
-            hash(key)
-        except TypeError:
-            return False
-        return any(key in layer for layer in self.layers)
+            return next((layer for layer in self.layers if key in layer), None)
+        except TypeError:  # an unhashable value in a task is no key
+            return None
+
+    def __contains__(self, key) -> bool:
+        return self._layer_of(key) is not None
 
     def __getitem__(self, key):
-        for layer in self.layers:
-            if key in layer:
-                return layer[key]
-        raise KeyError(key)
+        layer = self._layer_of(key)
+        if layer is None:
+            raise KeyError(key)
+        return layer[key]
 
 
 def window_delayed(name: str, arrays: list, moments=None):
