@@ -139,9 +139,14 @@ def test_tissue_at_some_pixels_is_the_windows_tissue_there_bit_for_bit(window):
     f_np = np.float32(1) + np.float32(0.05) * t
     y0, y1, x0, x1 = window
     whole = sc.tissue_e(C, f_np, window).reshape(len(t), -1)
-    pixels = np.arange(0, (y1 - y0) * (x1 - x0), 7)
     assert sc.halo_e.nnz and sc.neuropil_e.any()
-    np.testing.assert_array_equal(sc.tissue_at(C, f_np, window, pixels), whole[:, pixels])
+    n_px = (y1 - y0) * (x1 - x0)
+    # some pixels, then every pixel of the window (its own rows), each asked twice: the second
+    # time from the kept selection of the sharp rows, the same values
+    for pixels in (np.arange(0, n_px, 7), np.arange(n_px), np.arange(0, n_px, 7)):
+        np.testing.assert_array_equal(sc.tissue_at(C, f_np, window, pixels), whole[:, pixels])
+    kept = [k for k in sc.footprints().windows if k[0] == "pixels"]
+    assert len(kept) == 1 and kept[0][1] == window  # the subset's rows, kept once
 
 
 @pytest.mark.parametrize("updates", [{}, {"cells.dendrites_enabled": False, "tissue.scatter.enabled": False}])
