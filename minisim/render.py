@@ -48,7 +48,7 @@ from .scene.vessels import dilation, dilation_factor
 from .spec import Spec
 
 #: Version of the rendering algorithm: bump whenever the bytes for a given Spec change.
-RENDER_ALGORITHM = 7
+RENDER_ALGORITHM = 8
 
 
 class World:

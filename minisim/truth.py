@@ -1150,28 +1150,29 @@ def oracle_batch(world: render.World, frames: range, movie: np.ndarray, C: np.nd
     vi_px, glow_px = vi.ravel()[px], (K * sc.vignette * sc.glow_e)[y0:y1, x0:x1].ravel()[px]
     if np.result_type(vi_px, tissue, glow_px, level) != np.float32:
         raise TypeError("the oracle's model is float32")
-    # per core pixel: its residual, then Y, every frame side by side (one read per core pixel
-    # in _core_sums), float32 as they were (the products and sums there are float64, as
-    # scipy's were, without float64 copies)
-    rows = np.empty((len(px), 2 * k), np.float32)
+    # per core pixel: its residual, every frame side by side (one read per core pixel in
+    # _core_sums), float32 as it was (the products and sums there are float64, without float64
+    # copies), and Y summed over the frames (float64)
+    rows = np.empty((len(px), k), np.float32)
+    y_sum = np.empty(len(px))
     shift_px = np.zeros((0, 2)) if rigid_um is None else rigid_um / spec.pixel_size_um
     pixels = np.asarray(px, np.int64)
     _oracle_rows(np.ascontiguousarray(movie), np.ascontiguousarray(shift_px, np.float64), pixels // w,
-                 pixels % w, level, vi_px, tissue, glow_px, rows)
+                 pixels % w, level, vi_px, tissue, glow_px, rows, y_sum)
     core = cores.core_px
-    err, through = np.empty((core.shape[0], k)), np.empty((core.shape[0], k))
-    _core_sums(core.indptr, core.indices, core.data, rows, cores.a_sq, err, through)
-    return OracleBatch(err, C.astype(np.float64), through.sum(axis=1), k)
+    err, image = np.empty((core.shape[0], k)), np.empty(core.shape[0])
+    _core_sums(core.indptr, core.indices, core.data, rows, y_sum, cores.a_sq, err, image)
+    return OracleBatch(err, C.astype(np.float64), image, k)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _oracle_rows(movie, shift_px, py, px, level, vi_px, tissue, glow_px, rows):
-    """Per pixel (py[n], px[n]) of the (k, h, w) movie, rows[n] = (k frames of the residual
-    Y - model, then k of Y), float32: Y the frame registered by ``shift_px`` (:func:`registered_at`;
-    the frame as it is for no shifts, an empty ``shift_px``) less ``level``, the model
-    vi_px * tissue + glow_px; each the float32 step numpy took on the whole arrays, in one
-    pass (the registration, subtractions and transposes were ~0.4 of an oracle batch of V4
-    beside the products)."""
+def _oracle_rows(movie, shift_px, py, px, level, vi_px, tissue, glow_px, rows, y_sum):
+    """Per pixel (py[n], px[n]) of the (k, h, w) movie: rows[n] = the k frames of the residual
+    Y - model (float32) and y_sum[n] = the sum of Y over the frames (float64, frame by frame):
+    Y the frame registered by ``shift_px`` (:func:`registered_at`; the frame as it is for no
+    shifts, an empty ``shift_px``) less ``level``, the model vi_px * tissue + glow_px; each the
+    float32 step numpy took on the whole arrays, in one pass (the registration, subtractions
+    and transposes were ~0.4 of an oracle batch of V4 beside the products)."""
     k, h, w = movie.shape
     shifted = shift_px.shape[0] > 0
     ra, rb, fy, gy, xa, xb, fx, gx = _shift_tables(shift_px, k if shifted else 0, h, w)
@@ -1181,51 +1182,60 @@ def _oracle_rows(movie, shift_px, py, px, level, vi_px, tissue, glow_px, rows):
         i, j = np.uint64(py[n]), np.uint64(px[n])  # (unsigned: no wraparound tests)
         a, g = vi_px[n], glow_px[n]
         o = rows[n]
+        s = 0.0
         for t in range(k):
             if shifted:
                 v = _bilinear(f, ra, rb, fy, gy, xa, xb, fx, gx, i, j, t)
             else:
                 v = np.float32(f[(np.uint64(t) * uh + i) * uw + j])
             y = v - level
-            o[k + t] = y
+            s += np.float64(y)
             o[t] = y - (a * tissue[t, n] + g)
+        y_sum[n] = s
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _core_sums(indptr, indices, data, rows, a_sq, err, through):
-    """Through each core (csr rows ``indptr``, ``indices``, ``data``), from ``rows`` (pixels,
-    2 k: k frames of the residual, then k of Y): err = core @ residual / a_sq and through =
-    core @ Y (units, k), bit for bit the scipy expressions they replace: float64 products and
-    sums, each unit's pixels in order per frame (scipy's ``csr_matvecs``), the frames innermost
-    (vectorised). One pass over the cores for both (scipy's two took ~0.7 of the oracle's
-    time), without float64 copies of the frames; four pixels per pass over a unit's sums (each
-    added in turn: the same order), a quarter of the loads and stores of the sums."""
+def _core_sums(indptr, indices, data, rows, y_sum, a_sq, err, image):
+    """Through each core (csr rows ``indptr``, ``indices``, ``data``): err = core @ rows / a_sq
+    (units, k) from the residual ``rows`` (pixels, k), bit for bit scipy's expression (float64
+    products and sums, each unit's pixels in order per frame as scipy's ``csr_matvecs``, the
+    frames innermost, vectorised), and image = core @ y_sum (units,), the registered image
+    summed over the frames, read through the core (float64, pixels in order). One pass over the
+    cores for both (scipy's two took ~0.7 of the oracle's time), without float64 copies of the
+    frames; four pixels per pass over a unit's sums (each added in turn: the same order), a
+    quarter of the loads and stores of the sums. (Up to render algorithm 7 the image was read
+    through the core frame by frame and then summed: twice the products, for a sum that
+    differs from this one in the last bits only.)"""
     n = indptr.shape[0] - 1
-    k2 = rows.shape[1]
-    k = k2 // 2
-    acc = np.empty(k2, np.float64)
+    k = rows.shape[1]
+    acc = np.empty(k, np.float64)
     for i in range(n):
-        for t in range(k2):
+        for t in range(k):
             acc[t] = 0.0
+        im = 0.0
         jj, j1 = indptr[i], indptr[i + 1]
         while jj + 4 <= j1:
             a0, a1 = np.float64(data[jj]), np.float64(data[jj + 1])
             a2, a3 = np.float64(data[jj + 2]), np.float64(data[jj + 3])
             # (unsigned indices: no wraparound test per read)
-            r0, r1 = rows[np.uint64(indices[jj])], rows[np.uint64(indices[jj + 1])]
-            r2, r3 = rows[np.uint64(indices[jj + 2])], rows[np.uint64(indices[jj + 3])]
-            for t in range(k2):
+            p0, p1 = np.uint64(indices[jj]), np.uint64(indices[jj + 1])
+            p2, p3 = np.uint64(indices[jj + 2]), np.uint64(indices[jj + 3])
+            r0, r1, r2, r3 = rows[p0], rows[p1], rows[p2], rows[p3]
+            for t in range(k):
                 acc[t] = (((acc[t] + a0 * np.float64(r0[t])) + a1 * np.float64(r1[t]))
                           + a2 * np.float64(r2[t])) + a3 * np.float64(r3[t])
+            im = (((im + a0 * y_sum[p0]) + a1 * y_sum[p1]) + a2 * y_sum[p2]) + a3 * y_sum[p3]
             jj += 4
         while jj < j1:
-            a, r = np.float64(data[jj]), rows[np.uint64(indices[jj])]
-            for t in range(k2):
+            a, p = np.float64(data[jj]), np.uint64(indices[jj])
+            r = rows[p]
+            for t in range(k):
                 acc[t] += a * np.float64(r[t])
+            im += a * y_sum[p]
             jj += 1
         for t in range(k):
             err[i, t] = acc[t] / a_sq[i]
-            through[i, t] = acc[k + t]
+        image[i] = im
 
 
 def detectability(world: render.World) -> dict[str, np.ndarray]:

@@ -1,6 +1,8 @@
 """The compiled oracle and footprint cores are the scipy and numpy expressions they replace, bit
-for bit: the products through the cores, the cores' row sums, the pixels they read, the
-registration, and whole oracle batches and cores of a small World against the scipy code."""
+for bit: the products through the cores (the image through each core, since render algorithm 8:
+the frames summed per pixel, then read through the core), the cores' row sums, the pixels they
+read, the registration, and whole oracle batches and cores of a small World against the scipy
+code."""
 
 from __future__ import annotations
 
@@ -41,16 +43,22 @@ def test_core_sums_are_scipys_products_bit_for_bit(k, dtype):
     resid = (Y - g.normal(300.0, 50.0, (k, 500)).astype(np.float32)).astype(np.float32)
     a_sq = g.random(40) + 0.5
     a_sq[[1, 3]] = 0.0  # an empty core: 0 / 0, and x / 0
-    rows = np.empty((500, 2 * k), np.float32)
-    rows[:, :k], rows[:, k:] = resid.T, Y.T
-    err, through = np.empty((40, k)), np.empty((40, k))
-    truth._core_sums(core.indptr, core.indices, core.data, rows, a_sq, err, through)
+    rows = np.ascontiguousarray(resid.T)
+    y_sum = _frame_sum(Y)
+    err, image = np.empty((40, k)), np.empty(40)
+    truth._core_sums(core.indptr, core.indices, core.data, rows, y_sum, a_sq, err, image)
     with np.errstate(invalid="ignore", divide="ignore"):
         want_err = np.asarray(core @ np.ascontiguousarray(resid.T, np.float64)) / a_sq[:, None]
-    want_image = np.asarray(core @ np.ascontiguousarray(Y.T, np.float64)).sum(axis=1)
     assert _same(err, want_err)
-    assert _same(through.sum(axis=1), want_image)
+    assert _same(image, core @ y_sum)  # scipy's float64 product, each row's pixels in order
     assert np.isnan(err[3]).all() and np.isfinite(err).sum() > 0
+    assert image[3] == 0.0 and (image != 0).sum() > 30
+
+
+def _frame_sum(Y: np.ndarray) -> np.ndarray:
+    """Per pixel, Y (frames, pixels) summed over the frames in float64, one frame after the
+    other (a cumulative sum: numpy's ``sum`` pairs them up)."""
+    return np.cumsum(Y.astype(np.float64), axis=0)[-1]
 
 
 # ----------------------------------------------------------------------------- row sums
@@ -129,12 +137,12 @@ def test_oracle_rows_are_the_numpy_steps(moved):
     else:
         Y = movie.reshape(k, -1)[:, pixels].astype(np.float32) - level
     model = vi_px * tissue + glow_px
-    rows = np.empty((150, 2 * k), np.float32)
+    rows, y_sum = np.empty((150, k), np.float32), np.empty(150)
     p = pixels.astype(np.int64)
     truth._oracle_rows(movie, shift if moved else np.zeros((0, 2)), p // w, p % w, level, vi_px, tissue,
-                       glow_px, rows)
-    assert _same(rows[:, k:], np.ascontiguousarray(Y.T))
-    assert _same(rows[:, :k], np.ascontiguousarray((Y - model).T))
+                       glow_px, rows, y_sum)
+    assert _same(rows, np.ascontiguousarray((Y - model).T))
+    assert _same(y_sum, _frame_sum(Y))
 
 
 # ----------------------------------------------------------------------------- a World
@@ -191,7 +199,7 @@ def _scipy_oracle_batch(world, frames, movie, C, f_np, rigid_um, cores):
     resid = np.ascontiguousarray((Y - model).T, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.asarray(cores.core_px @ resid) / cores.a_sq[:, None]
-    image = np.asarray(cores.core_px @ np.ascontiguousarray(Y.T, np.float64)).sum(axis=1)
+    image = cores.core_px @ _frame_sum(Y)
     return err, C.astype(np.float64), image
 
 
