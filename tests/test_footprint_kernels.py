@@ -170,6 +170,10 @@ def test_footprint_boxes_are_footprint_box_unit_by_unit_bit_for_bit(updates):
         y0, y1, x0, x1 = ref[0]
         kinds.add("edge" if (y0 == 0 or x0 == 0 or y1 == 64 or x1 == 72) else "inside")
     assert "edge" in kinds  # boxes cut by the sensor's edge (on this small field, every box reaches one)
+    # units without sharp pixels on the sensor between units with them (the sharp extents are
+    # reduced over each unit's run of pixels at once)
+    with_sharp = np.flatnonzero(np.diff(sc.sharp_columns()[0]) > 0)
+    assert len(with_sharp) > 2 and np.diff(with_sharp).max() > 1
     for u, part in zip(range(3, n - 2), sc.footprint_boxes(range(3, n - 2))):  # any block: the same
         assert (part is None) == (got[u] is None)
         if part is not None:

@@ -368,11 +368,16 @@ class Scene:
         has_halo = (hy0 < hy1) & (hx0 < hx1)
         big = np.iinfo(np.int64).max
         sy0, sy1, sx0, sx1 = (np.full(n, big), np.full(n, -big), np.full(n, big), np.full(n, -big))
-        for k, u in enumerate(us):  # the sharp extents (indptr slices: a few numpy reductions)
-            i, j = ii[indptr[u]:indptr[u + 1]], jj[indptr[u]:indptr[u + 1]]
-            if len(i):
-                sy0[k], sy1[k], sx0[k], sx1[k] = i.min(), i.max() + 1, j.min(), j.max() + 1
-        has_sharp = sy0 < big
+        # the sharp extents: each unit's pixels are ii, jj[indptr[u]:indptr[u + 1]], the units
+        # consecutive, so one reduceat per bound over the units with pixels (a unit's run ends
+        # where the next one's begins; numpy calls per unit were ~2 % of a 128 px fixture)
+        a, b = indptr[us], indptr[us + 1]
+        has_sharp = b > a
+        if has_sharp.any():
+            lo, end = a[has_sharp], b[has_sharp][-1]
+            iy, jx = ii[:end], jj[:end]
+            sy0[has_sharp], sy1[has_sharp] = np.minimum.reduceat(iy, lo), np.maximum.reduceat(iy, lo) + 1
+            sx0[has_sharp], sx1[has_sharp] = np.minimum.reduceat(jx, lo), np.maximum.reduceat(jx, lo) + 1
         got = has_sharp | has_halo
         ext[:, 0] = np.minimum(np.where(has_sharp, sy0, big), np.where(has_halo, hy0, big))
         ext[:, 1] = np.maximum(np.where(has_sharp, sy1, -big), np.where(has_halo, hy1, -big))
