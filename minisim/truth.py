@@ -886,12 +886,20 @@ def _unit_core_into(vi, box, oy, ox, cy, cx, reach, fraction, cols, vals, at):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _pairwise_sum_sq(a, lo, n):
     """The sum of the squares of a[lo : lo + n] as float64, in the order of numpy's pairwise
-    summation of a contiguous array (eight accumulators over blocks of at most 128, halves
-    split on a multiple of 8), so the result is bit for bit numpy's
-    ``(a[lo : lo + n].astype(np.float64) ** 2).sum()``. The halves
+    summation of a contiguous array, so the result is bit for bit numpy's
+    ``(a[lo : lo + n].astype(np.float64) ** 2).sum()`` (:func:`_pairwise_walk`)."""
+    return _pairwise_walk(a, lo, n, True)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pairwise_walk(a, lo, n, square):
+    """numpy's pairwise summation of a[lo : lo + n] (eight accumulators over blocks of at most
+    128, halves split on a multiple of 8): of the float64 squares (``square``,
+    :func:`_block_sum_sq`), else of the float32 values with float32 sums (:func:`_block_sum32`;
+    each partial sum held exactly as a float64 and the halves added in float32). The halves
     are walked with a stack of their own (numba's cache crashes on recursive functions)."""
     if n <= 128:
-        return _block_sum_sq(a, lo, n)
+        return _block_sum_sq(a, lo, n) if square else np.float64(_block_sum32(a, lo, n))
     depth = 64
     at, size, stage = np.empty(depth, np.int64), np.empty(depth, np.int64), np.empty(depth, np.int64)
     sums = np.empty(depth, np.float64)
@@ -900,7 +908,7 @@ def _pairwise_sum_sq(a, lo, n):
     while top >= 0:
         m = size[top]
         if m <= 128:
-            sums[got] = _block_sum_sq(a, at[top], m)
+            sums[got] = _block_sum_sq(a, at[top], m) if square else np.float64(_block_sum32(a, at[top], m))
             got += 1
             top -= 1
             continue
@@ -916,7 +924,10 @@ def _pairwise_sum_sq(a, lo, n):
             at[top], size[top], stage[top] = at[top - 1] + half, m - half, 0
         else:  # both summed: first + second
             got -= 1
-            sums[got - 1] = sums[got - 1] + sums[got]
+            if square:
+                sums[got - 1] = sums[got - 1] + sums[got]
+            else:
+                sums[got - 1] = np.float64(np.float32(sums[got - 1]) + np.float32(sums[got]))
             top -= 1
     return sums[0]
 
@@ -971,36 +982,8 @@ def _row_sum32(a, lo, n):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _pairwise_sum32(a, lo, n):
     """numpy's pairwise sum of the float32 a[lo : lo + n] with float32 accumulators, bit for bit
-    (the walk of :func:`_pairwise_sum_sq`, without the squares and in float32)."""
-    if n <= 128:
-        return _block_sum32(a, lo, n)
-    depth = 64
-    at, size, stage = np.empty(depth, np.int64), np.empty(depth, np.int64), np.empty(depth, np.int64)
-    sums = np.empty(depth, np.float32)
-    top, got = 0, 0
-    at[0], size[0], stage[0] = lo, n, 0
-    while top >= 0:
-        m = size[top]
-        if m <= 128:
-            sums[got] = _block_sum32(a, at[top], m)
-            got += 1
-            top -= 1
-            continue
-        half = m // 2
-        half -= half % 8
-        if stage[top] == 0:  # its first half next
-            stage[top] = 1
-            top += 1
-            at[top], size[top], stage[top] = at[top - 1], half, 0
-        elif stage[top] == 1:  # then its second
-            stage[top] = 2
-            top += 1
-            at[top], size[top], stage[top] = at[top - 1] + half, m - half, 0
-        else:  # both summed: first + second
-            got -= 1
-            sums[got - 1] = sums[got - 1] + sums[got]
-            top -= 1
-    return sums[0]
+    (:func:`_pairwise_walk` without the squares)."""
+    return np.float32(_pairwise_walk(a, lo, n, False))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
