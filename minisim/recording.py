@@ -206,10 +206,10 @@ def _dataset_and_footprints(world: render.World, chunks: dict[str, int] | None =
 
 def movie_chunk_writer(spec: Spec, movie) -> tuple:
     """For :func:`minisim.store.write_dataset`: (the dask name of ``movie``, the array
-    :func:`minisim.render.movie_array` gave for ``spec``; ``of(target, t0, t1, top)``: one task per block of
-    frames [t0, t1) (on block edges) that renders the block and writes it into the zarr array
-    ``target``, whose chunks are the blocks, and a last task that sums the blocks' pixels at
-    ``top``: a Delayed int64).
+    :func:`minisim.render.movie_array` gave for ``spec``; ``of(target, t0, t1, top)``: tasks that
+    render the blocks of frames [t0, t1) (on block edges) and write them into the zarr array
+    ``target``, whose chunks are the blocks, :data:`RENDER_TASK_BLOCKS` consecutive blocks of a
+    tile per task, and a last task that sums the blocks' pixels at ``top``: a Delayed int64).
 
     The same blocks as ``movie``'s, in a plain graph: dask's blockwise layers of the render,
     the write and the sum took ~0.5 s of the main thread to build and optimise for a 1,200-frame
@@ -224,8 +224,11 @@ def movie_chunk_writer(spec: Spec, movie) -> tuple:
 
     def of(target, t0: int, t1: int, top: int):
         key = f"render-store-{tokenize(sj, t0, t1, top, str(target.store_path))}"
-        grid = (range(t0 // sizes[0], -(-t1 // sizes[0])), *(range(-(-n // c)) for n, c in zip(shape[1:], sizes[1:])))
-        layer = {(key, *b): (_render_store, sj, sizes, shape, b, target, top) for b in itertools.product(*grid)}
+        frames = range(t0 // sizes[0], -(-t1 // sizes[0]))
+        runs = [frames[i : i + RENDER_TASK_BLOCKS] for i in range(0, len(frames), RENDER_TASK_BLOCKS)]
+        tiles = itertools.product(*(range(-(-n // c)) for n, c in zip(shape[1:], sizes[1:])))
+        layer = {(key, run[0], *tile): (_render_store, sj, sizes, shape, [(f, *tile) for f in run], target, top)
+                 for tile in tiles for run in runs}
         layer[(f"sum-{key}",)] = (_sum_counts, list(layer))
         hlg = HighLevelGraph({key: layer}, {key: set()})
         return Delayed((f"sum-{key}",), hlg, layer=key)
@@ -233,12 +236,23 @@ def movie_chunk_writer(spec: Spec, movie) -> tuple:
     return movie.name, of
 
 
-def _render_store(spec_json: str, sizes: tuple[int, ...], shape: tuple[int, ...], block_id: tuple,
+#: Consecutive blocks of frames (of one tile) that one render-and-write task of a save takes in
+#: turn. Each task costs a distributed scheduler and the client that drives it ~2 ms of CPU,
+#: which on a 2-core machine they take from the workers (a 10-minute V4 CA1 256 px recording
+#: is 375 blocks of ~25 ms); a task still holds one block at a time.
+RENDER_TASK_BLOCKS = 2
+
+
+def _render_store(spec_json: str, sizes: tuple[int, ...], shape: tuple[int, ...], block_ids: list,
                   target, top: int) -> int:
-    """Render block ``block_id`` of the movie, write it into ``target`` (its chunk), and
-    return its pixels at ``top``."""
-    block = render._render_chunk(spec_json, None, sizes, shape, block_id=block_id)
-    return store.write_counting(block, target, [i * c for i, c in zip(block_id, sizes)], top)
+    """Render each block of ``block_ids`` of the movie in turn, write it into ``target`` (its
+    chunk), and return their pixels at ``top``."""
+    n = 0
+    for block_id in block_ids:
+        block = render._render_chunk(spec_json, None, sizes, shape, block_id=block_id)
+        n += store.write_counting(block, target, [i * c for i, c in zip(block_id, sizes)], top)
+        del block
+    return n
 
 
 def _sum_counts(counts: list) -> np.int64:

@@ -437,3 +437,34 @@ def test_a_small_fields_footprints_are_few_blocks_but_16_unit_chunks_on_disk(tmp
             arr = zarr.open_array(path / name, mode="r")
             assert arr.chunks[0] == FOOTPRINT_CHUNK_UNITS
             assert np.array_equal(arr[...], want), (path.name, name)
+
+
+def test_a_render_task_writes_consecutive_blocks_of_one_tile(tmp_path):
+    """The movie's render-and-write tasks take RENDER_TASK_BLOCKS consecutive blocks of frames of
+    one tile each (half the tasks for a distributed scheduler to drive), a short last run where
+    the blocks do not divide; the chunks written are the movie's, and the pixels at the top
+    level are counted once each."""
+    from minisim.recording import RENDER_TASK_BLOCKS, movie_chunk_writer
+
+    assert RENDER_TASK_BLOCKS > 1
+    spec = small_spec(**{"recording.duration_s": 2.3, "sensor.gain_adu_per_e": 60.0})  # 23 frames
+    rec = simulate(spec, chunks={"frame": 4, "height": 16, "width": 32})
+    movie = rec.movie.data
+    assert movie.numblocks == (6, 3, 2)
+    target = zarr.create_array(store=tmp_path / "m.zarr", shape=movie.shape, dtype=movie.dtype,
+                               chunks=(4, 16, 32))
+    top = 2**spec.sensor.bit_depth - 1
+    _, of = movie_chunk_writer(spec, movie)
+    d = of(target, 0, 23, top)
+    layer = dict(d.dask)
+    runs = [v[4] for k, v in layer.items() if not str(k[0]).startswith("sum-")]
+    # 6 blocks of frames per tile in runs of RENDER_TASK_BLOCKS, for each of the 6 tiles
+    per_tile = -(-6 // RENDER_TASK_BLOCKS)
+    assert len(runs) == 6 * per_tile
+    for run in runs:
+        frames = [b[0] for b in run]
+        assert frames == list(range(frames[0], frames[0] + len(frames)))  # consecutive
+        assert len({b[1:] for b in run}) == 1  # one tile
+    assert sorted(b for run in runs for b in run) == sorted(np.ndindex(*movie.numblocks))
+    assert d.compute(scheduler="sync") == int((rec.movie.values == top).sum()) > 0
+    np.testing.assert_array_equal(target[...], rec.movie.values)
