@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 
@@ -468,3 +469,34 @@ def test_a_render_task_writes_consecutive_blocks_of_one_tile(tmp_path):
     assert sorted(b for run in runs for b in run) == sorted(np.ndindex(*movie.numblocks))
     assert d.compute(scheduler="sync") == int((rec.movie.values == top).sum()) > 0
     np.testing.assert_array_equal(target[...], rec.movie.values)
+
+
+def test_a_windows_per_frame_writes_are_one_task_per_variable_and_segment(tmp_path):
+    """Each window's step hands the scheduler its per-frame ground truth with the linear chains
+    fused (a segment's output picked, the variable's block, its chunks written: one task), as
+    dask fuses an array's graph but not a Delayed's; the store holds the same values."""
+    from dask.callbacks import Callback
+
+    class Graphs(Callback):
+        def __init__(self):
+            super().__init__()
+            self.graphs = []
+
+        def _start(self, dsk):
+            self.graphs.append(dict(dsk))
+
+    spec = small_spec(**{"recording.fps": 200.0, "recording.duration_s": 6.0,
+                         "sensor.width_px": 16, "sensor.height_px": 16})  # 1,200 frames: 2 segments
+    rec = simulate(spec, chunks={"frame": 100})
+    with Graphs() as g:
+        rec.save(tmp_path / "f.zarr", scheduler="sync")
+    names = [re.sub(r"-[0-9a-f]{8,}.*", "", str(k[0] if isinstance(k, tuple) else k))
+             for dsk in g.graphs for k in dsk]
+    assert "getitem" not in names and "_store_chunks" in names  # (other writes: no chain)
+    for var in ("C", "dff", "S", "motion"):
+        assert var not in names  # the variable's block is never a task of its own
+        fused = [n for n in names if n.startswith(f"{var}-") and n.endswith("_store_chunks")]
+        assert len(fused) == 2  # one task per segment: picked, blocked and written
+    saved = Recording.load(tmp_path / "f.zarr")
+    for var in ("C", "dff", "S", "motion", "vessel_dilation"):
+        np.testing.assert_array_equal(saved.dataset[var].values, rec.dataset[var].values)
