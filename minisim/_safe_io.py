@@ -176,6 +176,23 @@ def _read_holder(lock: Path) -> dict:
         return {}
 
 
+#: How long a lock found empty (its holder between creating it and writing its record) is
+#: read again before it counts as unreadable.
+LOCK_SETTLE_S = 1.0
+
+
+def _settled_holder(lock: Path) -> dict:
+    """The record of ``lock``, read again for up to :data:`LOCK_SETTLE_S` while it is empty: a
+    writer creates the lock exclusively and writes its record right after, so a second writer
+    can find it in between ({} if it stays unreadable, or is gone)."""
+    deadline = time.monotonic() + LOCK_SETTLE_S
+    while True:
+        holder = _read_holder(lock)
+        if holder or not lock.exists() or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def exclusive_lock(target: str | Path) -> Iterator[Path]:
     """Hold ``<target>.lock`` (created exclusively) while the block runs; remove it after.
@@ -194,7 +211,7 @@ def exclusive_lock(target: str | Path) -> Iterator[Path]:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = _read_holder(lock)
+            holder = _settled_holder(lock)
             pid, host = holder.get("pid"), holder.get("host")
             ticks = holder.get("start_ticks")
             ticks = ticks if isinstance(ticks, int) else None

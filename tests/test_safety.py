@@ -167,6 +167,29 @@ def _lock_held_by(path, pid, **more):
         {"pid": pid, "host": socket.gethostname(), "started": "then", "token": "x", **more}))
 
 
+def test_a_lock_caught_before_its_record_names_its_holder_once_written(tmp_path):
+    """Two writers racing for a path: the loser can find the lock created but its record not yet
+    written. It reads it again for a moment, so the error names the holder; a lock that stays
+    empty is reported as unreadable."""
+    import threading
+
+    path = tmp_path / "r.zarr"
+    lock = _safe_io.lock_path(path)
+    lock.write_text("")  # created, record to come
+    writer = threading.Timer(0.2, _lock_held_by, (path, os.getpid()))
+    writer.start()
+    try:
+        with pytest.raises(_safe_io.TargetLockedError, match=f"being written by process {os.getpid()}"), \
+                _safe_io.exclusive_lock(path):
+            pass
+    finally:
+        writer.join()
+    lock.write_text("")  # and one whose record never comes
+    with pytest.raises(_safe_io.TargetLockedError, match="unreadable"), _safe_io.exclusive_lock(path):
+        pass
+    assert lock.read_text() == ""  # never removed: not minisim's to judge
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
 def test_a_lock_of_a_killed_process_not_yet_reaped_is_taken_over(tmp_path):
     """A SIGKILLed writer whose parent has not reaped it yet is a zombie: it holds its pid but
