@@ -535,10 +535,19 @@ def _fused(dsk: dict, top) -> dict:
     to a distributed scheduler, ~450 small tasks in a 10-minute V4 recording; the values are
     the same. Left as it is where this dask lacks the functions."""
     try:
-        from dask._task_spec import convert_legacy_graph, fuse_linear_task_spec
+        from dask._task_spec import (
+            DependenciesMapping,
+            convert_legacy_graph,
+            fuse_linear_task_spec,
+            resolve_aliases,
+        )
+        from dask.core import reverse_dict
     except ImportError:  # pragma: no cover - another dask
         return dsk
-    return fuse_linear_task_spec(convert_legacy_graph(dsk), keys=[top])
+    fused = fuse_linear_task_spec(convert_legacy_graph(dsk), keys=[top])
+    # a fused chain takes a new name and leaves its last key as an alias of it: one more task
+    # each for a distributed scheduler, unless the alias takes the chain's place
+    return resolve_aliases(fused, {top}, reverse_dict(DependenciesMapping(fused)))
 
 
 def _window_result(writes: list, blocks: list) -> tuple:
