@@ -209,11 +209,7 @@ class Scene:
         got = fp.windows.get(key)
         if got is None:
             m, Wp, w = self.margin_px, self.padded_shape[1], x1 - x0
-            got = self.sharp_e[(pixels // w + y0 + m) * Wp + (pixels % w + x0 + m)]
-            with _FOOTPRINT_LOCK:
-                fp.windows[key] = got
-                while len(fp.windows) > _WINDOW_CACHE:
-                    fp.windows.pop(next(iter(fp.windows)))
+            got = _keep_window(fp, key, self.sharp_e[(pixels // w + y0 + m) * Wp + (pixels % w + x0 + m)])
         return got
 
     def _window_rows(self, rows: tuple[int, int, int, int]) -> tuple:
@@ -234,11 +230,8 @@ class Scene:
             ra, rb, geometry = self._halo_geometry(y0, y1, x0, x1)
             nb = self.node_shape[1]
             halo = self.halo_e[(ra[:, None] * nb + rb[None, :]).ravel()] if self.halo_e.nnz else None
-            got = (self.sharp_e[idx], tuple(mat[idx] for mat in self.axial_e), halo, (len(rb), geometry))
-            with _FOOTPRINT_LOCK:
-                fp.windows[rows] = got
-                while len(fp.windows) > _WINDOW_CACHE:
-                    fp.windows.pop(next(iter(fp.windows)))
+            got = _keep_window(fp, rows, (self.sharp_e[idx], tuple(mat[idx] for mat in self.axial_e), halo,
+                                          (len(rb), geometry)))
         return got
 
     def _halo_geometry(self, y0, y1, x0, x1):
@@ -761,6 +754,16 @@ def _footprint_parts(b: _Build) -> tuple[PlantedPatches, tuple, tuple]:
 
 #: Cells below which the footprint kernel runs on one thread (the threads' start costs more).
 _PARALLEL_MIN_CELLS = 96
+
+
+def _keep_window(fp, key, value):
+    """Keep ``value`` in ``fp.windows`` under ``key`` (:meth:`Scene._window_rows`), the oldest
+    entries dropped beyond :data:`_WINDOW_CACHE`; returns ``value``."""
+    with _FOOTPRINT_LOCK:
+        fp.windows[key] = value
+        while len(fp.windows) > _WINDOW_CACHE:
+            fp.windows.pop(next(iter(fp.windows)))
+    return value
 
 
 def _cell_parts(side: np.ndarray) -> list[tuple[int, int]]:
