@@ -434,11 +434,12 @@ MOVIE_WINDOW_FRAMES = 1024
 STEPS_AHEAD = 1
 
 
-def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
+def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> tuple[list, list]:
     """Lazy writes of the movie into ``target`` (a new zarr array), one task per block, each
     returning the number of its pixels at ``top`` (saturated): per window of
-    :data:`MOVIE_WINDOW_FRAMES` frames, a lazy int64 scalar (that window's count), to be
-    computed one window at a time.
+    :data:`MOVIE_WINDOW_FRAMES` frames (:func:`movie_windows`), a lazy int64 scalar (that
+    window's count), to be computed one window at a time. Returns (the windows' frames
+    [t0, t1), their writes).
 
     The count comes from the block the task has just written, so the movie is rendered once
     and never read back (dask fuses each block's render into this write). ``writer`` (a
@@ -447,14 +448,14 @@ def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> list:
     data = _whole_chunks(var.data, tuple(target.chunks))
     if writer is not None and tuple(c[0] for c in data.chunks) != tuple(target.chunks):
         writer = None
-    out = []
-    for t0, t1 in movie_windows(data):
+    bounds, out = movie_windows(data), []
+    for t0, t1 in bounds:
         if writer is not None:
             out.append(writer(target, t0, t1, top))
         else:
             out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
                                       origin=(t0,) + (0,) * (data.ndim - 1)).sum())
-    return out
+    return bounds, out
 
 
 def movie_windows(data) -> list[tuple[int, int]]:
@@ -625,9 +626,9 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     movie_chunks = encoding.get("movie", {}).get("chunks", ds["movie"].shape)
     targets = _new_arrays_like({"movie": (ds["movie"], movie_chunks, None)}, path, ds.attrs)
     movie_writer = writers.get("movie")
-    windows = movie_writes(ds["movie"], targets["movie"], top,
-                           movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name else None)
-    bounds = movie_windows(_whole_chunks(ds["movie"].data, tuple(targets["movie"].chunks)))
+    bounds, windows = movie_writes(ds["movie"], targets["movie"], top,
+                                   movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name
+                                   else None)
     rest: list = []
     # each trace segment's moments (for the activity metrics) beside the window it begins in,
     # folded in segment order in the last step; a window's per-frame writes and moments are one
