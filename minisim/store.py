@@ -496,59 +496,58 @@ class _InGraph:
         return layer[key]
 
 
-def window_delayed(name: str, arrays: list, moments=None):
-    """One Delayed over exactly the tasks that ``arrays`` (chunk writes, :func:`_frame_writes`)
-    and the blocks of ``moments`` (a dask array, or None) need, found by walking their graphs
-    from their blocks, whose value is (the blocks written, the moments' blocks joined along
-    their last axis, or None).
+def window_delayed(name: str, writes: list, moments=None):
+    """One Delayed, one task, over exactly the tasks that ``writes`` (chunk writes,
+    :func:`_frame_writes`) and the blocks of ``moments`` (a dask array, or None) need, found by
+    walking their graphs from their blocks, whose value is (the blocks written, the moments'
+    blocks joined along their last axis, or None).
 
     Computed together as dask arrays, their merged graph kept whole layers of the trace
     segments that one of them read (dask 2026.8): a window's writes computed every segment of
-    the recording. Here a window's step holds only its own segments' tasks, whatever its length.
-    """
+    the recording. Here a window's step holds only its own segments' tasks, whatever its length,
+    run by one task (:func:`_one_task`). The writes are made here as plain tasks: dask's
+    ``map_blocks`` and slicing per variable and window took ~0.25 s of the client's CPU in a
+    10-minute V4 save (tokenizing its arguments, the zarr array among them)."""
     from dask.base import tokenize
     from dask.core import flatten, keys_in_tasks
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
+    arrays = list({id(w[0]): w[0] for w in writes}.values())
     parts = [*arrays, *([moments] if moments is not None else [])]
-    if not parts:
+    if not writes and moments is None:
         return None
     graph = _InGraph(HighLevelGraph.merge(*(a.__dask_graph__() for a in parts)))
-    dsk, todo = {}, [k for a in parts for k in flatten(a.__dask_keys__())]
+    blocks = list(flatten(moments.__dask_keys__())) if moments is not None else []
+    sources = [(data.name, *idx) for data, idx, _, _ in writes]
+    dsk, todo = {}, [*sources, *blocks]
     while todo:
         key = todo.pop()
         if key in dsk:
             continue
         dsk[key] = task = graph[key]
         todo.extend(k for k in keys_in_tasks(graph, [task]) if k not in dsk)
-    writes = [k for a in arrays for k in flatten(a.__dask_keys__())]
-    blocks = list(flatten(moments.__dask_keys__())) if moments is not None else []
-    top = f"{name}-{tokenize(name, writes, blocks)}"
-    dsk[top] = (_window_result, writes, blocks)
-    return Delayed(top, HighLevelGraph({top: _fused(dsk, top)}, {top: set()}), layer=top)
+    token = tokenize(name, sources, blocks, [(str(target.store_path), start) for _, _, target, start in writes])
+    keys = [(f"write-{name}-{token}", i) for i in range(len(writes))]
+    for key, source, (_, _, target, start) in zip(keys, sources, writes):
+        dsk[key] = (_store_block, source, target, start)
+    top = f"{name}-{token}"
+    dsk[top] = (_window_result, keys, blocks)
+    return Delayed(top, HighLevelGraph({top: _one_task(dsk, top)}, {top: set()}), layer=top)
 
 
-def _fused(dsk: dict, top) -> dict:
-    """``dsk`` with its linear chains of tasks each made one task, as dask fuses an array's
-    graph (it does not for a Delayed's): a trace segment's per-frame writes were ~4 tasks per
-    variable (its output picked, the variable's block, its chunks written), each a round trip
-    to a distributed scheduler, ~450 small tasks in a 10-minute V4 recording; the values are
-    the same. Left as it is where this dask lacks the functions."""
+def _one_task(dsk: dict, top) -> dict:
+    """``dsk`` (a closed graph that ends at ``top``) as one task under ``top`` that runs it, as
+    dask runs a fused chain: a window's per-frame ground truth is ~10 tasks per trace segment of
+    work that takes ~15 ms in all (its segment, the variables' blocks, their chunks written),
+    and each task cost a distributed scheduler and its client ~2 ms of CPU, which on a 2-core
+    machine they take from the workers (~170 of the ~420 tasks of a 10-minute V4 recording's
+    save). The values are the same. Left as it is where this dask lacks the function."""
     try:
-        from dask._task_spec import (
-            DependenciesMapping,
-            convert_legacy_graph,
-            fuse_linear_task_spec,
-            resolve_aliases,
-        )
-        from dask.core import reverse_dict
+        from dask._task_spec import Task, convert_legacy_graph
     except ImportError:  # pragma: no cover - another dask
         return dsk
-    fused = fuse_linear_task_spec(convert_legacy_graph(dsk), keys=[top])
-    # a fused chain takes a new name and leaves its last key as an alias of it: one more task
-    # each for a distributed scheduler, unless the alias takes the chain's place
-    return resolve_aliases(fused, {top}, reverse_dict(DependenciesMapping(fused)))
+    return {top: Task.fuse(*convert_legacy_graph(dsk).values(), key=top)}
 
 
 def _window_result(writes: list, blocks: list) -> tuple:
@@ -556,21 +555,25 @@ def _window_result(writes: list, blocks: list) -> tuple:
 
 
 def _frame_writes(var: xr.DataArray, target, t0: int, t1: int) -> list:
-    """Lazy writes of the blocks of ``var`` (a dask array with a ``frame`` dimension, its blocks
-    the zarr chunks of ``target`` or holding whole ones) that begin in frames [t0, t1): one
-    mapped array, or none."""
+    """The blocks of ``var`` (a dask array with a ``frame`` dimension, its blocks the zarr
+    chunks of ``target`` or holding whole ones) that begin in frames [t0, t1), for
+    :func:`window_delayed`: (the dask array, the block's index, ``target``, where the block
+    begins) each."""
     ax = var.dims.index("frame")
     data = _whole_chunks(var.data, tuple(target.chunks))
-    starts = np.cumsum((0, *data.chunks[ax]))
-    first = [int(b) for b in starts[:-1] if t0 <= b < t1]
-    if not first:
+    starts = [np.cumsum((0, *c))[:-1] for c in data.chunks]
+    frames = [i for i, f0 in enumerate(starts[ax]) if t0 <= f0 < t1]
+    if not frames:
         return []
-    b0, b1 = first[0], int(starts[list(starts).index(first[-1]) + 1])
-    where = [slice(None)] * data.ndim
-    where[ax] = slice(b0, b1)
-    origin = [0] * data.ndim
-    origin[ax] = b0
-    return [_mapped_writes(data[tuple(where)], target, _store_chunks, np.int8, False, origin=tuple(origin))]
+    grid = [range(len(s)) for s in starts]
+    grid[ax] = frames
+    return [(data, idx, target, [int(s[i]) for s, i in zip(starts, idx)]) for idx in itertools.product(*grid)]
+
+
+def _store_block(block: np.ndarray, target, start: list[int]) -> None:
+    """Write the zarr chunks of ``block`` (its edges on chunk edges; it begins at ``start``)."""
+    if block.size:  # (none: e.g. no units at all)
+        _write_block(block, target, start, nonzero_only=False)
 
 
 def _footprint_chunk_units(blocks: tuple[int, ...]) -> int:

@@ -47,6 +47,19 @@ def _first_chunk(path, name):
     return files[0]
 
 
+def _keys_run(dsk) -> list:
+    """The keys a graph's tasks compute, those run inside one task (dask's fused subgraphs,
+    :func:`minisim.store.window_delayed`) included."""
+    from dask._task_spec import Task, _execute_subgraph
+
+    out = []
+    for key, task in dsk.items():
+        out.append(key)
+        if isinstance(task, Task) and task.func is _execute_subgraph:
+            out.extend(_keys_run(task.args[0]))
+    return out
+
+
 def test_every_array_carries_a_crc32c_after_its_compressor(saved):
     path, _ = saved
     for meta in path.rglob("zarr.json"):
@@ -267,7 +280,8 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
 
         def _start(self, dsk):
             self.sizes.append(len(dsk))
-            self.segments.append(sorted(k[1] for k in dsk if isinstance(k, tuple) and str(k[0]).startswith("segment-")))
+            self.segments.append(sorted(k[1] for k in _keys_run(dsk)
+                                        if isinstance(k, tuple) and str(k[0]).startswith("segment-")))
 
     fps = 200.0
     sizes, segments = {}, {}
@@ -471,10 +485,10 @@ def test_a_render_task_writes_consecutive_blocks_of_one_tile(tmp_path):
     np.testing.assert_array_equal(target[...], rec.movie.values)
 
 
-def test_a_windows_per_frame_writes_are_one_task_per_variable_and_segment(tmp_path):
-    """Each window's step hands the scheduler its per-frame ground truth with the linear chains
-    fused (a segment's output picked, the variable's block, its chunks written: one task), as
-    dask fuses an array's graph but not a Delayed's; the store holds the same values."""
+def test_a_windows_per_frame_ground_truth_is_one_task(tmp_path):
+    """Each window's step hands the scheduler its per-frame ground truth (its segments, the
+    variables' blocks, their chunks written, the moments) as one task, not ~10 tasks a segment
+    (each a round trip to a distributed scheduler); the store holds the same values."""
     from dask.callbacks import Callback
 
     class Graphs(Callback):
@@ -485,22 +499,25 @@ def test_a_windows_per_frame_writes_are_one_task_per_variable_and_segment(tmp_pa
         def _start(self, dsk):
             self.graphs.append(dict(dsk))
 
+    def name(k):
+        return re.sub(r"-[0-9a-f]{8,}.*", "", str(k[0] if isinstance(k, tuple) else k))
+
     spec = small_spec(**{"recording.fps": 200.0, "recording.duration_s": 6.0,
                          "sensor.width_px": 16, "sensor.height_px": 16})  # 1,200 frames: 2 segments
     rec = simulate(spec, chunks={"frame": 100})
     with Graphs() as g:
         rec.save(tmp_path / "f.zarr", scheduler="sync")
-    names = [re.sub(r"-[0-9a-f]{8,}.*", "", str(k[0] if isinstance(k, tuple) else k))
-             for dsk in g.graphs for k in dsk]
     per_frame = ("C", "dff", "S", "f", "motion", "vessel_dilation")
-    for var in (*per_frame, "getitem"):
-        assert var not in names  # picked, blocked and written by one task, never on its own
-    # one task per chunk written, under the write's own key (no alias beside it); the last
-    # step's writes are the activity metrics'
-    before_last = [re.sub(r"-[0-9a-f]{8,}.*", "", str(k[0] if isinstance(k, tuple) else k))
-                   for dsk in g.graphs[:-1] for k in dsk]
+    before_last = [name(k) for dsk in g.graphs[:-1] for k in dsk]
+    for var in (*per_frame, "getitem", "segment"):
+        assert var not in before_last  # run inside the window's one task, never on its own
+    assert before_last.count("window-truth-0") == 1  # 1,200 frames: one window
+    assert not any(n.startswith("write-") for n in before_last)
+    # inside it: one write per chunk of each per-frame variable, and the two trace segments
+    inside = [name(k) for dsk in g.graphs[:-1] for k in _keys_run(dsk) if k not in dsk]
     writes = sum(int(np.prod(rec.dataset[v].data.numblocks)) for v in per_frame)
-    assert sum(n.endswith("_store_chunks") for n in before_last) == writes == 16
+    assert sum(n.startswith("write-window-truth-0") for n in inside) == writes == 16
+    assert inside.count("segment") == 2
     saved = Recording.load(tmp_path / "f.zarr")
-    for var in ("C", "dff", "S", "motion", "vessel_dilation"):
+    for var in ("C", "dff", "S", "f", "motion", "vessel_dilation"):
         np.testing.assert_array_equal(saved.dataset[var].values, rec.dataset[var].values)
