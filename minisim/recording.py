@@ -240,7 +240,7 @@ def movie_chunk_writer(spec: Spec, movie) -> tuple:
 #: turn. Each task costs a distributed scheduler and the client that drives it ~2 ms of CPU,
 #: which on a 2-core machine they take from the workers (a 10-minute V4 CA1 256 px recording
 #: is 375 blocks of ~25 ms); a task still holds one block at a time.
-RENDER_TASK_BLOCKS = 2
+RENDER_TASK_BLOCKS = 4
 
 
 def _render_store(spec_json: str, sizes: tuple[int, ...], shape: tuple[int, ...], block_ids: list,
