@@ -434,3 +434,30 @@ def test_a_sweeps_local_workers_start_with_minisim_its_kernels_and_zarr_loaded()
     assert n == 2 and len(states) == 2
     assert all(s["minisim"] and s["kernels"] >= 1 and s["zarr"] and not s["left"]
                for s in states.values()), states
+
+
+def _periodic_settings(dask_worker) -> tuple:
+    import dask
+
+    return (dask_worker.memory_manager.memory_monitor_interval, dask_worker._tick_interval,
+            dask.config.get("distributed.worker.profile.interval"))
+
+
+def test_a_sweeps_local_cluster_checks_itself_less_often_unless_the_user_said_otherwise():
+    """The LocalCluster a sweep starts runs its periodic checks (event-loop health, memory,
+    system monitor, profiler) at LOCAL_CLUSTER_CONFIG's slower intervals, which leave the
+    workers the CPU of a small machine; a setting in the user's own dask config stays theirs."""
+    import dask
+
+    from minisim.sweep.cluster import LOCAL_CLUSTER_CONFIG, connect
+
+    assert LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"] == "200ms"
+    with dask.config.set({"distributed.admin.tick.interval": "50ms"}), connect("local", 1) as (client, _):
+        (worker,) = client.run(_periodic_settings).values()
+        scheduler = client.cluster.scheduler
+        monitor_ms = scheduler.periodic_callbacks["monitor"].callback_time
+    memory_s, tick_s, profile = worker
+    assert profile == "100ms"  # distributed's default: 10 ms
+    assert memory_s == 0.5  # distributed's default: 0.1 s
+    assert tick_s == 0.05 and scheduler._tick_interval == 0.05  # the user's, not 0.2 s
+    assert monitor_ms == 2000  # distributed's default: 500 ms

@@ -24,6 +24,22 @@ JOBQUEUE_CONFIG_NAME = "jobqueue.yaml"
 #: nodes (see cluster/README.md). A value of None unsets the variable (distributed >= 2023.1).
 WORKER_MALLOC_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
+#: dask config for the LocalCluster :func:`connect` starts, where the user's dask config leaves
+#: distributed's default (:func:`local_cluster_config`): the periodic work of an idle
+#: cluster, which on a small machine takes its CPU from the workers. Measured here (2 workers,
+#: 10 s idle): the client's process (scheduler, nannies) 0.35 s of CPU and each worker 0.27 s
+#: with distributed's defaults, 0.12 s and 0.06 s with these. The event loops' health check
+#: every 200 ms (not 20 ms), the nannies' and workers' memory check every 500 ms (not 100 ms:
+#: a worker past its memory limit is stopped up to 0.4 s later), the system monitor's
+#: dashboard figures every 2 s, and the workers' profiler (the dashboard's profile) sampling
+#: every 100 ms (not 10 ms).
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.worker.memory.monitor-interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.profile.interval": "100ms",
+}
+
 #: The module a sweep's workers preload (:mod:`minisim.sweep.worker_setup`): minisim imported and
 #: its compiled kernels loaded as each worker starts, not inside the first recording it renders.
 WORKER_PRELOAD = "minisim.sweep.worker_setup"
@@ -47,6 +63,17 @@ def jobqueue_cluster(kind: str, config: str | Path | None = None, **kwargs):
     return cls(**kwargs)
 
 
+def local_cluster_config() -> dict:
+    """:data:`LOCAL_CLUSTER_CONFIG`, less each setting the current dask config holds at a value
+    of its own (not distributed's default): a user's choice stays theirs."""
+    import dask
+    import distributed  # noqa: F401 - its defaults registered in dask's config
+
+    defaults = dask.config.merge(*dask.config.defaults)
+    return {key: value for key, value in LOCAL_CLUSTER_CONFIG.items()
+            if dask.config.get(key, None) == dask.config.get(key, None, config=defaults)}
+
+
 @contextlib.contextmanager
 def connect(scheduler: str = "local", workers: int | None = None, client=None,
             root: Path | None = None) -> Iterator[tuple[Any, int]]:
@@ -61,7 +88,7 @@ def connect(scheduler: str = "local", workers: int | None = None, client=None,
         from distributed import LocalCluster
 
         n = workers or 2
-        with dask.config.set(WORKER_MALLOC_CONFIG), \
+        with dask.config.set({**local_cluster_config(), **WORKER_MALLOC_CONFIG}), \
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                              dashboard_address=":0", preload=[WORKER_PRELOAD]) as cluster, Client(cluster) as c:
             yield c, n
