@@ -42,12 +42,10 @@ def compute(*objs, scheduler=None, progress: bool = False):
 
 class Deferred:
     """A step of :func:`compute_in_steps` built when its turn comes, from nothing computed: e.g.
-    graph building (and the store metadata it needs) done while the earlier steps compute.
-    With ``done``, ``build`` takes the results of the steps finished by then (a prefix of the
-    steps, in order; the rest may still be computing), without waiting for any other."""
+    graph building (and the store metadata it needs) done while the earlier steps compute."""
 
-    def __init__(self, build, done: bool = False):
-        self.build, self.done = build, done
+    def __init__(self, build):
+        self.build = build
 
 
 def compute_in_steps(steps: list, scheduler=None, progress: bool = False, ahead: int = 0) -> list[tuple]:
@@ -80,7 +78,7 @@ def compute_in_steps(steps: list, scheduler=None, progress: bool = False, ahead:
 
 def _objects(step, results: list) -> tuple:
     if isinstance(step, Deferred):
-        return step.build(list(results)) if step.done else step.build()
+        return step.build()
     return step(results) if callable(step) else step
 
 

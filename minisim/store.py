@@ -652,26 +652,6 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         step = window_delayed(f"window-truth-{k}", writes, moments)
         return () if step is None else (step,)
 
-    # the oracle's tasks of the activity metrics read frames of the written movie: each goes in
-    # the first window step built once the window its frames lie in is done (its chunks
-    # written) and the ground truth's step (the cores) too, and runs beside that window's
-    # render; the rest, and the metrics, in the last step. (All of them in the last step left
-    # its ~0.3 s of small tasks for the end of a spread save, one of two workers often idle.)
-    movie_path = os.path.abspath(path / "movie")  # (workers may run elsewhere)
-    oracle_frames = late.get("oracle_frames", []) if late else []
-    early: dict[int, tuple[int, int]] = {}  # oracle task -> (its step, its place in the results)
-
-    def window_step(k: int, done: list) -> tuple:
-        oracle = []
-        if oracle_frames and len(done) > 1:
-            cores = done[1][at["cores"]]
-            for i, frames in enumerate(oracle_frames):
-                j = next(w for w, (t0, t1) in enumerate(bounds) if t0 <= frames.stop - 1 < t1)
-                if i not in early and len(done) > (j + 1 if j else 0):  # (window j's step)
-                    early[i] = (k + 1, 1 + len(oracle))
-                    oracle.append(late["oracle"](movie_path, cores, i))
-        return (windows[k], *oracle, *window_objects(k))
-
     def ground_truth() -> tuple:
         # the arrays minisim writes chunk by chunk itself, in one call (xarray reads the
         # metadata of every array already in the store at each call: the movie alone here),
@@ -712,8 +692,8 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # (the second window waits for the ground truth's step: beside it, the ground truth held
     # ~120-160 MB more at the peak of a longer save than a one-window save's)
     steps: list = [(first,), Deferred(ground_truth),
-                   *((lambda results, k=k: window_step(k, results)) if k == 1 else
-                     Deferred(lambda done, k=k: window_step(k, done), done=True) for k in range(1, len(windows)))]
+                   *((lambda results, k=k: (windows[k], *window_objects(k))) if k == 1 else
+                     Deferred(lambda k=k: (windows[k], *window_objects(k))) for k in range(1, len(windows)))]
 
     def last(results: list) -> tuple:
         if not late:
@@ -724,7 +704,7 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         else:
             sums = late["fold"]([(results[1] if k == 0 else results[k + 1])[-1][1]
                                  for k in range(len(bounds)) if has_parts[k]])
-        arrays = late["later"](movie_path, cores, sums, {i: results[s][at_] for i, (s, at_) in early.items()})
+        arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
         return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
                                         _store_chunks, np.int8, False) for n in arrays))
 

@@ -375,7 +375,7 @@ def _fold_moment_parts(parts: list) -> np.ndarray:
 
 
 def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None,
-                          movie=None, done: dict | None = None) -> dict:
+                          movie=None) -> dict:
     """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
     ``cores`` and ``sums`` (Delayed, or their values) and the oracle's batches of
     ORACLE_BATCH frames, a task per :func:`oracle_tasks` (a batch each): rendered here, read
@@ -384,12 +384,9 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     blocks of ``movie`` (the Recording's lazy movie of this Spec) where the oracle reads every
     frame (at most ORACLE_FRAMES): computed with the movie, as a whole Recording is, the
     frames are rendered once, not twice; alone, the blocks it reads are the frames it would
-    have rendered, over the field. ``done`` maps the index of an oracle task
-    (:func:`oracle_tasks`) to its value computed earlier (:func:`lazy_oracle_task`; a save's
-    steps that follow the window its frames lie in): those tasks are not made again."""
+    have rendered, over the field."""
     from dask.base import tokenize
 
-    done = done or {}
     # a plain graph (dask.delayed tokenised the cores and moments handed to it as values);
     # values computed earlier (the last step of a save) go into the graph as they are
     sj = spec.model_dump_json()
@@ -397,12 +394,12 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     if movie_path is not None or movie is None or T > ORACLE_FRAMES or movie.shape[0] != T:
         movie = None
     token = tokenize(sj, n_units, movie_path, None if movie is None else movie.name,
-                     _key_or_fresh_name(cores), _key_or_fresh_name(sums), sorted(done))
+                     _key_or_fresh_name(cores), _key_or_fresh_name(sums))
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
     batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
     if movie is None:
         layer = {(batch, i): (_oracle_task, sj, fr.start, fr.stop, c, movie_path)
-                 for i, fr in enumerate(oracle_tasks(T)) if i not in done}
+                 for i, fr in enumerate(oracle_tasks(T))}
     else:
         keys, starts = movie.__dask_keys__(), np.cumsum((0,) + movie.chunks[0])
         layer = {}
@@ -411,8 +408,7 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
             last = int(np.searchsorted(starts, fr.stop, side="left"))
             layer[(batch, i)] = (_oracle_blocks_task, sj, fr.start, fr.stop, c, keys[first:last],
                                  int(starts[first]))
-    batches = [done.get(i, (batch, i)) for i in range(len(oracle_tasks(T)))]
-    got = _delayed_of(both, (_metrics_task, sj, c, batches, m, pnr),
+    got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
                       {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
                       [x for x in (cores, sums) if _is_delayed(x)] + ([] if movie is None else [movie]))
     # a row of the task's (variables, units) array each, in a plain graph (a getitem and an
@@ -496,10 +492,8 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
     moments (``cores``, ``sums``, and ``moment_parts``: a dask array (3, units, segments) of
     each segment's moments, whose first frames are ``moment_starts``, folded into ``sums`` by
     ``fold`` from its blocks in segment order); ``later(movie_path,
-    cores, sums, done)``: the metrics as dask arrays from those (Delayed or values,
-    :func:`lazy_activity_metrics`); ``oracle_frames``: the frames of each oracle task, and
-    ``oracle(movie_path, cores, i)`` the ``i``-th as a Delayed (:func:`lazy_oracle_task`), whose
-    value ``done`` takes."""
+    cores, sums)``: the metrics as dask arrays from those (Delayed or values,
+    :func:`lazy_activity_metrics`)."""
     return {
         "names": {name: metrics[name].name for name in ACTIVITY_METRICS},
         "cores": parts["cores"],
@@ -507,25 +501,8 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
         "moment_parts": parts["moment_parts"],
         "moment_starts": [i * activity.SEGMENT_FRAMES for i in range(parts["moment_parts"].shape[2])],
         "fold": _fold_moment_parts,
-        "later": lambda movie_path, cores, sums, done=None: lazy_activity_metrics(
-            spec, n_units, cores, sums, movie_path, done=done),
-        "oracle_frames": oracle_tasks(spec.recording.n_frames),
-        "oracle": lambda movie_path, cores, i: lazy_oracle_task(spec, cores, movie_path, i),
+        "later": lambda movie_path, cores, sums: lazy_activity_metrics(spec, n_units, cores, sums, movie_path),
     }
-
-
-def lazy_oracle_task(spec: Spec, cores: FootprintCores, movie_path: str, i: int):
-    """The ``i``-th oracle task (:func:`oracle_tasks`) of a save as a Delayed of its own, its
-    frames read from the zarr movie at ``movie_path`` (written already), ``cores`` their value:
-    a save runs it in a step after the window its frames lie in, beside the later windows'
-    renders, not in the last step (:func:`lazy_activity_metrics` ``done``)."""
-    from dask.delayed import Delayed
-    from dask.highlevelgraph import HighLevelGraph
-
-    fr = oracle_tasks(spec.recording.n_frames)[i]
-    key = f"oracle-batch-early-{_key_or_fresh_name(cores)}-{i}"
-    task = (_oracle_task, spec.model_dump_json(), fr.start, fr.stop, cores, movie_path)
-    return Delayed(key, HighLevelGraph({key: {key: task}}, {key: set()}), layer=key)
 
 
 def _cores_part_task(spec_json: str, u0: int, boxes: list) -> tuple:

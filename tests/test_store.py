@@ -268,8 +268,7 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     any other's, the metrics' graph does not grow, the movie written is the movie, window edges
     or not, and each trace segment is a task of one step alone: the step of the window it
     begins in (its per-frame ground truth and moments written beside that window's render),
-    never every segment in one step; each of the oracle's tasks runs in the step after the window
-    its frames lie in (once written), with the same metrics as the lazy Recording's."""
+    never every segment in one step."""
     from dask.callbacks import Callback
 
     from minisim.store import MOVIE_WINDOW_FRAMES
@@ -277,17 +276,15 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     class Graphs(Callback):
         def __init__(self):
             super().__init__()
-            self.sizes, self.segments, self.oracle = [], [], []
+            self.sizes, self.segments = [], []
 
         def _start(self, dsk):
             self.sizes.append(len(dsk))
-            self.oracle.append(sum(str(k[0] if isinstance(k, tuple) else k).startswith("oracle-batch")
-                                   for k in dsk))
             self.segments.append(sorted(k[1] for k in _keys_run(dsk)
                                         if isinstance(k, tuple) and str(k[0]).startswith("segment-")))
 
     fps = 200.0
-    sizes, segments, oracle = {}, {}, {}
+    sizes, segments = {}, {}
     for windows in (2, 4):
         # a last window cut short, so window edges fall mid-segment and mid-chunk of the truth
         n_frames = (windows - 1) * MOVIE_WINDOW_FRAMES + 600  # (a rest under half a window joins the last)
@@ -300,23 +297,15 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
         assert len(g.sizes) == windows + 2
         sizes[windows] = g.sizes
         segments[windows] = g.segments
-        oracle[windows] = g.oracle
         saved = Recording.load(tmp_path / f"w{windows}.zarr")
         np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
         top = 2**spec.sensor.bit_depth - 1
         assert saved.dataset.attrs["saturated_pixels"] == int((rec.movie.values == top).sum()) > 0
-        for name in ("oracle_r", "visibility", "detectable"):  # the oracle read early or late
-            np.testing.assert_array_equal(saved.dataset[name].values, rec.dataset[name].values)
     # every full window's graph is the same size, however long the recording (the ground truth
-    # is a computation of its own, beside the first window), and the metrics' does not grow
+    # is a computation of its own, beside the first window)
     first, _, *full, short, metrics = sizes[4]
     assert len(set(full)) == 1 and full[0] > short
-    assert metrics <= sizes[2][-1] and sizes[2][0] == first
-    # the oracle's 8 tasks (4 runs of 32 frames at 0, 1213, 2427 and 3640; 0, 531, 1061 and
-    # 1592) each in the step of the window after the one its frames lie in, once that one is
-    # written (the last window's in the last step)
-    assert oracle[4] == [0, 0, 2, 2, 2, 2]
-    assert oracle[2] == [0, 0, 4, 4]
+    assert metrics == sizes[2][-1] and sizes[2][0] == first
     # 3,672 frames, windows [0, 1032), [1032, 2064), [2064, 3096), [3096, 3672) of 24-frame
     # blocks: segments 0 and 1 go with the first window's ground truth, 2 and 3 with windows
     # 1 and 2, none with the last
