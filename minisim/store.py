@@ -313,8 +313,7 @@ def _store_chunks(block: np.ndarray, target, nonzero_only: bool, origin: tuple[i
     """Write the zarr chunks of ``block`` (the block's edges lie on chunk edges): every one, or
     with ``nonzero_only`` each that holds a non-zero value (the others are neither compressed
     nor written)."""
-    if block.size:  # (none: e.g. no units at all)
-        _write_block(block, target, _block_start(block_info, origin), nonzero_only=nonzero_only)
+    _store_block(block, target, _block_start(block_info, origin) if block.size else [], nonzero_only)
     return np.zeros((1,) * block.ndim, np.int8)
 
 
@@ -570,10 +569,11 @@ def _frame_writes(var: xr.DataArray, target, t0: int, t1: int) -> list:
     return [(data, idx, target, [int(s[i]) for s, i in zip(starts, idx)]) for idx in itertools.product(*grid)]
 
 
-def _store_block(block: np.ndarray, target, start: list[int]) -> None:
-    """Write the zarr chunks of ``block`` (its edges on chunk edges; it begins at ``start``)."""
+def _store_block(block: np.ndarray, target, start: list[int], nonzero_only: bool = False) -> None:
+    """Write the zarr chunks of ``block`` (its edges on chunk edges; it begins at ``start``):
+    every one, or with ``nonzero_only`` each that holds a non-zero value."""
     if block.size:  # (none: e.g. no units at all)
-        _write_block(block, target, start, nonzero_only=False)
+        _write_block(block, target, start, nonzero_only=nonzero_only)
 
 
 def _footprint_chunk_units(blocks: tuple[int, ...]) -> int:

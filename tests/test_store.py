@@ -456,7 +456,7 @@ def test_a_small_fields_footprints_are_few_blocks_but_16_unit_chunks_on_disk(tmp
 
 def test_a_render_task_writes_consecutive_blocks_of_one_tile(tmp_path):
     """The movie's render-and-write tasks take RENDER_TASK_BLOCKS consecutive blocks of frames of
-    one tile each (half the tasks for a distributed scheduler to drive), a short last run where
+    one tile each (fewer tasks for a distributed scheduler to drive), a short last run where
     the blocks do not divide; the chunks written are the movie's, and the pixels at the top
     level are counted once each."""
     from minisim.recording import RENDER_TASK_BLOCKS, movie_chunk_writer
