@@ -101,10 +101,12 @@ class World:
 
         Threads asking for the same segment wait for one build; different segments are built
         side by side (a save's two threads start on segments 0 and 1 at once). With
-        ``evict=False`` a segment built here is kept only while the cache has room, as its
-        oldest entry: a reader far from the render in time (a save's per-segment ground-truth
-        tasks) then never evicts a segment the render blocks are reading, yet a short recording
-        is still built once for both."""
+        ``evict=False`` a segment built here is kept as the cache's oldest entry while it has
+        room, or as its newest where it lies after every cached segment (a save's ground truth
+        for a window whose render has not begun: the render then reads it, not a second build
+        of it); a reader behind the render in time (a save's per-segment ground-truth tasks
+        run late) then never evicts a segment the render blocks are reading, yet a short
+        recording is still built once for both."""
         with self._lock:
             got = self._segments.get(seg)
             if got is not None:
@@ -119,8 +121,11 @@ class World:
                 got = self.build_segment(seg)
                 with self._lock:
                     keep = WORLD_SEGMENTS if self.truth else RENDER_WORLD_SEGMENTS
-                    evicted = evict and len(self._segments) >= keep
-                    if evict:
+                    # a reader ahead of every cached segment asks for the one the render,
+                    # which moves forward in time, reads next: kept as the newest
+                    newest = evict or bool(self._segments) and seg > max(self._segments)
+                    evicted = newest and len(self._segments) >= keep
+                    if newest:
                         _keep(self._segments, seg, got, keep)
                     elif len(self._segments) < keep:
                         self._segments[seg] = got

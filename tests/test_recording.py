@@ -111,6 +111,29 @@ def test_a_save_of_a_short_recording_builds_each_segment_once(tmp_path, monkeypa
     assert sorted(built) == [0, 1]
 
 
+def test_a_ground_truth_read_ahead_of_the_render_leaves_its_segment_for_the_render(monkeypatch):
+    """A save's ground truth of a window may run before that window's render blocks: the
+    segment it builds (``evict=False``) past every cached one is kept for the render, which
+    then builds nothing; a read behind the cached segments still evicts none of them."""
+    from minisim import render
+
+    spec = small_spec(**{"recording.duration_s": 600.0})  # 6,000 frames: 6 segments
+    world = render.build_world(spec)
+    built = []
+    build_segment = render.World.build_segment
+    monkeypatch.setattr(render.World, "build_segment",
+                        lambda self, seg: (built.append(seg), build_segment(self, seg))[1])
+    L = render.SEGMENT_FRAMES
+    for seg in range(render.WORLD_SEGMENTS):  # the render fills the cache: segments 0-2
+        world.traces(range(seg * L, seg * L + 8))
+    world.segment(3, evict=False)  # the next window's ground truth, before its render
+    world.traces(range(3 * L, 3 * L + 8))  # that window's render
+    assert built == [0, 1, 2, 3]
+    cached = list(world._segments)
+    world.segment(0, evict=False)  # a late reader behind the render: built, not kept
+    assert list(world._segments) == cached and built == [0, 1, 2, 3, 0]
+
+
 def test_store_records_versions_and_the_spec(tmp_path):
     simulate(small_spec()).save(tmp_path / "r.zarr")
     attrs = zarr.open_group(str(tmp_path / "r.zarr"), mode="r").attrs
