@@ -8,8 +8,12 @@ rate2 / (2 x rate1). Mode ``long`` spreads one long recording (V4 CA1, 256 x 256
 trace segments its blocks need (docs/segments.md). Its fixed costs (each worker's World and
 footprints, ~0.3 s, and the metrics after the movie, ~0.5 s) weigh more on a shorter recording
 (``--long-minutes 2``). The client is warmed first (its first simulate and save), so that no row
-carries its one-off imports. Run:
-``python benchmarks/bench_sweep.py [--workers 1 2 4] [--long-minutes 2]``.
+carries its one-off imports. Each mode runs ``--repeats`` times, its worker counts alternating
+(1, 2, 1, 2, ...): this machine's speed drifts by 10-20 % from one minute to the next, and a
+single pair of runs gave any speed-up from 1.5x to 2.0x for the same code. The table gives
+each row's median, and the speed-up is the median of the repeats' own speed-ups (each over the
+first row's run of the same repeat); each repeat's speed-up is printed below it. Run:
+``python benchmarks/bench_sweep.py [--workers 1 2 4] [--long-minutes 2] [--repeats 5]``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -79,27 +84,41 @@ def main() -> None:
                    help="whole: each recording one task (the default for small ones); spread: chunks; "
                         "long: one V4 CA1 256 px recording (--long-minutes) spread over the workers")
     p.add_argument("--long-minutes", type=float, default=10.0, help="the long recording's duration")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each mode, the worker counts alternating")
     args = p.parse_args()
-    rows = []
+    rows, pairs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         _warm_client(Path(tmp))
         for mode in args.modes:
+            runs = {n: [] for n in args.workers}
+            for _ in range(args.repeats):
+                for n in args.workers:
+                    runs[n].append(bench(n, Path(tmp), mode, 60.0 * args.long_minutes))
+            first = args.workers[0]
             for n in args.workers:
-                count, seconds, longest = bench(n, Path(tmp), mode, 60.0 * args.long_minutes)
-                rows.append((mode, n, count, seconds, count / seconds * 60, longest))
+                count = runs[n][0][0]
+                seconds = statistics.median(r[1] for r in runs[n])
+                longest = statistics.median(r[2] for r in runs[n])
+                ups = [a[2] / b[2] for a, b in zip(runs[first], runs[n])]
+                rows.append((mode, n, count, seconds, count / seconds * 60, longest, statistics.median(ups)))
+                pairs.append((mode, n, ups))
     print(f"sweeps: whole/spread 8 recordings 128 x 128 px 10 s; long 1 recording V4 CA1 256 x 256 px "
-          f"{60 * args.long_minutes:g} s; 20 fps; {os.cpu_count()} CPU cores; LocalCluster, 1 thread per worker; wall time "
+          f"{60 * args.long_minutes:g} s; 20 fps; {os.cpu_count()} CPU cores; LocalCluster, 1 thread per worker; "
+          f"medians of {args.repeats} runs, the worker counts alternating; wall time "
           "includes the cluster's start, 'longest s' is the slowest recording's own time on the "
-          "started cluster (the manifest's seconds), 'speed-up' that of the first row over it")
+          "started cluster (the manifest's seconds), 'speed-up' the median of each repeat's "
+          "longest s of the first row over this row's")
     print(f"{'mode':>6} | {'workers':>7} | {'recordings':>10} | {'wall s':>7} | {'rec/min':>7} | "
           f"{'efficiency':>10} | {'longest s':>9} | {'speed-up':>8}")
     print("-" * 89)
-    for mode, n, count, seconds, rate, longest in rows:
+    for mode, n, count, seconds, rate, longest, up in rows:
         first = next(r for r in rows if r[0] == mode)
         rate1 = first[4] / first[1]
         print(f"{mode:>6} | {n:>7} | {count:>10} | {seconds:>7.1f} | {rate:>7.1f} | {rate / (n * rate1):>10.2f} | "
-              f"{longest:>9.1f} | {first[5] / longest:>8.2f}")
-
+              f"{longest:>9.1f} | {up:>8.2f}")
+    for mode, n, ups in pairs:
+        if n != args.workers[0]:
+            print(f"{mode} {n} workers, each repeat's speed-up: " + ", ".join(f"{u:.2f}" for u in ups))
 
 if __name__ == "__main__":
     main()
