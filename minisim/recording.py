@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import _safe_io, activity, render, store, truth
+from . import _safe_io, render, store, truth
 from ._compute import compute
 from .resources import (  # noqa: F401  (re-exported: the CLI and tests import them from here)
     MAX_UNITS,
@@ -61,20 +61,28 @@ __all__ = [
 BG_COMPONENTS = ("neuropil", "glow", "dark")
 
 
+#: Frames per block (and zarr chunk) of the ``time_s`` coordinate: 8 MB of float64, so a
+#: recording of up to 14.5 hours at 20 fps has one, which a save writes in one task (one per
+#: trace segment was 25 of the ~200 tasks of a 10-minute recording spread over a cluster, and
+#: 3,400 tasks and 1,700 files for 24 hours); no block grows with the duration.
+TIME_CHUNK_FRAMES = 2**20
+
+
 def _time_chunk(n_frames: int, fps: float, block_id=None) -> np.ndarray:
-    """Frame times in s of segment ``block_id[0]`` (a blockwise graph: ``da.arange`` built one
-    task per segment up front, 1.3 MB for a 24-hour recording)."""
-    t0 = block_id[0] * activity.SEGMENT_FRAMES
-    return np.arange(t0, min(t0 + activity.SEGMENT_FRAMES, n_frames), dtype=np.float64) / fps
+    """Frame times in s of block ``block_id[0]`` (a plain graph: ``da.arange`` built its
+    tasks up front)."""
+    t0 = block_id[0] * TIME_CHUNK_FRAMES
+    return np.arange(t0, min(t0 + TIME_CHUNK_FRAMES, n_frames), dtype=np.float64) / fps
 
 
 def _frame_times(n_frames: int, fps: float):
-    """Frame times in s as a lazy array, one block per segment (:func:`_time_chunk`)."""
+    """Frame times in s as a lazy array, one block per :data:`TIME_CHUNK_FRAMES` frames
+    (:func:`_time_chunk`)."""
     import dask.array as da
     from dask.base import tokenize
 
-    frames = da.core.normalize_chunks(activity.SEGMENT_FRAMES, (n_frames,))
-    key = f"time_s-{tokenize(n_frames, fps)}"
+    frames = da.core.normalize_chunks(TIME_CHUNK_FRAMES, (n_frames,))
+    key = f"time_s-{tokenize(n_frames, fps, TIME_CHUNK_FRAMES)}"
     layer = render.BlockTasks(key, (len(frames[0]),), _time_task, n_frames, fps)
     return render.plain_array(key, layer, frames, np.float64)
 

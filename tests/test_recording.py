@@ -134,6 +134,23 @@ def test_a_ground_truth_read_ahead_of_the_render_leaves_its_segment_for_the_rend
     assert list(world._segments) == cached and built == [0, 1, 2, 3, 0]
 
 
+def test_the_time_coordinate_is_a_block_per_time_chunk_of_exact_frame_times(tmp_path, monkeypatch):
+    """``time_s`` of a 3-segment recording is one block (and one zarr chunk, written by one
+    task), not one per segment; cut into smaller blocks its values are the same frame times."""
+    from minisim import recording
+
+    spec = small_spec(**{"recording.duration_s": 250.0})  # 2,500 frames: 3 segments
+    expected = np.arange(spec.recording.n_frames, dtype=np.float64) / spec.recording.fps
+    rec = simulate(spec)
+    assert rec.dataset.time_s.data.chunks == ((2500,),)
+    rec.save(tmp_path / "r.zarr")
+    saved = zarr.open_array(str(tmp_path / "r.zarr" / "time_s"), mode="r")
+    assert saved.chunks == (2500,) and np.array_equal(saved[:], expected)
+    monkeypatch.setattr(recording, "TIME_CHUNK_FRAMES", 1000)
+    cut = simulate(spec).dataset.time_s
+    assert cut.data.chunks == ((1000, 1000, 500),) and np.array_equal(cut.values, expected)
+
+
 def test_store_records_versions_and_the_spec(tmp_path):
     simulate(small_spec()).save(tmp_path / "r.zarr")
     attrs = zarr.open_group(str(tmp_path / "r.zarr"), mode="r").attrs
