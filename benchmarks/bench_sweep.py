@@ -84,7 +84,7 @@ def main() -> None:
                    help="whole: each recording one task (the default for small ones); spread: chunks; "
                         "long: one V4 CA1 256 px recording (--long-minutes) spread over the workers")
     p.add_argument("--long-minutes", type=float, default=10.0, help="the long recording's duration")
-    p.add_argument("--repeats", type=int, default=3, help="runs of each mode, the worker counts alternating")
+    p.add_argument("--repeats", type=int, default=5, help="runs of each mode, the worker counts alternating")
     args = p.parse_args()
     rows, pairs = [], []
     with tempfile.TemporaryDirectory() as tmp:
