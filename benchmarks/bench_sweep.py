@@ -120,5 +120,6 @@ def main() -> None:
         if n != args.workers[0]:
             print(f"{mode} {n} workers, each repeat's speed-up: " + ", ".join(f"{u:.2f}" for u in ups))
 
+
 if __name__ == "__main__":
     main()

@@ -69,8 +69,8 @@ TIME_CHUNK_FRAMES = 2**20
 
 
 def _time_chunk(n_frames: int, fps: float, block_id=None) -> np.ndarray:
-    """Frame times in s of block ``block_id[0]`` (a plain graph: ``da.arange`` built its
-    tasks up front)."""
+    """Frame times in s of block ``block_id[0]`` (a plain graph whose tasks are made when dask
+    reads them: ``da.arange`` made every task up front)."""
     t0 = block_id[0] * TIME_CHUNK_FRAMES
     return np.arange(t0, min(t0 + TIME_CHUNK_FRAMES, n_frames), dtype=np.float64) / fps
 
