@@ -123,7 +123,7 @@ class World:
                     keep = WORLD_SEGMENTS if self.truth else RENDER_WORLD_SEGMENTS
                     # a reader ahead of every cached segment asks for the one the render,
                     # which moves forward in time, reads next: kept as the newest
-                    newest = evict or bool(self._segments) and seg > max(self._segments)
+                    newest = evict or seg > max(self._segments, default=seg)
                     evicted = newest and len(self._segments) >= keep
                     if newest:
                         _keep(self._segments, seg, got, keep)
