@@ -129,7 +129,7 @@ class Scene:
 
     # --------------------------------------------------------------- tissue, pre-motion
     def tissue_e(self, C: np.ndarray, f_np: np.ndarray, rows: tuple[int, int, int, int],
-                 axial_w: np.ndarray | None = None) -> np.ndarray:
+                 axial_w: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Tissue emission (frames, h, w) float32 over sensor-pixel rows [y0, y1) x [x0, x1).
 
         ``C`` (units, frames) and ``f_np`` (frames,) are the traces; rows may extend into the
@@ -137,7 +137,11 @@ class Scene:
         +b (see :func:`minisim.motion.axial_weights`), None for none. One fixed summation path
         for every window: sparse rows in unit order, the focus-drift corrections, then the
         bilinear halo, then the neuropil, per pixel in one compiled pass (``_kernels``).
+        ``out``: a C-contiguous float32 (frames, h, w) array to assemble into (e.g. a
+        :func:`minisim._scratch.scratch` array), else a new one. The sparse products go into
+        this thread's scratch arrays (the same values as scipy's ``@``; ``minisim._scratch``).
         """
+        from .._scratch import scratch, sparse_times
         from ._kernels import assemble_tissue
 
         y0, y1, x0, x1 = rows
@@ -145,25 +149,27 @@ class Scene:
         T = C.shape[1]
         h, w = y1 - y0, x1 - x0
         Cx = C if T > 1 else np.concatenate([C, np.zeros_like(C)], axis=1)  # one scipy path
+        K = Cx.shape[1]
         sharp_rows, axial_rows, halo_rows, geometry = self._window_rows(rows)
-        sharp = np.ascontiguousarray(sharp_rows @ Cx, np.float32)
-        corrs, weights = [], []
-        if axial_w is not None and axial_rows:
-            for k, mat in enumerate(axial_rows):
-                if axial_w[:, k].any():
-                    corrs.append(np.asarray(mat @ Cx, np.float32))
-                    weights.append(axial_w[:, k])
-        corr = np.stack(corrs) if corrs else np.zeros((0, 1, 1), np.float32)
-        aw = np.ascontiguousarray(np.stack(weights, axis=1) if weights else np.zeros((T, 0)), np.float64)
+        sharp = sparse_times(sharp_rows, Cx, scratch("tissue-sharp", (sharp_rows.shape[0], K), np.float32))
+        on = [k for k in range(len(axial_rows)) if axial_w is not None and axial_w[:, k].any()]
+        if on:
+            corr = scratch("tissue-axial", (len(on), sharp_rows.shape[0], K), np.float32)
+            for i, k in enumerate(on):
+                sparse_times(axial_rows[k], Cx, corr[i])
+        else:
+            corr = np.zeros((0, 1, 1), np.float32)
+        aw = np.ascontiguousarray(np.stack([axial_w[:, k] for k in on], axis=1) if on else np.zeros((T, 0)),
+                                  np.float64)
         if self.halo_e.nnz:
             nb, (ny, nx, fy, fx) = geometry
-            nodes = np.ascontiguousarray(halo_rows @ Cx, np.float32)
+            nodes = sparse_times(halo_rows, Cx, scratch("tissue-halo", (halo_rows.shape[0], K), np.float32))
         else:
             nodes, nb = np.zeros((0, 1), np.float32), 1
             ny = nx = np.zeros(max(h, w), np.int64)
             fy = fx = np.zeros(max(h, w), np.float64)
         neuropil = np.ascontiguousarray(self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m], np.float32)
-        res = np.empty((T, h, w), np.float32)
+        res = np.empty((T, h, w), np.float32) if out is None else out
         assemble_tissue(sharp, corr, aw, nodes, nb, ny, nx, fy, fx, neuropil,
                         np.ascontiguousarray(f_np[:T], np.float64), res)
         return res
