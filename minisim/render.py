@@ -32,7 +32,6 @@ import numpy as np
 from numba import njit
 
 from . import sensor as _sensor
-from ._scratch import scratch
 from .activity import SEGMENT_FRAMES, Activity, ActivityBatch
 from .motion import (
     Motion,
@@ -297,8 +296,7 @@ def render_electrons(world: World, frames: range, window: tuple[int, int, int, i
         motion = world.motion(frames)
         aw = axial_weights(motion, sc.axial_bound_um, frames) if sc.axial_e else None
         # the tissue in this thread's scratch array: the warp below is its only reader
-        tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m), aw,
-                             out=scratch("tissue", (len(f), y1 - y0 + 2 * m, x1 - x0 + 2 * m), np.float32))
+        tissue = sc.tissue_e(C, fn, (y0 - m, y1 + m, x0 - m, x1 + m), aw, reuse=True)
         if _hemodynamics_on(spec):
             tissue = tissue * dilation_factor(spec, sc.vessel_chord_um[y0 : y1 + 2 * m, x0 : x1 + 2 * m], f)
         rigid, amp = displacement_terms(motion, spec.pixel_size_um, frames)

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from .._scratch import scratch, sparse_times
 from ..motion import axial_bound_um, halo_um
 from ..spec import Spec
 from . import fields, optics, vessels
@@ -129,7 +130,7 @@ class Scene:
 
     # --------------------------------------------------------------- tissue, pre-motion
     def tissue_e(self, C: np.ndarray, f_np: np.ndarray, rows: tuple[int, int, int, int],
-                 axial_w: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                 axial_w: np.ndarray | None = None, reuse: bool = False) -> np.ndarray:
         """Tissue emission (frames, h, w) float32 over sensor-pixel rows [y0, y1) x [x0, x1).
 
         ``C`` (units, frames) and ``f_np`` (frames,) are the traces; rows may extend into the
@@ -137,11 +138,11 @@ class Scene:
         +b (see :func:`minisim.motion.axial_weights`), None for none. One fixed summation path
         for every window: sparse rows in unit order, the focus-drift corrections, then the
         bilinear halo, then the neuropil, per pixel in one compiled pass (``_kernels``).
-        ``out``: a C-contiguous float32 (frames, h, w) array to assemble into (e.g. a
-        :func:`minisim._scratch.scratch` array), else a new one. The sparse products go into
-        this thread's scratch arrays (the same values as scipy's ``@``; ``minisim._scratch``).
+        With ``reuse`` the result is this thread's scratch array ``"tissue"``
+        (:func:`minisim._scratch.scratch`: the next such call in this thread writes over it),
+        else a new array. The sparse products go into this thread's scratch arrays (the same
+        values as scipy's ``@``; ``minisim._scratch``).
         """
-        from .._scratch import scratch, sparse_times
         from ._kernels import assemble_tissue
 
         y0, y1, x0, x1 = rows
@@ -169,7 +170,7 @@ class Scene:
             ny = nx = np.zeros(max(h, w), np.int64)
             fy = fx = np.zeros(max(h, w), np.float64)
         neuropil = np.ascontiguousarray(self.neuropil_e[y0 + m : y1 + m, x0 + m : x1 + m], np.float32)
-        res = np.empty((T, h, w), np.float32) if out is None else out
+        res = scratch("tissue", (T, h, w), np.float32) if reuse else np.empty((T, h, w), np.float32)
         assemble_tissue(sharp, corr, aw, nodes, nb, ny, nx, fy, fx, neuropil,
                         np.ascontiguousarray(f_np[:T], np.float64), res)
         return res
