@@ -24,6 +24,19 @@ def _client_for(scheduler):
     return scheduler  # a distributed.Client
 
 
+def cluster_threads(scheduler) -> int | None:
+    """The threads of the distributed cluster that ``scheduler`` (a Client, or None while one is
+    the default client) computes on; None for dask's local schedulers, a scheduler's address
+    (no client is made here) and a cluster with no worker yet (e.g. a jobqueue cluster still
+    starting its jobs)."""
+    if isinstance(scheduler, str):
+        return None
+    client = _client_for(scheduler)
+    if client is None:
+        return None
+    return sum(client.nthreads().values()) or None
+
+
 def compute(*objs, scheduler=None, progress: bool = False):
     """dask.compute on the chosen (or active) scheduler, with an optional progress bar."""
     import dask
@@ -67,7 +80,9 @@ def compute_in_steps(steps: list, scheduler=None, progress: bool = False, ahead:
     client = _client_for(scheduler)
     bar = [_StepsBar(len(steps))._callback] if progress and client is None else []
     if client is not None:
-        return _in_flight(steps, ahead, lambda objs: _Submitted(client, objs, progress))
+        # (with progress, each step's bar is shown while the oldest step computes, in order)
+        return _in_flight(steps, ahead, lambda objs: _Submitted(client, objs, progress),
+                          None if progress else _wait_any)
     if ahead and _threaded(scheduler) and _concurrency_safe_callbacks():
         return _threaded_in_steps(steps, scheduler, bar, ahead)
     results: list[tuple] = []
@@ -82,21 +97,51 @@ def _objects(step, results: list) -> tuple:
     return step(results) if callable(step) else step
 
 
-def _in_flight(steps: list, ahead: int, submit) -> list[tuple]:
+def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
     """Run ``steps`` with up to ``ahead`` later ones submitted while the oldest computes:
     ``submit(objs)`` starts a computation and returns a handle with ``result()`` and
     ``cancel()``. A step that reads earlier results is built once every earlier step is done.
     On an error every computation still running is cancelled and waited for before it is
-    raised (nothing writes into a store its caller then removes)."""
-    handles, results = [], []
+    raised (nothing writes into a store its caller then removes).
+
+    With ``wait_any`` (a function that returns once one of the handles it is given is done;
+    the handles then also have ``done()`` and ``failed()``), the steps are limited to
+    ``ahead`` + 1 *computing*, not to ``ahead`` + 1 since the oldest one not yet done: a step
+    that ends before one submitted earlier lets the next begin at once (a distributed
+    worker that finished a later step would otherwise wait for the other's). The results are
+    still returned in order, and a step that failed is raised as soon as it is seen."""
+    handles: list = []
+    results: list = []
+    built = None  # (the index of a Deferred step built ahead, its objects)
+
+    def computing() -> list:
+        if wait_any is None:
+            return handles[len(results):]
+        for h in handles[len(results):]:
+            if h.done() and h.failed():
+                h.result()  # raises its error
+        while len(results) < len(handles) and handles[len(results)].done():
+            results.append(handles[len(results)].result())
+        return [h for h in handles[len(results):] if not h.done()]
+
+    def make_room() -> None:  # until at most ``ahead`` steps compute
+        while len(running := computing()) > ahead:
+            if wait_any is None:
+                results.append(handles[len(results)].result())
+            else:
+                wait_any(running)
+
     try:
-        for step in steps:
+        for i, step in enumerate(steps):
             if callable(step) and not isinstance(step, Deferred):
                 while len(results) < len(handles):
                     results.append(handles[len(results)].result())
-            handles.append(submit(_objects(step, results)))
-            while len(handles) - len(results) > ahead:
-                results.append(handles[len(results)].result())
+            handles.append(submit(built[1] if built and built[0] == i else _objects(step, results)))
+            if i + 1 < len(steps) and isinstance(steps[i + 1], Deferred) and len(computing()) > ahead:
+                # built while the others compute, so that it is submitted the moment one ends
+                # (a worker that finishes its part of a step waits for the next one)
+                built = (i + 1, steps[i + 1].build())
+            make_room()
         while len(results) < len(handles):
             results.append(handles[len(results)].result())
     except BaseException:
@@ -121,6 +166,20 @@ class _Submitted:
 
     def cancel(self) -> None:
         self.client.cancel(self.futures)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def failed(self) -> bool:
+        return any(f.status in ("error", "cancelled") for f in self.futures)
+
+
+def _wait_any(handles: list) -> None:
+    """Until one of the distributed computations ``handles`` (:class:`_Submitted`) is done."""
+    from distributed import wait
+
+    while not any(h.done() for h in handles):
+        wait([f for h in handles for f in h.futures if not f.done()], return_when="FIRST_COMPLETED")
 
 
 #: The attribute of a dask Callback that says it may follow computations running at the same

@@ -216,8 +216,9 @@ def movie_chunk_writer(spec: Spec, movie) -> tuple:
     """For :func:`minisim.store.write_dataset`: (the dask name of ``movie``, the array
     :func:`minisim.render.movie_array` gave for ``spec``; ``of(target, t0, t1, top)``: tasks that
     render the blocks of frames [t0, t1) (on block edges) and write them into the zarr array
-    ``target``, whose chunks are the blocks, :data:`RENDER_TASK_BLOCKS` consecutive blocks of a
-    tile per task, and a last task that sums the blocks' pixels at ``top``: a Delayed int64).
+    ``target``, whose chunks are the blocks, ``blocks_per_task`` (default
+    :data:`RENDER_TASK_BLOCKS`) consecutive blocks of a tile per task, and a last task that sums
+    the blocks' pixels at ``top``: a Delayed int64).
 
     The same blocks as ``movie``'s, in a plain graph: dask's blockwise layers of the render,
     the write and the sum took ~0.5 s of the main thread to build and optimise for a 1,200-frame
@@ -230,10 +231,11 @@ def movie_chunk_writer(spec: Spec, movie) -> tuple:
     shape = tuple(int(n) for n in movie.shape)
     sizes = tuple(int(c[0]) for c in movie.chunks)
 
-    def of(target, t0: int, t1: int, top: int):
-        key = f"render-store-{tokenize(sj, t0, t1, top, str(target.store_path))}"
+    def of(target, t0: int, t1: int, top: int, blocks_per_task: int | None = None):
+        per_task = blocks_per_task or RENDER_TASK_BLOCKS
+        key = f"render-store-{tokenize(sj, t0, t1, top, str(target.store_path), per_task)}"
         frames = range(t0 // sizes[0], -(-t1 // sizes[0]))
-        runs = [frames[i : i + RENDER_TASK_BLOCKS] for i in range(0, len(frames), RENDER_TASK_BLOCKS)]
+        runs = [frames[i : i + per_task] for i in range(0, len(frames), per_task)]
         tiles = itertools.product(*(range(-(-n // c)) for n, c in zip(shape[1:], sizes[1:])))
         layer = {(key, run[0], *tile): (_render_store, sj, sizes, shape, [(f, *tile) for f in run], target, top)
                  for tile in tiles for run in runs}

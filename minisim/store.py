@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._compute import Deferred, compute_in_steps
+from ._compute import Deferred, cluster_threads, compute_in_steps
 from ._version import __version__, numba_version
 from .spec import Spec
 
@@ -433,28 +433,65 @@ MOVIE_WINDOW_FRAMES = 1024
 STEPS_AHEAD = 1
 
 
-def movie_writes(var: xr.DataArray, target, top: int, writer=None) -> tuple[list, list]:
+def movie_writes(var: xr.DataArray, target, top: int, writer=None,
+                 threads: int | None = None) -> tuple[list, list, list]:
     """Lazy writes of the movie into ``target`` (a new zarr array), one task per block, each
     returning the number of its pixels at ``top`` (saturated): per window of
     :data:`MOVIE_WINDOW_FRAMES` frames (:func:`movie_windows`), a lazy int64 scalar (that
     window's count), to be computed one window at a time. Returns (the windows' frames
-    [t0, t1), their writes).
+    [t0, t1), their writes, each window's blocks per task: :func:`window_task_blocks`).
 
     The count comes from the block the task has just written, so the movie is rendered once
     and never read back (dask fuses each block's render into this write). ``writer`` (a
-    function of (target, t0, t1, top), :func:`minisim.recording.movie_chunk_writer`) gives a
-    window's writes instead where the blocks of ``var`` are the zarr chunks."""
+    function of (target, t0, t1, top, blocks_per_task),
+    :func:`minisim.recording.movie_chunk_writer`) gives a window's writes instead where the
+    blocks of ``var`` are the zarr chunks; ``threads``: the distributed cluster's
+    (:func:`window_task_blocks`)."""
     data = _whole_chunks(var.data, tuple(target.chunks))
     if writer is not None and tuple(c[0] for c in data.chunks) != tuple(target.chunks):
         writer = None
     bounds, out = movie_windows(data), []
-    for t0, t1 in bounds:
+    grains = window_task_blocks(bounds, data.chunks, threads if writer is not None else None)
+    for (t0, t1), grain in zip(bounds, grains):
         if writer is not None:
-            out.append(writer(target, t0, t1, top))
+            out.append(writer(target, t0, t1, top, grain))
         else:
             out.append(_mapped_writes(data[t0:t1], target, _store_counting, np.int64, top,
                                       origin=(t0,) + (0,) * (data.ndim - 1)).sum())
-    return bounds, out
+    return bounds, out, grains
+
+
+def window_task_blocks(bounds: list[tuple[int, int]], chunks: tuple[tuple[int, ...], ...],
+                       threads: int | None) -> list[int | None]:
+    """Blocks of frames per render task in each window ``bounds`` of a movie whose dask blocks
+    are ``chunks``, on a distributed cluster of ``threads`` threads (None: not distributed; every
+    window then :data:`minisim.recording.RENDER_TASK_BLOCKS`, given as None).
+
+    Each task costs the scheduler, the client and the worker ~3 ms of CPU, and every worker
+    that renders a block of a window builds that window's trace segment (~20 ms for V4): on a
+    small cluster, a machine's few cores spent this beside the render (a 10-minute V4 recording
+    spread over 2 workers, docs/performance.md). So a window between the first and the last
+    :data:`STEPS_AHEAD` + 1 is cut into just enough tasks that the windows in flight together
+    give every thread one (one task per tile and window for 2 threads), never finer than
+    RENDER_TASK_BLOCKS. The first window (alone in flight at the start, beside the ground
+    truth's graph being built) and the last ones (the cluster's threads finish them together)
+    keep the fine tasks. Where each task runs never changes the bytes."""
+    from .recording import RENDER_TASK_BLOCKS
+
+    if not threads:
+        return [None] * len(bounds)
+    tiles = math.prod(len(c) for c in chunks[1:])
+    in_flight = STEPS_AHEAD + 1
+    per_window = -(-threads // in_flight)  # tasks a window needs
+    runs = -(-per_window // tiles)  # of them, a tile's
+    starts = np.cumsum((0, *chunks[0]))
+    out: list[int | None] = []
+    for k, (t0, t1) in enumerate(bounds):
+        blocks = int(np.searchsorted(starts, t1) - np.searchsorted(starts, t0))
+        per_task = -(-blocks // runs)
+        inner = 0 < k < len(bounds) - in_flight
+        out.append(per_task if inner and per_task > RENDER_TASK_BLOCKS else None)
+    return out
 
 
 def movie_windows(data) -> list[tuple[int, int]]:
@@ -495,11 +532,14 @@ class _InGraph:
         return layer[key]
 
 
-def window_delayed(name: str, writes: list, moments=None):
+def window_delayed(name: str, writes: list, moments=None, after=None):
     """One Delayed, one task, over exactly the tasks that ``writes`` (chunk writes,
     :func:`_frame_writes`) and the blocks of ``moments`` (a dask array, or None) need, found by
     walking their graphs from their blocks, whose value is (the blocks written, the moments'
-    blocks joined along their last axis, or None).
+    blocks joined along their last axis, or None). With ``after`` (a Delayed: the window's
+    render), the task runs after it, and a distributed scheduler puts it where that ran (its
+    only input), whose World has just built the window's trace segment: not a second build of
+    it on another worker.
 
     Computed together as dask arrays, their merged graph kept whole layers of the trace
     segments that one of them read (dask 2026.8): a window's writes computed every segment of
@@ -531,12 +571,18 @@ def window_delayed(name: str, writes: list, moments=None):
     for key, source, (_, _, target, start) in zip(keys, sources, writes):
         dsk[key] = (_store_block, source, target, start)
     top = f"{name}-{token}"
-    dsk[top] = (_window_result, keys, blocks)
-    return Delayed(top, HighLevelGraph({top: _one_task(dsk, top)}, {top: set()}), layer=top)
+    if after is None:
+        dsk[top] = (_window_result, keys, blocks)
+        return Delayed(top, HighLevelGraph({top: _one_task(dsk, top)}, {top: set()}), layer=top)
+    dsk[top] = (_window_result_after, keys, blocks, after.key)
+    layer = _one_task(dsk, top, outside={after.key})
+    graph = HighLevelGraph.merge(HighLevelGraph({top: layer}, {top: set()}), after.__dask_graph__())
+    return Delayed(top, graph)
 
 
-def _one_task(dsk: dict, top) -> dict:
-    """``dsk`` (a closed graph that ends at ``top``) as one task under ``top`` that runs it, as
+def _one_task(dsk: dict, top, outside: set = frozenset()) -> dict:
+    """``dsk`` (a graph that ends at ``top``, closed but for the keys ``outside`` that it reads
+    from other tasks) as one task under ``top`` that runs it, as
     dask runs a fused chain: a window's per-frame ground truth is ~10 tasks per trace segment of
     work that takes ~15 ms in all (its segment, the variables' blocks, their chunks written),
     and each task cost a distributed scheduler and its client ~2 ms of CPU, which on a 2-core
@@ -546,11 +592,15 @@ def _one_task(dsk: dict, top) -> dict:
         from dask._task_spec import Task, convert_legacy_graph
     except ImportError:  # pragma: no cover - another dask
         return dsk
-    return {top: Task.fuse(*convert_legacy_graph(dsk).values(), key=top)}
+    return {top: Task.fuse(*convert_legacy_graph(dsk, all_keys={*dsk, *outside}).values(), key=top)}
 
 
 def _window_result(writes: list, blocks: list) -> tuple:
     return len(writes), (np.concatenate(blocks, axis=-1) if blocks else None)
+
+
+def _window_result_after(writes: list, blocks: list, _after) -> tuple:
+    return _window_result(writes, blocks)
 
 
 def _frame_writes(var: xr.DataArray, target, t0: int, t1: int) -> list:
@@ -629,9 +679,10 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     movie_chunks = encoding.get("movie", {}).get("chunks", ds["movie"].shape)
     targets = _new_arrays_like({"movie": (ds["movie"], movie_chunks, None)}, path, ds.attrs)
     movie_writer = writers.get("movie")
-    bounds, windows = movie_writes(ds["movie"], targets["movie"], top,
-                                   movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name
-                                   else None)
+    bounds, windows, grains = movie_writes(
+        ds["movie"], targets["movie"], top,
+        movie_writer[1] if movie_writer and movie_writer[0] == ds["movie"].data.name else None,
+        cluster_threads(scheduler))
     rest: list = []
     # each trace segment's moments (for the activity metrics) beside the window it begins in,
     # folded in segment order in the last step; a window's per-frame writes and moments are one
@@ -649,7 +700,8 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         mine = [i for i, f0 in enumerate(starts) if t0 <= f0 < t1]
         moments = late["moment_parts"].blocks[:, :, mine[0] : mine[-1] + 1] if mine else None
         has_parts[k] = bool(mine)
-        step = window_delayed(f"window-truth-{k}", writes, moments)
+        # (after a window rendered in one task per tile: where its render ran)
+        step = window_delayed(f"window-truth-{k}", writes, moments, windows[k] if grains[k] else None)
         return () if step is None else (step,)
 
     def ground_truth() -> tuple:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zarr
 from distributed.diagnostics.plugin import SchedulerPlugin
+from helpers import dataset_digests, small_spec
 
 import minisim
 from minisim import sweep as msweep
@@ -461,3 +462,98 @@ def test_a_sweeps_local_cluster_checks_itself_less_often_unless_the_user_said_ot
     assert memory_s == 0.5  # distributed's default: 0.1 s
     assert tick_s == 0.05 and scheduler._tick_interval == 0.05  # the user's, not 0.2 s
     assert monitor_ms == 2000  # distributed's default: 500 ms
+
+
+def _wait_for(name: str, ended: str | None = None) -> bool:
+    """Task: wait (at most 20 s) for the distributed Event ``name``; set ``ended`` after."""
+    from distributed import Event
+
+    seen = Event(name).wait(20)
+    if ended:
+        Event(ended).set()
+    return seen
+
+
+def _set(name: str) -> bool:
+    from distributed import Event
+
+    Event(name).set()
+    return True
+
+
+def _fail() -> None:
+    raise ValueError("step failed")
+
+
+def test_on_a_cluster_a_step_that_ends_first_lets_the_next_one_begin(client):
+    """Steps on a distributed cluster (``ahead`` 1): at most two compute at once, counted by
+    the steps still computing, not from the oldest one not yet done: when the second step
+    ends while the first still computes, the third begins at once (here the first waits for
+    the third to start, which would never come if the third waited for the first), and the
+    results still come in order."""
+    import uuid
+
+    import dask
+
+    from minisim._compute import compute_in_steps
+
+    go = f"third-began-{uuid.uuid4().hex}"
+    steps = [(dask.delayed(_wait_for)(go),), (dask.delayed(len)("ab"),), (dask.delayed(_set)(go),)]
+    assert compute_in_steps(steps, scheduler=client, ahead=1) == [(True,), (2,), (True,)]
+
+
+def test_on_a_cluster_a_failing_step_is_raised_while_an_earlier_one_computes(client):
+    """A step that fails while an earlier one still computes is raised at once (the earlier one
+    cancelled), not after the earlier one ends."""
+    import uuid
+
+    import dask
+    from distributed import Event
+
+    from minisim._compute import compute_in_steps
+
+    release, ended = f"release-{uuid.uuid4().hex}", f"ended-{uuid.uuid4().hex}"
+    steps = [(dask.delayed(_wait_for)(release, ended),), (dask.delayed(_fail)(),), (dask.delayed(len)("a"),)]
+    try:
+        with pytest.raises(ValueError, match="step failed"):
+            compute_in_steps(steps, scheduler=client, ahead=1)
+        assert not Event(ended, client=client).is_set()  # the first step was still waiting
+    finally:
+        Event(release, client=client).set()
+
+
+def test_a_long_recording_on_two_workers_renders_a_middle_window_in_one_task(client, tmp_path):
+    """A save on a 2-worker cluster renders each window between the first and the last two in
+    one task per tile (store.window_task_blocks), runs that window's per-frame ground truth on
+    the worker that rendered it (whose World holds the window's trace segment), and gives the
+    bytes of a save on threads."""
+    import re
+    from collections import Counter
+
+    from distributed import get_task_stream
+
+    import minisim.store as mstore
+    from minisim.recording import RENDER_TASK_BLOCKS
+
+    assert mstore.MOVIE_WINDOW_FRAMES == 1024
+    # 5,200 frames: windows of 1,024 frames (the last 1,104), each beginning a trace segment
+    spec = small_spec(**{"recording.fps": 200.0, "recording.duration_s": 26.0,
+                         "sensor.width_px": 16, "sensor.height_px": 16})
+    chunks = {"frame": 64, "height": 16, "width": 16}  # one tile; 16 blocks a window
+    with get_task_stream(client) as ts:
+        spread = simulate(spec, chunks=chunks).save(tmp_path / "cluster.zarr", scheduler=client)
+    ref = simulate(spec, chunks=chunks).save(tmp_path / "threads.zarr", scheduler="threads")
+    assert dataset_digests(spread.dataset) == dataset_digests(ref.dataset)
+
+    def name(key):
+        return re.sub(r"-[0-9a-f]{8,}.*", "", str(key[0] if isinstance(key, tuple) else key))
+
+    renders = [(min(x["key"][1] * 64 // 1024, 4), x["worker"]) for x in ts.data if name(x["key"]) == "render-store"]
+    # windows 0, 3 and 4 (the last two) in tasks of RENDER_TASK_BLOCKS blocks, 1 and 2 whole
+    fine = -(-16 // RENDER_TASK_BLOCKS)
+    assert Counter(w for w, _ in renders) == {0: fine, 1: 1, 2: 1, 3: fine, 4: -(-18 // RENDER_TASK_BLOCKS)}
+    where = dict(renders)
+    truth = {int(name(x["key"]).rsplit("-", 1)[1]): x["worker"] for x in ts.data
+             if name(x["key"]).startswith("window-truth-")}
+    assert sorted(truth) == [0, 1, 2, 3, 4]
+    assert {k: truth[k] for k in (1, 2)} == {k: where[k] for k in (1, 2)}
