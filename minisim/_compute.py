@@ -109,7 +109,8 @@ def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
     ``ahead`` + 1 *computing*, not to ``ahead`` + 1 since the oldest one not yet done: a step
     that ends before one submitted earlier lets the next begin at once (a distributed
     worker that finished a later step would otherwise wait for the other's). The results are
-    still returned in order, and a step that failed is raised as soon as it is seen."""
+    still returned in order, a step that failed is raised as soon as it is seen, and a
+    Deferred step is built while the steps before it compute (submitted the moment one ends)."""
     handles: list = []
     results: list = []
     built = None  # (the index of a Deferred step built ahead, its objects)
@@ -137,9 +138,10 @@ def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
                 while len(results) < len(handles):
                     results.append(handles[len(results)].result())
             handles.append(submit(built[1] if built and built[0] == i else _objects(step, results)))
-            if i + 1 < len(steps) and isinstance(steps[i + 1], Deferred) and len(computing()) > ahead:
+            if (wait_any is not None and i + 1 < len(steps) and isinstance(steps[i + 1], Deferred)
+                    and len(computing()) > ahead):
                 # built while the others compute, so that it is submitted the moment one ends
-                # (a worker that finishes its part of a step waits for the next one)
+                # (a distributed worker that finishes its part of a step waits for the next one)
                 built = (i + 1, steps[i + 1].build())
             make_room()
         while len(results) < len(handles):

@@ -470,27 +470,26 @@ def window_task_blocks(bounds: list[tuple[int, int]], chunks: tuple[tuple[int, .
     Each task costs the scheduler, the client and the worker ~3 ms of CPU, and every worker
     that renders a block of a window builds that window's trace segment (~20 ms for V4): on a
     small cluster, a machine's few cores spent this beside the render (a 10-minute V4 recording
-    spread over 2 workers, docs/performance.md). So a window between the first and the last
-    :data:`STEPS_AHEAD` + 1 is cut into just enough tasks that the windows in flight together
-    give every thread one (one task per tile and window for 2 threads), never finer than
-    RENDER_TASK_BLOCKS. The first window (alone in flight at the start, beside the ground
-    truth's graph being built) and the last ones (the cluster's threads finish them together)
-    keep the fine tasks. Where each task runs never changes the bytes."""
+    spread over 2 workers, docs/performance.md). So where one task per tile of each window in
+    flight (:data:`STEPS_AHEAD` + 1 of them) gives every thread one (e.g. 2 single-threaded
+    workers), a window between the first and the last STEPS_AHEAD + 1 is one task per tile. The
+    first window (alone in flight at the start, beside the ground truth's graph being built) and
+    the last ones (the cluster's threads finish them together) keep the fine tasks, and so does
+    every window on a larger cluster, whose threads need the fine tasks' slack and whose
+    scheduler has cores of its own (measured on 2 workers only). Where each task runs never
+    changes the bytes."""
     from .recording import RENDER_TASK_BLOCKS
 
-    if not threads:
-        return [None] * len(bounds)
     tiles = math.prod(len(c) for c in chunks[1:])
     in_flight = STEPS_AHEAD + 1
-    per_window = -(-threads // in_flight)  # tasks a window needs
-    runs = -(-per_window // tiles)  # of them, a tile's
+    if not threads or threads > in_flight * tiles:  # one task per tile would leave threads idle
+        return [None] * len(bounds)
     starts = np.cumsum((0, *chunks[0]))
     out: list[int | None] = []
     for k, (t0, t1) in enumerate(bounds):
         blocks = int(np.searchsorted(starts, t1) - np.searchsorted(starts, t0))
-        per_task = -(-blocks // runs)
         inner = 0 < k < len(bounds) - in_flight
-        out.append(per_task if inner and per_task > RENDER_TASK_BLOCKS else None)
+        out.append(blocks if inner and blocks > RENDER_TASK_BLOCKS else None)
     return out
 
 

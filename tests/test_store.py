@@ -486,26 +486,23 @@ def test_a_render_task_writes_consecutive_blocks_of_one_tile(tmp_path):
 
 
 def test_a_small_cluster_renders_each_middle_window_in_one_task_per_tile():
-    """On a distributed cluster of few threads, a window between the first and the last two
-    is cut into just enough render tasks that the two windows in flight give every thread one
-    (each task costs the cluster CPU, and each worker that renders part of a window builds its
-    trace segment); the first and last windows, and every window off a cluster or on a large
-    one, keep RENDER_TASK_BLOCKS blocks per task (None)."""
-    from minisim.recording import RENDER_TASK_BLOCKS
+    """On a distributed cluster whose threads one task per tile of each window in flight keeps
+    busy (e.g. 2 single-threaded workers), a window between the first and the last two is one
+    task per tile (each task costs the cluster CPU, and each worker that renders part of a
+    window builds its trace segment); the first and last windows, and every window off a
+    cluster or on a larger one, keep RENDER_TASK_BLOCKS blocks per task (None)."""
     from minisim.store import window_task_blocks
 
     bounds = [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5136)]
     chunks = ((32,) * 160 + (16,), (256,), (256,))  # blocks of 32 frames, a short last one; 1 tile
     assert window_task_blocks(bounds, chunks, None) == [None] * 5
-    # 2 threads: a middle window is one task (its 32 blocks); 8 threads: 4 tasks of 8 blocks
     assert window_task_blocks(bounds, chunks, 2) == [None, 32, 32, None, None]
     assert window_task_blocks(bounds, chunks, 1) == [None, 32, 32, None, None]
-    assert window_task_blocks(bounds, chunks, 8) == [None, 8, 8, None, None]
-    # as many tasks as the default gives, or more: the default
-    many = 2 * 32 // RENDER_TASK_BLOCKS
-    assert window_task_blocks(bounds, chunks, many) == [None] * 5
-    # two tiles already give 2 tasks a window: 4 threads need no more
-    assert window_task_blocks(bounds, ((32,) * 160 + (16,), (128, 128), (256,)), 4) == [None, 32, 32, None, None]
+    assert window_task_blocks(bounds, chunks, 3) == [None] * 5  # 2 tasks in flight: one idle
+    # two tiles: 2 windows in flight give 4 tasks, enough for 4 threads
+    two_tiles = ((32,) * 160 + (16,), (128, 128), (256,))
+    assert window_task_blocks(bounds, two_tiles, 4) == [None, 32, 32, None, None]
+    assert window_task_blocks(bounds, two_tiles, 8) == [None] * 5
     # too few windows for a middle one
     assert window_task_blocks(bounds[:3], chunks, 2) == [None, None, None]
     assert window_task_blocks(bounds[:1], chunks, 2) == [None]
