@@ -469,8 +469,8 @@ def window_task_blocks(bounds: list[tuple[int, int]], chunks: tuple[tuple[int, .
 
     Each task costs the scheduler, the client and the worker ~3 ms of CPU, and every worker
     that renders a block of a window builds that window's trace segment (~20 ms for V4): on a
-    small cluster, a machine's few cores spent this beside the render (a 10-minute V4 recording
-    spread over 2 workers, docs/performance.md). So where one task per tile of each window in
+    small cluster that CPU comes from the cores that render (a 10-minute V4 recording spread
+    over 2 workers, docs/performance.md). So where one task per tile of each window in
     flight (:data:`STEPS_AHEAD` + 1 of them) gives every thread one (e.g. 2 single-threaded
     workers), a window between the first and the last STEPS_AHEAD + 1 is one task per tile. The
     first window (alone in flight at the start, beside the ground truth's graph being built) and
