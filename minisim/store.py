@@ -478,8 +478,6 @@ def window_task_blocks(bounds: list[tuple[int, int]], chunks: tuple[tuple[int, .
     every window on a larger cluster, whose threads need the fine tasks' slack and whose
     scheduler has cores of its own (measured on 2 workers only). Where each task runs never
     changes the bytes."""
-    from .recording import RENDER_TASK_BLOCKS
-
     tiles = math.prod(len(c) for c in chunks[1:])
     in_flight = STEPS_AHEAD + 1
     if not threads or threads > in_flight * tiles:  # one task per tile would leave threads idle
@@ -489,7 +487,7 @@ def window_task_blocks(bounds: list[tuple[int, int]], chunks: tuple[tuple[int, .
     for k, (t0, t1) in enumerate(bounds):
         blocks = int(np.searchsorted(starts, t1) - np.searchsorted(starts, t0))
         inner = 0 < k < len(bounds) - in_flight
-        out.append(blocks if inner and blocks > RENDER_TASK_BLOCKS else None)
+        out.append(blocks if inner else None)
     return out
 
 
