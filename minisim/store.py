@@ -568,13 +568,12 @@ def window_delayed(name: str, writes: list, moments=None, after=None):
     for key, source, (_, _, target, start) in zip(keys, sources, writes):
         dsk[key] = (_store_block, source, target, start)
     top = f"{name}-{token}"
-    if after is None:
-        dsk[top] = (_window_result, keys, blocks)
-        return Delayed(top, HighLevelGraph({top: _one_task(dsk, top)}, {top: set()}), layer=top)
-    dsk[top] = (_window_result_after, keys, blocks, after.key)
-    layer = _one_task(dsk, top, outside={after.key})
-    graph = HighLevelGraph.merge(HighLevelGraph({top: layer}, {top: set()}), after.__dask_graph__())
-    return Delayed(top, graph)
+    before = () if after is None else (after.key,)
+    dsk[top] = (_window_result, keys, blocks, *before)
+    graph = HighLevelGraph({top: _one_task(dsk, top, outside=set(before))}, {top: set()})
+    if after is not None:
+        graph = HighLevelGraph.merge(graph, after.__dask_graph__())
+    return Delayed(top, graph, layer=top)
 
 
 def _one_task(dsk: dict, top, outside: set = frozenset()) -> dict:
@@ -592,12 +591,8 @@ def _one_task(dsk: dict, top, outside: set = frozenset()) -> dict:
     return {top: Task.fuse(*convert_legacy_graph(dsk, all_keys={*dsk, *outside}).values(), key=top)}
 
 
-def _window_result(writes: list, blocks: list) -> tuple:
+def _window_result(writes: list, blocks: list, _after=None) -> tuple:
     return len(writes), (np.concatenate(blocks, axis=-1) if blocks else None)
-
-
-def _window_result_after(writes: list, blocks: list, _after) -> tuple:
-    return _window_result(writes, blocks)
 
 
 def _frame_writes(var: xr.DataArray, target, t0: int, t1: int) -> list:
