@@ -529,14 +529,19 @@ class _InGraph:
         return layer[key]
 
 
-def window_delayed(name: str, writes: list, moments=None, after=None):
+def window_delayed(name: str, writes: list, moments=None, after=None, join: bool = False):
     """One Delayed, one task, over exactly the tasks that ``writes`` (chunk writes,
     :func:`_frame_writes`) and the blocks of ``moments`` (a dask array, or None) need, found by
     walking their graphs from their blocks, whose value is (the blocks written, the moments'
     blocks joined along their last axis, or None). With ``after`` (a Delayed: the window's
     render), the task runs after it, and a distributed scheduler puts it where that ran (its
     only input), whose World has just built the window's trace segment: not a second build of
-    it on another worker.
+    it on another worker. With ``join`` too, ``after`` (then the window's whole render: one
+    render task and its sum, e.g. a one-tile window of :func:`window_task_blocks`) runs inside
+    the same task, whose value is then (``after``'s, the above): on a 2-worker cluster the
+    render, its count and the ground truth were three tasks a window, and the ground truth
+    could wait behind another window's render task on the worker that held the segment
+    (~0.1 s of the other worker idle at the last windows, docs/performance.md).
 
     Computed together as dask arrays, their merged graph kept whole layers of the trace
     segments that one of them read (dask 2026.8): a window's writes computed every segment of
@@ -568,10 +573,13 @@ def window_delayed(name: str, writes: list, moments=None, after=None):
     for key, source, (_, _, target, start) in zip(keys, sources, writes):
         dsk[key] = (_store_block, source, target, start)
     top = f"{name}-{token}"
-    before = () if after is None else (after.key,)
-    dsk[top] = (_window_result, keys, blocks, *before)
+    if join:  # the render's tasks in this one
+        dsk.update(after.__dask_graph__())
+        dsk[top] = (_joined, after.key, (_window_result, keys, blocks))
+    before = () if after is None or join else (after.key,)
+    dsk.setdefault(top, (_window_result, keys, blocks, *before))
     graph = HighLevelGraph({top: _one_task(dsk, top, outside=set(before))}, {top: set()})
-    if after is not None:
+    if before:
         graph = HighLevelGraph.merge(graph, after.__dask_graph__())
     return Delayed(top, graph, layer=top)
 
@@ -593,6 +601,10 @@ def _one_task(dsk: dict, top, outside: set = frozenset()) -> dict:
 
 def _window_result(writes: list, blocks: list, _after=None) -> tuple:
     return len(writes), (np.concatenate(blocks, axis=-1) if blocks else None)
+
+
+def _joined(count, result: tuple) -> tuple:
+    return count, result
 
 
 def _frame_writes(var: xr.DataArray, target, t0: int, t1: int) -> list:
@@ -684,17 +696,37 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # Every step here holds one kind, or one object of each.)
     starts = late.get("moment_starts", []) if late else []
     has_parts: dict[int, bool] = {}  # window -> whether its step ends with its segments' moments
+    joined: set[int] = set()  # windows whose render and ground truth are one task
     at = {}  # where the ground truth's step holds the footprint cores
+    tiles = math.prod(-(-n // c) for n, c in zip(targets["movie"].shape[1:], targets["movie"].chunks[1:]))
 
     def window_objects(k: int) -> tuple:
+        """Window ``k``'s objects in its step: its render (but window 0's, in a step of its
+        own) and its per-frame ground truth, one object where a window of one task per tile on
+        one tile does both (:func:`window_delayed`'s ``join``)."""
         t0, t1 = bounds[k]
         writes = [w for n in per_frame for w in _frame_writes(ds[n], targets[n], t0, t1)]
         mine = [i for i, f0 in enumerate(starts) if t0 <= f0 < t1]
         moments = late["moment_parts"].blocks[:, :, mine[0] : mine[-1] + 1] if mine else None
         has_parts[k] = bool(mine)
-        # (after a window rendered in one task per tile: where its render ran)
-        step = window_delayed(f"window-truth-{k}", writes, moments, windows[k] if grains[k] else None)
-        return () if step is None else (step,)
+        render = () if k == 0 else (windows[k],)
+        # (after a window rendered in one task per tile: where its render ran, or in it)
+        join = bool(render and grains[k] and tiles == 1)
+        step = window_delayed(f"window-truth-{k}", writes, moments, windows[k] if grains[k] else None, join=join)
+        if step is None:
+            return render
+        if join:
+            joined.add(k)
+            return (step,)
+        return (*render, step)
+
+    def window_values(k: int, results: list) -> tuple:
+        """Window ``k``'s (count of pixels at ``top``, ground truth's value) from ``results``
+        (window 0: its count alone, its ground truth in the ground truth's step)."""
+        if k == 0:
+            return results[0][0], results[1][-1]
+        r = results[k + 1]
+        return r[0] if k in joined else (r[0], r[-1])
 
     def ground_truth() -> tuple:
         # the arrays minisim writes chunk by chunk itself, in one call (xarray reads the
@@ -736,8 +768,8 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # (the second window waits for the ground truth's step: beside it, the ground truth held
     # ~120-160 MB more at the peak of a longer save than a one-window save's)
     steps: list = [(first,), Deferred(ground_truth),
-                   *((lambda results, k=k: (windows[k], *window_objects(k))) if k == 1 else
-                     Deferred(lambda k=k: (windows[k], *window_objects(k))) for k in range(1, len(windows)))]
+                   *((lambda results, k=k: window_objects(k)) if k == 1 else
+                     Deferred(lambda k=k: window_objects(k)) for k in range(1, len(windows)))]
 
     def last(results: list) -> tuple:
         if not late:
@@ -746,15 +778,14 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         if not bounds:
             sums = results[1][-1]
         else:
-            sums = late["fold"]([(results[1] if k == 0 else results[k + 1])[-1][1]
-                                 for k in range(len(bounds)) if has_parts[k]])
+            sums = late["fold"]([window_values(k, results)[1][1] for k in range(len(bounds)) if has_parts[k]])
         arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
         return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
                                         _store_chunks, np.int8, False) for n in arrays))
 
     steps.append(last)
     results = compute_in_steps(steps, scheduler=scheduler, progress=progress, ahead=STEPS_AHEAD)
-    return int(results[0][0]) + sum(int(r[0]) for r in results[2 : len(windows) + 1])
+    return sum(int(window_values(k, results)[0]) for k in range(len(windows)))
 
 
 def _late_metrics(ds: xr.Dataset, writer: dict | None) -> dict:
