@@ -110,7 +110,8 @@ def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
     that ends before one submitted earlier lets the next begin at once (a distributed
     worker that finished a later step would otherwise wait for the other's). The results are
     still returned in order, a step that failed is raised as soon as it is seen, and a
-    Deferred step is built while the steps before it compute (submitted the moment one ends)."""
+    Deferred step is built while the steps before it compute (submitted the moment one ends,
+    before the ended one's results are fetched)."""
     handles: list = []
     results: list = []
     built = None  # (the index of a Deferred step built ahead, its objects)
@@ -121,9 +122,11 @@ def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
         for h in handles[len(results):]:
             if h.done() and h.failed():
                 h.result()  # raises its error
+        return [h for h in handles[len(results):] if not h.done()]
+
+    def collect() -> None:  # the results of the steps done, in order
         while len(results) < len(handles) and handles[len(results)].done():
             results.append(handles[len(results)].result())
-        return [h for h in handles[len(results):] if not h.done()]
 
     def make_room() -> None:  # until at most ``ahead`` steps compute
         while len(running := computing()) > ahead:
@@ -143,6 +146,10 @@ def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
                 # built while the others compute, so that it is submitted the moment one ends
                 # (a distributed worker that finishes its part of a step waits for the next one)
                 built = (i + 1, steps[i + 1].build())
+            if wait_any is not None:
+                # (fetched once the next step is submitted: a round trip to a worker that
+                # otherwise came before the next step's tasks)
+                collect()
             make_room()
         while len(results) < len(handles):
             results.append(handles[len(results)].result())
