@@ -544,6 +544,22 @@ def test_a_small_cluster_renders_each_middle_window_in_one_task_per_tile():
     assert window_task_blocks(bounds[:1], chunks, 2) == [None]
 
 
+def test_one_more_step_is_in_flight_where_a_middle_window_is_one_task():
+    """Where a small cluster renders each middle window of a one-tile movie in one task (its
+    whole step), one more step is in flight, so each worker already holds its next window when
+    one ends; with several tiles (a window is then several tasks) or fine tasks everywhere
+    (threads, a larger cluster), STEPS_AHEAD."""
+    from minisim.store import STEPS_AHEAD, steps_ahead, window_task_blocks
+
+    bounds = [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5136)]
+    one_tile = ((32,) * 160 + (16,), (256,), (256,))
+    two_tiles = ((32,) * 160 + (16,), (128, 128), (256,))
+    assert steps_ahead(window_task_blocks(bounds, one_tile, 2), 1) == STEPS_AHEAD + 1
+    assert steps_ahead(window_task_blocks(bounds, one_tile, None), 1) == STEPS_AHEAD
+    assert steps_ahead(window_task_blocks(bounds, one_tile, 3), 1) == STEPS_AHEAD
+    assert steps_ahead(window_task_blocks(bounds, two_tiles, 4), 2) == STEPS_AHEAD
+
+
 def test_a_windows_per_frame_ground_truth_is_one_task(tmp_path):
     """Each window's step hands the scheduler its per-frame ground truth (its segments, the
     variables' blocks, their chunks written, the moments) as one task, not ~10 tasks a segment
