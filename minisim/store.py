@@ -588,8 +588,10 @@ def window_delayed(name: str, writes: list, moments=None, after=None, join: bool
     if join:  # the render's tasks in this one
         dsk.update(after.__dask_graph__())
         dsk[top] = (_joined, after.key, (_window_result, keys, blocks))
-    before = () if after is None or join else (after.key,)
-    dsk.setdefault(top, (_window_result, keys, blocks, *before))
+        before = ()
+    else:
+        before = () if after is None else (after.key,)
+        dsk[top] = (_window_result, keys, blocks, *before)
     graph = HighLevelGraph({top: _one_task(dsk, top, outside=set(before))}, {top: set()})
     if before:
         graph = HighLevelGraph.merge(graph, after.__dask_graph__())
@@ -721,16 +723,16 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         mine = [i for i, f0 in enumerate(starts) if t0 <= f0 < t1]
         moments = late["moment_parts"].blocks[:, :, mine[0] : mine[-1] + 1] if mine else None
         has_parts[k] = bool(mine)
-        render = () if k == 0 else (windows[k],)
+        its_render = () if k == 0 else (windows[k],)
         # (after a window rendered in one task per tile: where its render ran, or in it)
-        join = bool(render and grains[k] and tiles == 1)
+        join = bool(its_render and grains[k] and tiles == 1)
         step = window_delayed(f"window-truth-{k}", writes, moments, windows[k] if grains[k] else None, join=join)
         if step is None:
-            return render
+            return its_render
         if join:
             joined.add(k)
             return (step,)
-        return (*render, step)
+        return (*its_render, step)
 
     def window_values(k: int, results: list) -> tuple:
         """Window ``k``'s (count of pixels at ``top``, ground truth's value) from ``results``
