@@ -521,6 +521,13 @@ def test_a_render_task_writes_consecutive_blocks_of_one_tile(tmp_path):
     np.testing.assert_array_equal(target[...], rec.movie.values)
 
 
+#: Five windows of a 5,136-frame movie in blocks of 32 frames (a short last one), on one tile
+#: and on two (:func:`minisim.store.window_task_blocks`).
+_WINDOWS = [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5136)]
+_ONE_TILE = ((32,) * 160 + (16,), (256,), (256,))
+_TWO_TILES = ((32,) * 160 + (16,), (128, 128), (256,))
+
+
 def test_a_small_cluster_renders_each_middle_window_in_one_task_per_tile():
     """On a distributed cluster whose threads one task per tile of each window in flight keeps
     busy (e.g. 2 single-threaded workers), a window between the first and the last two is one
@@ -529,14 +536,12 @@ def test_a_small_cluster_renders_each_middle_window_in_one_task_per_tile():
     cluster or on a larger one, keep RENDER_TASK_BLOCKS blocks per task (None)."""
     from minisim.store import window_task_blocks
 
-    bounds = [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5136)]
-    chunks = ((32,) * 160 + (16,), (256,), (256,))  # blocks of 32 frames, a short last one; 1 tile
+    bounds, chunks, two_tiles = _WINDOWS, _ONE_TILE, _TWO_TILES
     assert window_task_blocks(bounds, chunks, None) == [None] * 5
     assert window_task_blocks(bounds, chunks, 2) == [None, 32, 32, None, None]
     assert window_task_blocks(bounds, chunks, 1) == [None, 32, 32, None, None]
     assert window_task_blocks(bounds, chunks, 3) == [None] * 5  # 2 tasks in flight: one idle
     # two tiles: 2 windows in flight give 4 tasks, enough for 4 threads
-    two_tiles = ((32,) * 160 + (16,), (128, 128), (256,))
     assert window_task_blocks(bounds, two_tiles, 4) == [None, 32, 32, None, None]
     assert window_task_blocks(bounds, two_tiles, 8) == [None] * 5
     # too few windows for a middle one
@@ -551,9 +556,7 @@ def test_one_more_step_is_in_flight_where_a_middle_window_is_one_task():
     (threads, a larger cluster), STEPS_AHEAD."""
     from minisim.store import STEPS_AHEAD, steps_ahead, window_task_blocks
 
-    bounds = [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5136)]
-    one_tile = ((32,) * 160 + (16,), (256,), (256,))
-    two_tiles = ((32,) * 160 + (16,), (128, 128), (256,))
+    bounds, one_tile, two_tiles = _WINDOWS, _ONE_TILE, _TWO_TILES
     assert steps_ahead(window_task_blocks(bounds, one_tile, 2), 1) == STEPS_AHEAD + 1
     assert steps_ahead(window_task_blocks(bounds, one_tile, None), 1) == STEPS_AHEAD
     assert steps_ahead(window_task_blocks(bounds, one_tile, 3), 1) == STEPS_AHEAD
