@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._compute import Deferred, cluster_threads, compute_in_steps
+from ._compute import Deferred, Kept, cluster_threads, compute_in_steps
 from ._version import __version__, numba_version
 from .spec import Spec
 
@@ -763,7 +763,8 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
                 w = nonzero_chunk_writes(ds[n], targets[n])
             (early if n == "A" else rest).append(w)
         at["cores"] = 1 + len(early)
-        cores = (late["cores"],) if late else ()
+        # (on a cluster, left on the worker that made them, for the oracle's tasks to read there)
+        cores = (Kept(late["cores"]),) if late else ()
         if not bounds:  # no frames: no window to put them beside
             return (write, *early, *cores, *((late["sums"],) if late else ()))
         return (write, *early, *cores, *window_objects(0))

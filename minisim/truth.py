@@ -9,6 +9,7 @@ calls these; it computes none of them itself.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -377,7 +378,7 @@ def _fold_moment_parts(parts: list) -> np.ndarray:
 def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None,
                           movie=None) -> dict:
     """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
-    ``cores`` and ``sums`` (Delayed, or their values) and the oracle's batches of
+    ``cores`` and ``sums`` (Delayed, distributed Futures, or their values) and the oracle's batches of
     ORACLE_BATCH frames, a task per :func:`oracle_tasks` (a batch each): rendered here, read
     from the zarr movie at ``movie_path`` (a save that has written the movie of this very Spec:
     the same bytes, without rendering the oracle's 128 frames a second time), or taken from the
@@ -432,12 +433,19 @@ def _is_delayed(x) -> bool:
 
 
 def _key_or_fresh_name(x):
-    """What names ``x`` in a graph's token: its key if lazy, else a fresh random name (a value
+    """What names ``x`` in a graph's token: its key if lazy or a distributed Future, else a fresh random name (a value
     handed in is not hashed: the cores of a V4 recording are megabytes; nor named by its id(),
     which a later value may take while a cluster still holds results under the old name)."""
     import uuid
 
-    return x.key if _is_delayed(x) else uuid.uuid4().hex
+    return x.key if _is_delayed(x) or _is_future(x) else uuid.uuid4().hex
+
+
+def _is_future(x) -> bool:
+    """Whether ``x`` is a distributed Future (a result left on a cluster: :class:`minisim._compute.Kept`;
+    distributed is not imported for this)."""
+    distributed = sys.modules.get("distributed")
+    return distributed is not None and isinstance(x, distributed.Future)
 
 
 def _delayed_of(key: str, task: tuple, layers: dict, dependencies: list):

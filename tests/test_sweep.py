@@ -522,6 +522,67 @@ def test_on_a_cluster_a_failing_step_is_raised_while_an_earlier_one_computes(cli
         Event(release, client=client).set()
 
 
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_a_kept_result_is_a_future_on_a_cluster_and_a_value_elsewhere(client, where):
+    """compute_in_steps' Kept: on a cluster the step's result is the Future (its value left on
+    the worker that made it) and a later step's task reads it there; on threads the value."""
+    import dask
+    from distributed import Future
+
+    from minisim._compute import Kept, compute_in_steps
+
+    big = dask.delayed(np.arange)(100_000)
+    steps = [(Kept(big), dask.delayed(len)("abc")),
+             lambda results: (dask.delayed(np.sum)(results[0][0]),)]
+    results = compute_in_steps(steps, scheduler=client if where == "cluster" else "threads", ahead=1)
+    assert results[0][1] == 3 and results[1][0] == np.arange(100_000).sum()
+    if where == "cluster":
+        assert isinstance(results[0][0], Future) and results[0][0].status == "finished"
+    else:
+        np.testing.assert_array_equal(results[0][0], np.arange(100_000))
+
+
+class _Dependencies(SchedulerPlugin):
+    """A scheduler plugin that records, for each task that starts processing, the names of the
+    tasks it reads."""
+
+    name = "minisim-dependencies"
+
+    def __init__(self, scheduler):
+        self.scheduler, self.seen = scheduler, {}
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "processing":
+            self.seen[key] = {_task_name(d.key) for d in self.scheduler.tasks[key].dependencies}
+
+
+def _task_name(key) -> str:
+    import re
+
+    return re.sub(r"-[0-9a-f]{8,}.*", "", str(key[0] if isinstance(key, tuple) else key))
+
+
+def test_on_a_cluster_the_oracle_reads_the_footprint_cores_where_they_were_made(client, tmp_path):
+    """The last step of a save on a cluster reads the footprint cores (megabytes for V4) from
+    the worker that made them: each oracle task and the metrics read the task that joins them,
+    not a copy fetched to the client and sent back inside every task; the activity metrics are
+    those of a save on threads."""
+    plugin = _Dependencies(client.cluster.scheduler)
+    client.cluster.scheduler.add_plugin(plugin)
+    try:
+        spec = small_spec(**{"recording.duration_s": 4.0})
+        spread = simulate(spec).save(tmp_path / "cluster.zarr", scheduler=client)
+    finally:
+        client.cluster.scheduler.remove_plugin(name=plugin.name)
+    ref = simulate(spec).save(tmp_path / "threads.zarr", scheduler="threads")
+    for name in ("oracle_r", "pnr", "compactness", "visibility", "detectable"):
+        np.testing.assert_array_equal(spread.dataset[name].values, ref.dataset[name].values, err_msg=name)
+    readers = [(_task_name(k), deps) for k, deps in plugin.seen.items()
+               if _task_name(k) in ("oracle-batch", "activity-metrics")]
+    assert {name for name, _ in readers} == {"oracle-batch", "activity-metrics"}
+    assert all("cores" in deps for _, deps in readers), readers
+
+
 def test_a_long_recording_on_two_workers_renders_a_middle_window_in_one_task(client, tmp_path):
     """A save on a 2-worker cluster renders each window between the first and the last two of a
     one-tile movie in one task that also writes the window's per-frame ground truth
