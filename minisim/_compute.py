@@ -61,6 +61,17 @@ class Deferred:
         self.build = build
 
 
+class After:
+    """A step of :func:`compute_in_steps` built from the results of the earlier steps ``needs``
+    (their indices) once those are done, the others still computing: ``build(results)`` with
+    ``results`` mapping each of ``needs`` to its result tuple. (A step that is a plain function
+    of the results waits for every earlier step, and on a cluster the steps after it were not
+    submitted meanwhile: a worker idled.)"""
+
+    def __init__(self, needs, build):
+        self.needs, self.build = tuple(needs), build
+
+
 class Kept:
     """An object of a :func:`compute_in_steps` step whose value a later step's tasks read and
     the caller does not: on a distributed cluster its result is the Future, its value staying on
@@ -85,7 +96,7 @@ def compute_in_steps(steps: list, scheduler=None, progress: bool = False, ahead:
     a :class:`Deferred` (built when its turn comes); or a function of the results so far that
     returns one (a step that reads what an earlier step computed: it waits for all of them).
     An object wrapped in :class:`Kept` gives its Future on a distributed cluster, its value
-    elsewhere.
+    elsewhere. An :class:`After` step waits only for the steps it reads.
 
     ``ahead``: how many later steps may be in flight while a step computes, on the threaded
     scheduler (one pool of threads for all of them, so never more threads than one computation
@@ -112,6 +123,8 @@ def compute_in_steps(steps: list, scheduler=None, progress: bool = False, ahead:
 def _objects(step, results: list) -> tuple:
     if isinstance(step, Deferred):
         return step.build()
+    if isinstance(step, After):
+        return step.build({j: results[j] for j in step.needs})
     return step(results) if callable(step) else step
 
 
@@ -155,10 +168,15 @@ def _in_flight(steps: list, ahead: int, submit, wait_any=None) -> list[tuple]:
 
     try:
         for i, step in enumerate(steps):
-            if callable(step) and not isinstance(step, Deferred):
-                while len(results) < len(handles):
-                    results.append(handles[len(results)].result())
-            handles.append(submit(built[1] if built and built[0] == i else _objects(step, results)))
+            if isinstance(step, After):
+                objs = step.build({j: results[j] if j < len(results) else handles[j].result()
+                                   for j in step.needs})
+            else:
+                if callable(step) and not isinstance(step, Deferred):
+                    while len(results) < len(handles):
+                        results.append(handles[len(results)].result())
+                objs = built[1] if built and built[0] == i else _objects(step, results)
+            handles.append(submit(objs))
             if (wait_any is not None and i + 1 < len(steps) and isinstance(steps[i + 1], Deferred)
                     and len(computing()) > ahead):
                 # built while the others compute, so that it is submitted the moment one ends
@@ -184,15 +202,18 @@ class _Submitted:
     def __init__(self, client, objs: tuple, progress: bool):
         self.client, self.futures, self.progress = client, client.compute(list(_unkept(objs))), progress
         self.kept = [isinstance(o, Kept) for o in objs]
+        self._result = None
 
     def result(self) -> tuple:
-        """The values of the objects, but a :class:`Kept` one's Future."""
-        if self.progress:
-            from distributed import progress as dprogress
+        """The values of the objects, but a :class:`Kept` one's Future (fetched once)."""
+        if self._result is None:
+            if self.progress:
+                from distributed import progress as dprogress
 
-            dprogress(self.futures)
-        values = iter(self.client.gather([f for f, k in zip(self.futures, self.kept) if not k]))
-        return tuple(f if k else next(values) for f, k in zip(self.futures, self.kept))
+                dprogress(self.futures)
+            values = iter(self.client.gather([f for f, k in zip(self.futures, self.kept) if not k]))
+            self._result = tuple(f if k else next(values) for f, k in zip(self.futures, self.kept))
+        return self._result
 
     def cancel(self) -> None:
         self.client.cancel(self.futures)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._compute import Deferred, Kept, cluster_threads, compute_in_steps
+from ._compute import After, Deferred, Kept, cluster_threads, compute_in_steps
 from ._version import __version__, numba_version
 from .spec import Spec
 
@@ -740,7 +740,51 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         if k == 0:
             return results[0][0], results[1][-1]
         r = results[k + 1]
-        return r[0] if k in joined else (r[0], r[-1])
+        return r[0] if k in joined else (r[0], r[sizes[k] - 1])
+
+    # The oracle's runs that earlier windows wrote are computed beside a later window (in its
+    # step, ``ahead`` + 1 steps after the last window they read, built once those windows and the
+    # ground truth's step, which holds the footprint cores, are done), not all in the last step:
+    # there they were ~0.3 s of a 2-worker save's end in which a worker often waited
+    # (docs/performance.md). The last step keeps the last run's and whatever no later window
+    # can take.
+    ahead = steps_ahead(grains, tiles)
+    oracle_at: dict[int, list[int]] = {}  # window -> the oracle tasks computed in its step
+    needs_at: dict[int, set[int]] = {}  # window -> the steps those read
+    sizes: dict[int, int] = {}  # window -> its own objects in its step (the oracle's after them)
+    step_of = [0, *range(2, len(bounds) + 1)]  # window -> its step
+
+    def window_of(t: int) -> int:
+        return next(k for k, (t0, t1) in enumerate(bounds) if t0 <= t < t1)
+
+    for i, frames in enumerate(late.get("oracle_frames", ()) if bounds else ()):
+        first, last_w = window_of(frames.start), window_of(frames.stop - 1)
+        k = last_w + ahead + 1
+        if k < len(windows):
+            oracle_at.setdefault(k, []).append(i)
+            needs_at.setdefault(k, {1}).update(step_of[w] for w in range(first, last_w + 1))
+
+    def sized(k: int) -> tuple:  # window_objects, their number noted
+        objs = window_objects(k)
+        sizes[k] = len(objs)
+        return objs
+
+    ahead_of_last: dict = {}  # what window steps computed for the last one -> (step, position)
+
+    def window_with_oracle(k: int, results: dict) -> tuple:
+        """Window ``k``'s objects and its oracle tasks (``oracle_at``), each Kept (a Future on
+        a cluster: read there by the last step's metrics); the first such step also takes the
+        last step's work that reads no frame (the peak-to-noise ratios)."""
+        cores = results[1][at["cores"]]
+        movie = os.path.abspath(path / "movie")
+        objs = [*sized(k)]
+        for i in oracle_at[k]:
+            ahead_of_last[i] = (k + 1, len(objs))
+            objs.append(Kept(late["oracle_task"](movie, cores, i)))
+        if k == min(oracle_at):
+            ahead_of_last["pnr"] = (k + 1, len(objs))
+            objs.append(Kept(late["pnr"]()))
+        return tuple(objs)
 
     def ground_truth() -> tuple:
         # the arrays minisim writes chunk by chunk itself, in one call (xarray reads the
@@ -761,7 +805,10 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
                 w = writer[1](targets[n])
             else:
                 w = nonzero_chunk_writes(ds[n], targets[n])
-            (early if n == "A" else rest).append(w)
+            # (A_planted beside A where the oracle's early runs leave the last step little to
+            # do: in a middle window's step its small tasks held that step open behind a long
+            # task on the other worker, which held back the next window's submission)
+            (early if n == "A" or oracle_at else rest).append(w)
         at["cores"] = 1 + len(early)
         # (on a cluster, left on the worker that made them, for the oracle's tasks to read there)
         cores = (Kept(late["cores"]),) if late else ()
@@ -778,13 +825,16 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # A_planted's many small tasks fill the threads around the oracle's tasks (the
     # oracle alone left one of two threads idle for ~0.5 s at the end of a 1,200-frame V4 save;
     # with A and the cores moved into the last step too, their chain of boxes, cores and oracle
-    # made that step longer, on threads and on two distributed workers alike).
+    # made that step longer, on threads and on two distributed workers alike). In a longer save
+    # the oracle's early runs go beside later windows (``oracle_at``), and A_planted then
+    # beside A.
     first = windows[0] if windows else np.int64(0)
     # (the second window waits for the ground truth's step: beside it, the ground truth held
     # ~120-160 MB more at the peak of a longer save than a one-window save's)
     steps: list = [(first,), Deferred(ground_truth),
-                   *((lambda results, k=k: window_objects(k)) if k == 1 else
-                     Deferred(lambda k=k: window_objects(k)) for k in range(1, len(windows)))]
+                   *(After(sorted(needs_at[k]), lambda results, k=k: window_with_oracle(k, results))
+                     if k in oracle_at else (lambda results, k=k: sized(k)) if k == 1 else
+                     Deferred(lambda k=k: sized(k)) for k in range(1, len(windows)))]
 
     def last(results: list) -> tuple:
         if not late:
@@ -794,12 +844,14 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
             sums = results[1][-1]
         else:
             sums = late["fold"]([window_values(k, results)[1][1] for k in range(len(bounds)) if has_parts[k]])
-        arrays = late["later"](os.path.abspath(path / "movie"), cores, sums)  # (workers may run elsewhere)
+        got = {what: results[step][i] for what, (step, i) in ahead_of_last.items()}
+        pnr = got.pop("pnr", None)
+        arrays = late["later"](os.path.abspath(path / "movie"), cores, sums, got, pnr)  # (workers may run elsewhere)
         return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
                                         _store_chunks, np.int8, False) for n in arrays))
 
     steps.append(last)
-    results = compute_in_steps(steps, scheduler=scheduler, progress=progress, ahead=steps_ahead(grains, tiles))
+    results = compute_in_steps(steps, scheduler=scheduler, progress=progress, ahead=ahead)
     return sum(int(window_values(k, results)[0]) for k in range(len(windows)))
 
 

@@ -376,7 +376,7 @@ def _fold_moment_parts(parts: list) -> np.ndarray:
 
 
 def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str | None = None,
-                          movie=None) -> dict:
+                          movie=None, done: dict | None = None, pnr=None) -> dict:
     """:data:`ACTIVITY_METRICS` as dask arrays over ``unit_id`` from :func:`metric_parts`'
     ``cores`` and ``sums`` (Delayed, distributed Futures, or their values) and the oracle's batches of
     ORACLE_BATCH frames, a task per :func:`oracle_tasks` (a batch each): rendered here, read
@@ -385,7 +385,9 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     blocks of ``movie`` (the Recording's lazy movie of this Spec) where the oracle reads every
     frame (at most ORACLE_FRAMES): computed with the movie, as a whole Recording is, the
     frames are rendered once, not twice; alone, the blocks it reads are the frames it would
-    have rendered, over the field."""
+    have rendered, over the field. ``done``: oracle tasks already computed (their index in
+    :func:`oracle_tasks` -> the value of :func:`oracle_task`'s Delayed, or its distributed
+    Future), read as they are; ``pnr``: :func:`pnr_task`'s value (or Future), likewise."""
     from dask.base import tokenize
 
     # a plain graph (dask.delayed tokenised the cores and moments handed to it as values);
@@ -394,13 +396,16 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
     T = spec.recording.n_frames
     if movie_path is not None or movie is None or T > ORACLE_FRAMES or movie.shape[0] != T:
         movie = None
+    done = done or {}
     token = tokenize(sj, n_units, movie_path, None if movie is None else movie.name,
-                     _key_or_fresh_name(cores), _key_or_fresh_name(sums))
+                     _key_or_fresh_name(cores), _key_or_fresh_name(sums),
+                     sorted((i, _key_or_fresh_name(v)) for i, v in done.items()),
+                     None if pnr is None else _key_or_fresh_name(pnr))
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
-    batch, pnr, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
+    batch, pnr_key, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
     if movie is None:
         layer = {(batch, i): (_oracle_task, sj, fr.start, fr.stop, c, movie_path)
-                 for i, fr in enumerate(oracle_tasks(T))}
+                 for i, fr in enumerate(oracle_tasks(T)) if i not in done}
     else:
         keys, starts = movie.__dask_keys__(), np.cumsum((0,) + movie.chunks[0])
         layer = {}
@@ -409,8 +414,9 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
             last = int(np.searchsorted(starts, fr.stop, side="left"))
             layer[(batch, i)] = (_oracle_blocks_task, sj, fr.start, fr.stop, c, keys[first:last],
                                  int(starts[first]))
-    got = _delayed_of(both, (_metrics_task, sj, c, list(layer), m, pnr),
-                      {batch: layer, pnr: {pnr: (_pnr_task, sj)}},
+    batches = [done.get(i, (batch, i)) for i in range(len(oracle_tasks(T)))]
+    got = _delayed_of(both, (_metrics_task, sj, c, batches, m, pnr_key if pnr is None else pnr),
+                      {batch: layer, **({pnr_key: {pnr_key: (_pnr_task, sj)}} if pnr is None else {})},
                       [x for x in (cores, sums) if _is_delayed(x)] + ([] if movie is None else [movie]))
     # a row of the task's (variables, units) array each, in a plain graph (a getitem and an
     # astype layer apiece were ~15 % of simulate() of a 40-frame recording)
@@ -420,6 +426,31 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
         out[name] = render.plain_array(key, {(key, 0): (_metric_row, both, i, dtype)}, ((n_units,),),
                                        dtype, (got,))
     return out
+
+
+def oracle_task(spec: Spec, i: int, cores, movie_path: str):
+    """A Delayed of oracle task ``i`` of :func:`oracle_tasks` (its batches, as
+    :func:`lazy_activity_metrics` computes them), its frames read from the zarr movie at
+    ``movie_path``: computed early, once those frames are written (a long save's early runs,
+    beside its later windows), and handed to :func:`lazy_activity_metrics` as ``done``."""
+    from dask.base import tokenize
+
+    sj = spec.model_dump_json()
+    fr = oracle_tasks(spec.recording.n_frames)[i]
+    key = f"oracle-task-{tokenize(sj, i, movie_path, _key_or_fresh_name(cores))}"
+    c = cores.key if _is_delayed(cores) else cores
+    return _delayed_of(key, (_oracle_task, sj, fr.start, fr.stop, c, movie_path), {},
+                       [cores] if _is_delayed(cores) else [])
+
+
+def pnr_task(spec: Spec):
+    """A Delayed of the peak-to-noise ratios that :func:`lazy_activity_metrics` computes (they
+    read no frame of the movie): computed early, and handed to it as ``pnr``."""
+    from dask.base import tokenize
+
+    sj = spec.model_dump_json()
+    key = f"pnr-early-{tokenize(sj)}"
+    return _delayed_of(key, (_pnr_task, sj), {}, [])
 
 
 def _metric_row(metrics: np.ndarray, i: int, dtype) -> np.ndarray:
@@ -500,8 +531,9 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
     moments (``cores``, ``sums``, and ``moment_parts``: a dask array (3, units, segments) of
     each segment's moments, whose first frames are ``moment_starts``, folded into ``sums`` by
     ``fold`` from its blocks in segment order); ``later(movie_path,
-    cores, sums)``: the metrics as dask arrays from those (Delayed or values,
-    :func:`lazy_activity_metrics`)."""
+    cores, sums, done, pnr)``: the metrics as dask arrays from those (Delayed or values,
+    :func:`lazy_activity_metrics`); ``oracle_frames``: the frames of each oracle task;
+    ``oracle_task(movie_path, cores, i)``: :func:`oracle_task`; ``pnr()``: :func:`pnr_task`."""
     return {
         "names": {name: metrics[name].name for name in ACTIVITY_METRICS},
         "cores": parts["cores"],
@@ -509,7 +541,11 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
         "moment_parts": parts["moment_parts"],
         "moment_starts": [i * activity.SEGMENT_FRAMES for i in range(parts["moment_parts"].shape[2])],
         "fold": _fold_moment_parts,
-        "later": lambda movie_path, cores, sums: lazy_activity_metrics(spec, n_units, cores, sums, movie_path),
+        "later": lambda movie_path, cores, sums, done=None, pnr=None: lazy_activity_metrics(
+            spec, n_units, cores, sums, movie_path, done=done, pnr=pnr),
+        "pnr": lambda: pnr_task(spec),
+        "oracle_frames": oracle_tasks(spec.recording.n_frames),
+        "oracle_task": lambda movie_path, cores, i: oracle_task(spec, i, cores, movie_path),
     }
 
 

@@ -263,9 +263,11 @@ def test_minisims_chunk_reads_are_zarrs_for_any_region(tmp_path, dtype):
 def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     """A save is one computation per window of MOVIE_WINDOW_FRAMES frames, one for the ground
     truth (beside the first window), then one for A_planted and the activity metrics (their
-    oracle reads the written movie):
+    oracle reads the written movie; its runs that an early window wrote are computed beside a
+    later window, with the peak-to-noise ratios):
     a recording twice as long has twice the windows, each full window's graph is the size of
-    any other's, the metrics' graph does not grow, the movie written is the movie, window edges
+    any other's but for those oracle tasks, the metrics' graph does not grow (it holds the
+    tasks a longer recording's windows took), the movie written is the movie, window edges
     or not, and each trace segment is a task of one step alone: the step of the window it
     begins in (its per-frame ground truth and moments written beside that window's render),
     never every segment in one step."""
@@ -276,15 +278,16 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     class Graphs(Callback):
         def __init__(self):
             super().__init__()
-            self.sizes, self.segments = [], []
+            self.sizes, self.segments, self.oracle = [], [], []
 
         def _start(self, dsk):
             self.sizes.append(len(dsk))
+            self.oracle.append(sum(str(k).startswith(("oracle-task-", "pnr-early-")) for k in dsk))
             self.segments.append(sorted(k[1] for k in _keys_run(dsk)
                                         if isinstance(k, tuple) and str(k[0]).startswith("segment-")))
 
     fps = 200.0
-    sizes, segments = {}, {}
+    sizes, segments, oracle = {}, {}, {}
     for windows in (2, 4):
         # a last window cut short, so window edges fall mid-segment and mid-chunk of the truth
         n_frames = (windows - 1) * MOVIE_WINDOW_FRAMES + 600  # (a rest under half a window joins the last)
@@ -297,15 +300,22 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
         assert len(g.sizes) == windows + 2
         sizes[windows] = g.sizes
         segments[windows] = g.segments
+        oracle[windows] = g.oracle
         saved = Recording.load(tmp_path / f"w{windows}.zarr")
         np.testing.assert_array_equal(saved.movie.values, rec.movie.values)
         top = 2**spec.sensor.bit_depth - 1
         assert saved.dataset.attrs["saturated_pixels"] == int((rec.movie.values == top).sum()) > 0
     # every full window's graph is the same size, however long the recording (the ground truth
     # is a computation of its own, beside the first window)
-    first, _, *full, short, metrics = sizes[4]
+    # (the oracle's runs begin at frames 0, 1213, 2427 and 3640: the first two are computed
+    # beside windows 2 and 3, STEPS_AHEAD + 1 after the windows that wrote them, the first
+    # with the peak-to-noise ratios; 2 tasks of 16 frames a run)
+    assert oracle[4] == [0, 0, 0, 3, 2, 0] and oracle[2] == [0, 0, 0, 0]
+    first, _, *full, short, metrics = (n - k for n, k in zip(sizes[4], oracle[4]))
     assert len(set(full)) == 1 and full[0] > short
-    assert metrics == sizes[2][-1] and sizes[2][0] == first
+    # (and where they do, A_planted's writes go beside A, in the ground truth's step)
+    planted = sizes[4][1] - sizes[2][1]
+    assert planted > 0 and metrics + sum(oracle[4]) + planted == sizes[2][-1] and sizes[2][0] == first
     # 3,672 frames, windows [0, 1032), [1032, 2064), [2064, 3096), [3096, 3672) of 24-frame
     # blocks: segments 0 and 1 go with the first window's ground truth, 2 and 3 with windows
     # 1 and 2, none with the last

@@ -502,6 +502,35 @@ def test_on_a_cluster_a_step_that_ends_first_lets_the_next_one_begin(client):
     assert compute_in_steps(steps, scheduler=client, ahead=1) == [(True,), (2,), (True,)]
 
 
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_a_step_after_some_steps_is_built_while_the_others_still_compute(client, where):
+    """compute_in_steps' After: a step that reads only the first step's result is built and
+    runs while the second still computes (here the second waits for the third, which would
+    never begin if it waited for every earlier step), and the results come in order."""
+    import threading
+    import uuid
+
+    import dask
+
+    from minisim._compute import After, compute_in_steps
+
+    if where == "cluster":
+        go = f"after-began-{uuid.uuid4().hex}"
+        wait, go_on = dask.delayed(_wait_for)(go), lambda: dask.delayed(_set)(go)
+    else:
+        event = threading.Event()
+        wait, go_on = dask.delayed(event.wait)(20), lambda: dask.delayed(_set_event)(event)
+    steps = [(dask.delayed(len)("abc"),), (wait,),
+             After([0], lambda results: (dask.delayed(len)("x" * results[0][0]), go_on()))]
+    results = compute_in_steps(steps, scheduler=client if where == "cluster" else "threads", ahead=2)
+    assert results == [(3,), (True,), (3, True)]
+
+
+def _set_event(event) -> bool:
+    event.set()
+    return True
+
+
 def test_on_a_cluster_a_failing_step_is_raised_while_an_earlier_one_computes(client):
     """A step that fails while an earlier one still computes is raised at once (the earlier one
     cancelled), not after the earlier one ends."""
@@ -581,6 +610,37 @@ def test_on_a_cluster_the_oracle_reads_the_footprint_cores_where_they_were_made(
                if _task_name(k) in ("oracle-batch", "activity-metrics")]
     assert {name for name, _ in readers} == {"oracle-batch", "activity-metrics"}
     assert all("cores" in deps for _, deps in readers), readers
+
+
+def test_a_long_saves_oracle_reads_its_early_runs_beside_later_windows(client, tmp_path):
+    """On a cluster, the oracle's runs that early windows wrote are computed in the steps of
+    windows three later (store: ``oracle_at``), and the peak-to-noise ratios beside the first
+    of them; the last step computes the other runs. The activity metrics are those of the
+    Recording computed without a save (its oracle renders its own frames)."""
+    from collections import Counter
+
+    from distributed import get_task_stream
+
+    import minisim.store as mstore
+
+    assert mstore.MOVIE_WINDOW_FRAMES == 1024
+    # 5,200 frames, windows of 1,024: the oracle's runs of 32 frames begin at 0, 1723, 3445 and
+    # 5168; the first two end in windows 0 and 1, whose steps are done before windows 3 and 4's
+    spec = small_spec(**{"recording.fps": 200.0, "recording.duration_s": 26.0,
+                         "sensor.width_px": 16, "sensor.height_px": 16})
+    chunks = {"frame": 64, "height": 16, "width": 16}
+    with get_task_stream(client) as ts:
+        saved = simulate(spec, chunks=chunks).save(tmp_path / "cluster.zarr", scheduler=client)
+    names = Counter(_task_name(x["key"]) for x in ts.data)
+    assert (names["oracle-task"], names["oracle-batch"], names["pnr-early"], names["pnr"]) == (4, 4, 1, 0)
+    # each early one ran before the last window's render began (frames 4,096 on: block 64 on)
+    last_window = min(x["startstops"][0]["start"] for x in ts.data
+                      if _task_name(x["key"]) == "render-store" and x["key"][1] >= 64)
+    assert all(x["startstops"][-1]["stop"] <= last_window for x in ts.data
+               if _task_name(x["key"]) == "oracle-task")
+    lazy = simulate(spec, chunks=chunks).dataset
+    for name in ("oracle_r", "pnr", "compactness", "visibility", "detectable"):
+        np.testing.assert_array_equal(saved.dataset[name].values, lazy[name].values, err_msg=name)
 
 
 def test_a_long_recording_on_two_workers_renders_a_middle_window_in_one_task(client, tmp_path):
