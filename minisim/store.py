@@ -909,11 +909,22 @@ def _chunk_file(path: Path, name: str, arr, idx: tuple[int, ...]) -> Path:
 
 def _files_under(folder: Path) -> set[str]:
     """Every file below ``folder``, as its path relative to it with "/" separators (one walk:
-    a stat per chunk through pathlib was ~0.1 s of a V4 save's completion)."""
-    out = set()
-    for root, _, names in os.walk(folder):
-        rel = os.path.relpath(root, folder).replace(os.sep, "/")
-        out.update(n if rel == "." else f"{rel}/{n}" for n in names)
+    a stat per chunk through pathlib was ~0.1 s of a V4 save's completion; ``os.walk`` and a
+    relative path per folder ~0.035 s of a 10-minute V4 256 px store's, whose movie chunks lie
+    in ~1,000 folders, on the client after every task)."""
+    out, todo = set(), [(str(folder), "")]
+    while todo:
+        where, prefix = todo.pop()
+        try:
+            entries = os.scandir(where)
+        except OSError:  # (as os.walk: an unreadable folder is passed over)
+            continue
+        with entries:
+            for e in entries:
+                if not e.is_dir():
+                    out.add(prefix + e.name)
+                elif not e.is_symlink():  # (as os.walk: a link to a folder is not followed)
+                    todo.append((e.path, f"{prefix}{e.name}/"))
     return out
 
 

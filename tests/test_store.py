@@ -91,6 +91,22 @@ def test_store_records_format_2_and_the_chunks_written(saved):
     assert record["A"]["written"] != "all"   # all-zero footprint chunks are skipped by design
 
 
+def test_the_chunk_record_walks_nested_folders_and_follows_no_link(tmp_path):
+    """The files below an array's folder, as chunk keys with "/" (nested to any depth), every
+    file and no folder; a link to a folder is not followed, as os.walk does not."""
+    from minisim.store import _files_under
+
+    root = tmp_path / "movie"
+    for rel in ("zarr.json", "c/0/0/0", "c/0/0/1", "c/12/0/0", "c/12/1/0"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "0").write_bytes(b"x")
+    (root / "c" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert _files_under(root) == {"zarr.json", "c/0/0/0", "c/0/0/1", "c/12/0/0", "c/12/1/0"}
+    assert _files_under(tmp_path / "absent") == set()
+
+
 def test_an_intact_store_verifies(saved):
     path, digests = saved
     report = Recording.load(path).verify()
