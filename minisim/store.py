@@ -1173,7 +1173,9 @@ def mark_complete(path: Path, extra: dict[str, Any]) -> None:
     import zarr
 
     g = zarr.open_group(str(path), mode="r+")
-    g.attrs.update({**extra, "complete": True})
+    # one write of the root's metadata (``attrs.update`` wrote it once per key: 5 rewrites of
+    # zarr.json, each on the client after a save's last task), ``complete`` in the same write
+    g.update_attributes({**extra, "complete": True})
 
 
 def is_complete(path: str | Path) -> bool:
