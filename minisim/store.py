@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -847,12 +848,37 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         got = {what: results[step][i] for what, (step, i) in ahead_of_last.items()}
         pnr = got.pop("pnr", None)
         arrays = late["later"](os.path.abspath(path / "movie"), cores, sums, got, pnr)  # (workers may run elsewhere)
-        return (*rest, *(_mapped_writes(_whole_chunks(arrays[n], tuple(targets[n].chunks)), targets[n],
-                                        _store_chunks, np.int8, False) for n in arrays))
+        return (*rest, _rows_written({n: (arrays[n], targets[n]) for n in arrays}))
 
     steps.append(last)
     results = compute_in_steps(steps, scheduler=scheduler, progress=progress, ahead=ahead)
     return sum(int(window_values(k, results)[0]) for k in range(len(windows)))
+
+
+def _rows_written(rows: dict):
+    """One Delayed task that writes each of ``rows`` (name -> (a one-block dask array, its zarr
+    array): the activity metrics, a row over the units each) whole, every chunk: a write task and
+    a finalize task per metric were ~10 round trips to a distributed worker at a save's end."""
+    from dask.core import flatten
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    layers, deps, keys = {}, {}, []
+    for data, _ in rows.values():
+        g = data.__dask_graph__()
+        layers.update(g.layers)
+        deps.update(g.dependencies)
+        (key,) = flatten(data.__dask_keys__())  # (one block: raises otherwise)
+        keys.append(key)
+    top = f"metric-writes-{uuid.uuid4().hex}"
+    layers[top], deps[top] = {top: (_store_rows, keys, [t for _, t in rows.values()])}, set(layers)
+    return Delayed(top, HighLevelGraph(layers, deps), layer=top)
+
+
+def _store_rows(rows: list, targets: list) -> int:
+    for row, target in zip(rows, targets):
+        _store_block(np.asarray(row), target, [0])
+    return len(rows)
 
 
 def _late_metrics(ds: xr.Dataset, writer: dict | None) -> dict:

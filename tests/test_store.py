@@ -339,6 +339,25 @@ def test_a_save_hands_the_scheduler_the_movie_one_window_at_a_time(tmp_path):
     assert segments[2] == [[], [0, 1], [], []]
 
 
+def test_a_saves_last_step_writes_the_activity_metrics_in_one_task(tmp_path):
+    """The five activity metrics are written by one task at the end of a save (not a write task
+    and a finalize task apiece: round trips to a distributed worker), with their values."""
+    from dask.callbacks import Callback
+
+    class Last(Callback):
+        def _start(self, dsk):
+            self.keys = [str(k[0] if isinstance(k, tuple) else k) for k in _keys_run(dsk)]
+
+    spec = small_spec()
+    with Last() as last:
+        saved = simulate(spec).save(tmp_path / "a.zarr", scheduler="sync")
+    assert sum(k.startswith("metric-writes-") for k in last.keys) == 1
+    assert not any(k.startswith(("_store_chunks-", "finalize-")) for k in last.keys), last.keys
+    lazy = simulate(spec).dataset
+    for name in ("oracle_r", "pnr", "compactness", "visibility", "detectable"):
+        np.testing.assert_array_equal(saved.dataset[name].values, lazy[name].values, err_msg=name)
+
+
 def test_steps_in_flight_overlap_on_one_pool_of_threads():
     """With ``ahead``, the next step computes while one ends: here a task of the first step waits
     for a task of the second to start, which one step at a time could never give (the wait
