@@ -563,6 +563,26 @@ def plain_array(name: str, layer: Mapping, chunks: tuple, dtype, below: tuple = 
                     meta=np.empty((0,) * len(chunks), dtype))
 
 
+def plain_delayed(key: str, task: tuple, layers: dict, dependencies: list):
+    """A Delayed of ``task`` at ``key``, over plain ``layers`` (name -> {key: task}) that read
+    the dask collections ``dependencies`` and each other: one high-level graph, no tokenising of
+    arguments (:func:`plain_array`'s twin for one task)."""
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    all_layers, deps = {}, {}
+    for d in dependencies:
+        all_layers.update(d.dask.layers)
+        deps.update(d.dask.dependencies)
+    below = set(all_layers)
+    for name, layer in layers.items():
+        all_layers[name] = layer
+        deps[name] = set(below)
+    all_layers[key] = {key: task}
+    deps[key] = set(all_layers) - {key}
+    return Delayed(key, HighLevelGraph(all_layers, deps), layer=key)
+
+
 def _segment_task(index: tuple, segments: str | None, spec_json: str, name: str, n_frames: int,
                   per_unit: bool) -> tuple:
     """The task of block ``index`` of :func:`segment_array`'s ``name``: it reads segment

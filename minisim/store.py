@@ -860,19 +860,15 @@ def _rows_written(rows: dict):
     array): the activity metrics, a row over the units each) whole, every chunk: a write task and
     a finalize task per metric were ~10 round trips to a distributed worker at a save's end."""
     from dask.core import flatten
-    from dask.delayed import Delayed
-    from dask.highlevelgraph import HighLevelGraph
 
-    layers, deps, keys = {}, {}, []
-    for data, _ in rows.values():
-        g = data.__dask_graph__()
-        layers.update(g.layers)
-        deps.update(g.dependencies)
+    from . import render
+
+    arrays, targets, keys = [d for d, _ in rows.values()], [t for _, t in rows.values()], []
+    for data in arrays:
         (key,) = flatten(data.__dask_keys__())  # (one block: raises otherwise)
         keys.append(key)
     top = f"metric-writes-{uuid.uuid4().hex}"
-    layers[top], deps[top] = {top: (_store_rows, keys, [t for _, t in rows.values()])}, set(layers)
-    return Delayed(top, HighLevelGraph(layers, deps), layer=top)
+    return render.plain_delayed(top, (_store_rows, keys, targets), {}, arrays)
 
 
 def _store_rows(rows: list, targets: list) -> int:

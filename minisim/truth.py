@@ -343,14 +343,14 @@ def metric_parts(spec: Spec, n_units: int, boxes: list | None = None, segments=N
     part, join = f"cores-part-{token}", f"cores-{token}"
     layer = {(part, i): (_cores_part_task, sj, int(u0), b.key)
              for i, (u0, b) in enumerate(zip(starts, boxes))}
-    cores = _delayed_of(join, (_cores_join_task, sj, list(layer)), {part: layer}, boxes)
+    cores = render.plain_delayed(join, (_cores_join_task, sj, list(layer)), {part: layer}, boxes)
     n_seg = -(-T // activity.SEGMENT_FRAMES)
     # (sum, sum of squares, max) x units, one task per segment, folded in segment order by one
     # task that takes them all
     segments = render.segment_blocks(spec) if segments is None else segments
     moments = f"moments-{tokenize(T, n_units, segments.name)}"
     layer = render.BlockTasks(moments, (n_seg,), _moments_task, segments.name, T)
-    sums = _delayed_of(f"fold-{moments}", (_fold_moment_parts, list(layer)), {moments: layer}, [segments])
+    sums = render.plain_delayed(f"fold-{moments}", (_fold_moment_parts, list(layer)), {moments: layer}, [segments])
     # and the parts as a dask array (3, units, segments), a block per segment: a save computes
     # them beside the movie's windows, which build the same segments, and folds them at the end
     import dask.array as da
@@ -403,21 +403,22 @@ def lazy_activity_metrics(spec: Spec, n_units: int, cores, sums, movie_path: str
                      None if pnr is None else _key_or_fresh_name(pnr))
     c, m = (x.key if _is_delayed(x) else x for x in (cores, sums))
     batch, pnr_key, both = f"oracle-batch-{token}", f"pnr-{token}", f"activity-metrics-{token}"
+    tasks = oracle_tasks(T)
     if movie is None:
         layer = {(batch, i): (_oracle_task, sj, fr.start, fr.stop, c, movie_path)
-                 for i, fr in enumerate(oracle_tasks(T)) if i not in done}
+                 for i, fr in enumerate(tasks) if i not in done}
     else:
         keys, starts = movie.__dask_keys__(), np.cumsum((0,) + movie.chunks[0])
         layer = {}
-        for i, fr in enumerate(oracle_tasks(T)):
+        for i, fr in enumerate(tasks):
             first = int(np.searchsorted(starts, fr.start, side="right")) - 1
             last = int(np.searchsorted(starts, fr.stop, side="left"))
             layer[(batch, i)] = (_oracle_blocks_task, sj, fr.start, fr.stop, c, keys[first:last],
                                  int(starts[first]))
-    batches = [done.get(i, (batch, i)) for i in range(len(oracle_tasks(T)))]
-    got = _delayed_of(both, (_metrics_task, sj, c, batches, m, pnr_key if pnr is None else pnr),
-                      {batch: layer, **({pnr_key: {pnr_key: (_pnr_task, sj)}} if pnr is None else {})},
-                      [x for x in (cores, sums) if _is_delayed(x)] + ([] if movie is None else [movie]))
+    batches = [done.get(i, (batch, i)) for i in range(len(tasks))]
+    got = render.plain_delayed(both, (_metrics_task, sj, c, batches, m, pnr_key if pnr is None else pnr),
+                               {batch: layer, **({pnr_key: {pnr_key: (_pnr_task, sj)}} if pnr is None else {})},
+                               [x for x in (cores, sums) if _is_delayed(x)] + ([] if movie is None else [movie]))
     # a row of the task's (variables, units) array each, in a plain graph (a getitem and an
     # astype layer apiece were ~15 % of simulate() of a 40-frame recording)
     out = {}
@@ -439,8 +440,8 @@ def oracle_task(spec: Spec, i: int, cores, movie_path: str):
     fr = oracle_tasks(spec.recording.n_frames)[i]
     key = f"oracle-task-{tokenize(sj, i, movie_path, _key_or_fresh_name(cores))}"
     c = cores.key if _is_delayed(cores) else cores
-    return _delayed_of(key, (_oracle_task, sj, fr.start, fr.stop, c, movie_path), {},
-                       [cores] if _is_delayed(cores) else [])
+    return render.plain_delayed(key, (_oracle_task, sj, fr.start, fr.stop, c, movie_path), {},
+                                [cores] if _is_delayed(cores) else [])
 
 
 def pnr_task(spec: Spec):
@@ -450,7 +451,7 @@ def pnr_task(spec: Spec):
 
     sj = spec.model_dump_json()
     key = f"pnr-early-{tokenize(sj)}"
-    return _delayed_of(key, (_pnr_task, sj), {}, [])
+    return render.plain_delayed(key, (_pnr_task, sj), {}, [])
 
 
 def _metric_row(metrics: np.ndarray, i: int, dtype) -> np.ndarray:
@@ -477,25 +478,6 @@ def _is_future(x) -> bool:
     distributed is not imported for this)."""
     distributed = sys.modules.get("distributed")
     return distributed is not None and isinstance(x, distributed.Future)
-
-
-def _delayed_of(key: str, task: tuple, layers: dict, dependencies: list):
-    """A Delayed of ``task`` at ``key``, over plain ``layers`` (name -> {key: task}) that read
-    ``dependencies`` (Delayed) and each other: one high-level graph, no tokenising of arguments."""
-    from dask.delayed import Delayed
-    from dask.highlevelgraph import HighLevelGraph
-
-    all_layers, deps = {}, {}
-    for d in dependencies:
-        all_layers.update(d.dask.layers)
-        deps.update(d.dask.dependencies)
-    below = set(all_layers)
-    for name, layer in layers.items():
-        all_layers[name] = layer
-        deps[name] = set(below)
-    all_layers[key] = {key: task}
-    deps[key] = set(all_layers) - {key}
-    return Delayed(key, HighLevelGraph(all_layers, deps), layer=key)
 
 
 def lazy_unit_metrics(spec: Spec, n_units: int, boxes: list | None = None, segments=None,
