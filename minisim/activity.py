@@ -110,8 +110,7 @@ class Activity:
     spikes : (n_units, n_frames) uint8, spike counts per frame (ground truth S), clipped at 255.
     dff : (n_units, n_frames) float32, ΔF/F before bleaching (0 at rest), exposure-averaged.
     bleach : (n_units, n_frames) float32, multiplicative bleaching factor, 1 at t = 0.
-        These three are None in a World's Activity, which keeps the per-unit fields only
-        (the World holds C; a Recording computes dF/F and S lazily).
+        ``bleach`` is None in the Activity a World's segment keeps (the segment's C holds it).
     spike_times : per unit, float64 exact spike times in s (those falling in the recording).
     neuropil_f : (n_frames,) float32, neuropil time course, mean ~1, bleaching included.
     active : (n_units,) bool, False for a silent cell.

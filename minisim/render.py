@@ -26,7 +26,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -117,10 +117,19 @@ class World:
         with building:
             with self._lock:
                 got = self._segments.get(seg)
+                keep = WORLD_SEGMENTS if self.truth else RENDER_WORLD_SEGMENTS
+                # room made before the build, not after: a full cache and the segment being
+                # built were one segment more than the cache holds (~26 MB for V4, at every
+                # segment's start of a long save)
+                room = got is None and (evict or seg > max(self._segments, default=seg))
+                dropped = room and len(self._segments) >= keep
+                while room and len(self._segments) >= keep:
+                    self._segments.popitem(last=False)
+            if dropped:
+                _trim_heap()
             if got is None:
                 got = self.build_segment(seg)
                 with self._lock:
-                    keep = WORLD_SEGMENTS if self.truth else RENDER_WORLD_SEGMENTS
                     # a reader ahead of every cached segment asks for the one the render,
                     # which moves forward in time, reads next: kept as the newest
                     newest = evict or seg > max(self._segments, default=seg)
@@ -142,7 +151,8 @@ class World:
         frames = min(SEGMENT_FRAMES, max(self.n_frames - seg * SEGMENT_FRAMES, 1))
         act = self.activity.segment(seg, frames)
         keep = self.truth if truth is None else truth
-        return Segment(act if keep else None, act.C,
+        # (its bleaching course is in C: kept, it was ~7.6 MB of a V4 segment that nothing read)
+        return Segment(replace(act, bleach=None) if keep else None, act.C,
                        np.ascontiguousarray(act.neuropil_f, np.float32),
                        motion_segment(self.spec, seg))
 

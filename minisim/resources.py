@@ -47,9 +47,10 @@ def resource_plan(spec: Spec) -> dict:
     area_mm2 = ((H - 1 + 2 * m) * d + 2 * reach) * ((W - 1 + 2 * m) * d + 2 * reach) * 1e-6
     units = expected_count(spec, area_mm2)
     T = spec.recording.n_frames
-    # traces a segment at a time: C, dF/F, S and bleaching of the segments a World keeps
+    # traces a segment at a time: C, dF/F and S of the segments a World keeps (9 bytes a unit
+    # and frame; C holds the bleaching), one of them in the making with its bleaching (4 more)
     held = min(T, render.WORLD_SEGMENTS * SEGMENT_FRAMES)
-    arrays = {f"traces of {render.WORLD_SEGMENTS} segments (units x {held} frames)": 14.0 * units * held}
+    arrays = {f"traces of {render.WORLD_SEGMENTS} segments (units x {held} frames)": 10.0 * units * held}
     arrays["per-unit truth (position, kinetics, metrics)"] = 96.0 * units
     arrays["scene maps (padded frame, float32)"] = 8 * 4.0 * (H + 2 * m) * (W + 2 * m)
     return {"units": units, "frames": T, "area_mm2": area_mm2, "arrays": arrays,

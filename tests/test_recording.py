@@ -134,6 +134,46 @@ def test_a_ground_truth_read_ahead_of_the_render_leaves_its_segment_for_the_rend
     assert list(world._segments) == cached and built == [0, 1, 2, 3, 0]
 
 
+@pytest.mark.parametrize("truth", [True, False])
+def test_a_world_makes_room_before_it_builds_a_segment(monkeypatch, truth):
+    """A World whose cache is full drops its oldest segment before it builds the next one, not
+    after: the segments cached while a build runs are one fewer than the cache holds, so a long
+    save never holds a full cache and a segment in the making (one segment more than a short
+    recording can hold; the hour's peak above the minute's, docs/performance.md). The segments
+    kept afterwards are the newest, as before."""
+    from minisim import render
+
+    spec = small_spec(**{"recording.duration_s": 600.0})  # 6,000 frames: 6 segments
+    world = render.build_world(spec, truth=truth)
+    keep = render.WORLD_SEGMENTS if truth else render.RENDER_WORLD_SEGMENTS
+    held_at_build = []
+    build_segment = render.World.build_segment
+    monkeypatch.setattr(render.World, "build_segment",
+                        lambda self, seg: (held_at_build.append(len(self._segments)), build_segment(self, seg))[1])
+    L = render.SEGMENT_FRAMES
+    for seg in range(6):  # a render moving forward in time
+        world.traces(range(seg * L, seg * L + 8))
+    assert held_at_build == [min(seg, keep - 1) for seg in range(6)]
+    assert list(world._segments) == list(range(6 - keep, 6))
+
+
+def test_a_worlds_segment_keeps_c_without_the_bleaching_course_it_holds():
+    """A ground-truth World's cached segment keeps its Activity's dF/F and S (read by the per-
+    frame ground truth), not the bleaching course: that is in C, which is bleach x (1 + dF/F) of
+    the same segment computed afresh, bit for bit."""
+    from minisim import render
+    from minisim.activity import ActivityBatch
+
+    spec = small_spec(**{"recording.duration_s": 250.0})
+    world = render.build_world(spec)
+    seg = world.segment(1)
+    whole = ActivityBatch(spec, world.scene.cells.unit_id).segment(1)
+    assert seg.activity.bleach is None and whole.bleach is not None
+    np.testing.assert_array_equal(seg.C, whole.C)
+    np.testing.assert_array_equal(seg.activity.dff, whole.dff)
+    np.testing.assert_array_equal(seg.activity.spikes, whole.spikes)
+
+
 def test_the_time_coordinate_is_a_block_per_time_chunk_of_exact_frame_times(tmp_path, monkeypatch):
     """``time_s`` of a 3-segment recording is one block (and one zarr chunk, written by one
     task), not one per segment; cut into smaller blocks its values are the same frame times."""
