@@ -830,13 +830,35 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
     # the oracle's early runs go beside later windows (``oracle_at``), and A_planted then
     # beside A.
     first = windows[0] if windows else np.int64(0)
+    released: list = []
+
+    def after_ground_truth(build):
+        """``build`` (a step of the results: built once the ground truth's step is done), the
+        first such step handing the heap's free pages back to the system first: the ground
+        truth's one-off work (A's and A_planted's chunks, the footprint boxes and cores) leaves
+        ~100 MB (V4 CA1) free but held, scattered in the heaps, that glibc
+        keeps until a trim (the first one came only with the fourth trace segment), and an
+        hour's save peaked on top of it where the oracle's first early run met a window's end
+        (docs/performance.md). On dask's local schedulers this process computed it (a
+        distributed worker's heaps are its own: untouched)."""
+        def step(results: list):
+            if not released:
+                released.append(True)
+                from . import render
+
+                render._trim_heap()
+            return build(results)
+
+        return step
+
     # (the second window waits for the ground truth's step: beside it, the ground truth held
     # ~120-160 MB more at the peak of a longer save than a one-window save's)
     steps: list = [(first,), Deferred(ground_truth),
-                   *(After(sorted(needs_at[k]), lambda results, k=k: window_with_oracle(k, results))
-                     if k in oracle_at else (lambda results, k=k: sized(k)) if k == 1 else
+                   *(After(sorted(needs_at[k]), after_ground_truth(lambda results, k=k: window_with_oracle(k, results)))
+                     if k in oracle_at else after_ground_truth(lambda results: sized(1)) if k == 1 else
                      Deferred(lambda k=k: sized(k)) for k in range(1, len(windows)))]
 
+    @after_ground_truth
     def last(results: list) -> tuple:
         if not late:
             return tuple(rest)

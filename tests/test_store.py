@@ -358,6 +358,27 @@ def test_a_saves_last_step_writes_the_activity_metrics_in_one_task(tmp_path):
         np.testing.assert_array_equal(saved.dataset[name].values, lazy[name].values, err_msg=name)
 
 
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_save_hands_the_heap_back_once_its_ground_truth_is_written(tmp_path, monkeypatch, scheduler):
+    """The ground truth's one-off work (the footprints' chunks, boxes and cores) leaves free
+    pages scattered in the heaps: a save trims them once, when that step is done (its every
+    chunk of A on disk), and not again (a short recording evicts no trace segment)."""
+    import os
+
+    from minisim import render
+
+    def chunks_of_a() -> int:  # (the save writes beside its path, then renames)
+        return sum(len(files) for top, _, files in os.walk(tmp_path)
+                   if "A" in os.path.relpath(top, tmp_path).split(os.sep) and "c" in top.split(os.sep))
+
+    seen = []
+    trim = render._trim_heap
+    monkeypatch.setattr(render, "_trim_heap", lambda: (seen.append(chunks_of_a()), trim())[1])
+    simulate(small_spec()).save(tmp_path / "a.zarr", scheduler=scheduler)
+    written = chunks_of_a()
+    assert written > 1 and seen == [written]
+
+
 def test_steps_in_flight_overlap_on_one_pool_of_threads():
     """With ``ahead``, the next step computes while one ends: here a task of the first step waits
     for a task of the second to start, which one step at a time could never give (the wait
