@@ -834,13 +834,12 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
 
     def after_ground_truth(build):
         """``build`` (a step of the results: built once the ground truth's step is done), the
-        first such step handing the heap's free pages back to the system first: the ground
+        first such step handing the heap's free pages back to the system first. The ground
         truth's one-off work (A's and A_planted's chunks, the footprint boxes and cores) leaves
-        ~100 MB (V4 CA1) free but held, scattered in the heaps, that glibc
-        keeps until a trim (the first one came only with the fourth trace segment), and an
-        hour's save peaked on top of it where the oracle's first early run met a window's end
-        (docs/performance.md). On dask's local schedulers this process computed it (a
-        distributed worker's heaps are its own: untouched)."""
+        ~60 MB (V4 CA1) free but held in glibc's heaps, which no trim gave back before the
+        first trace segment was evicted (never, in a short save), and every save's peak sat on
+        top of it (docs/performance.md). On dask's local schedulers this process computed that
+        step; a distributed worker's heaps are its own (untouched)."""
         def step(results: list):
             if not released:
                 released.append(True)
