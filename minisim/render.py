@@ -144,6 +144,18 @@ class World:
                     _trim_heap()
             return got
 
+    def keep_only(self, segments) -> None:
+        """Drop every cached segment but ``segments`` (their numbers), handing the heap's free
+        pages back if any went: for a reader that knows what is still to be read (a save's last
+        step, :func:`release_segments`). The values never depend on it: a dropped segment asked
+        for again is built again."""
+        with self._lock:
+            gone = [s for s in self._segments if s not in segments]
+            for s in gone:
+                del self._segments[s]
+        if gone:
+            _trim_heap()
+
     def build_segment(self, seg: int, *, truth: bool | None = None) -> Segment:
         """Segment ``seg`` built afresh, not cached (:meth:`segment` caches it); with its
         Activity if ``truth`` (default: the World's own ``truth``)."""
@@ -280,6 +292,15 @@ def get_world(spec_json: str, window: tuple[int, int, int, int] | None = None,
             w = build_world(Spec.model_validate_json(spec_json), window, n_frames=n_frames)
         _keep(_WORLDS, key, w, PROCESS_WORLDS)
         return w
+
+
+def release_segments(spec_json: str, keep) -> None:
+    """:meth:`World.keep_only` ``keep`` on this process's World of the whole ``spec_json``
+    recording, where it has one (none is built for it)."""
+    with _LOCK:
+        world = _WORLDS.get((spec_json, None, None))
+    if world is not None:
+        world.keep_only(set(keep))
 
 
 def remember_world(world: World) -> None:

@@ -867,6 +867,8 @@ def _write_variables(ds: xr.Dataset, path: Path, top: int, scheduler, progress: 
         else:
             sums = late["fold"]([window_values(k, results)[1][1] for k in range(len(bounds)) if has_parts[k]])
         got = {what: results[step][i] for what, (step, i) in ahead_of_last.items()}
+        # (every window is written: the World keeps only the segments this step reads)
+        late["release"](got)
         pnr = got.pop("pnr", None)
         arrays = late["later"](os.path.abspath(path / "movie"), cores, sums, got, pnr)  # (workers may run elsewhere)
         return (*rest, _rows_written({n: (arrays[n], targets[n]) for n in arrays}))

@@ -515,7 +515,9 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
     ``fold`` from its blocks in segment order); ``later(movie_path,
     cores, sums, done, pnr)``: the metrics as dask arrays from those (Delayed or values,
     :func:`lazy_activity_metrics`); ``oracle_frames``: the frames of each oracle task;
-    ``oracle_task(movie_path, cores, i)``: :func:`oracle_task`; ``pnr()``: :func:`pnr_task`."""
+    ``oracle_task(movie_path, cores, i)``: :func:`oracle_task`; ``pnr()``: :func:`pnr_task`;
+    ``release(done)``: this process's World keeps only the segments still read
+    (:func:`segments_still_read`)."""
     return {
         "names": {name: metrics[name].name for name in ACTIVITY_METRICS},
         "cores": parts["cores"],
@@ -528,7 +530,20 @@ def metrics_writer(spec: Spec, n_units: int, parts: dict, metrics: dict) -> dict
         "pnr": lambda: pnr_task(spec),
         "oracle_frames": oracle_tasks(spec.recording.n_frames),
         "oracle_task": lambda movie_path, cores, i: oracle_task(spec, i, cores, movie_path),
+        "release": lambda done: render.release_segments(spec.model_dump_json(), segments_still_read(spec, done)),
     }
+
+
+def segments_still_read(spec: Spec, done) -> set[int]:
+    """The trace segments the activity metrics still read when ``done`` (indices of
+    :func:`oracle_tasks`, and "pnr") are computed: those of the oracle's other runs, and the
+    first (:func:`peak_snr`) unless "pnr" is done. A save's last step keeps only these in its
+    World (``metrics_writer``'s ``release``): an hour's save held three segments there where
+    its last run reads one, and a one-minute save holds two (~35 MB of V4 CA1's peak)."""
+    L = activity.SEGMENT_FRAMES
+    out = {s for i, fr in enumerate(oracle_tasks(spec.recording.n_frames)) if i not in done
+           for s in range(fr.start // L, (fr.stop - 1) // L + 1)}
+    return out if "pnr" in done else out | {0}
 
 
 def _cores_part_task(spec_json: str, u0: int, boxes: list) -> tuple:

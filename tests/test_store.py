@@ -379,6 +379,38 @@ def test_a_save_hands_the_heap_back_once_its_ground_truth_is_written(tmp_path, m
     assert written > 1 and seen == [written]
 
 
+def test_a_saves_last_step_keeps_only_the_trace_segments_it_reads(tmp_path, monkeypatch):
+    """Once every window is written, the World keeps only the segments the last step reads (the
+    oracle's last run, and the first segment where the peak-to-noise ratios are still to come):
+    a long save held three there (one more than a one-minute save holds, ~35 MB of V4 CA1's
+    peak). The dropped segments are not built again, and the metrics are the unsaved
+    Recording's."""
+    from minisim import render, truth
+
+    # 5,200 frames: 6 segments, 5 windows; the oracle's runs begin at 0, 1723, 3445 and 5168:
+    # on threads the first two are computed beside later windows, the last two in the last step
+    # (segments 3 and 5)
+    spec = small_spec(**{"recording.fps": 200.0, "recording.duration_s": 26.0,
+                         "sensor.width_px": 16, "sensor.height_px": 16})
+    chunks = {"frame": 64, "height": 16, "width": 16}
+    rec = simulate(spec, chunks=chunks)
+    world = render.get_world(spec.model_dump_json())
+    kept, built = [], []
+    keep_only, build_segment = render.World.keep_only, render.World.build_segment
+    monkeypatch.setattr(render.World, "keep_only", lambda self, segs: kept.append(
+        (sorted(segs), sorted(self._segments), keep_only(self, segs), sorted(self._segments), len(built))))
+    monkeypatch.setattr(render.World, "build_segment", lambda self, seg, **kw: (
+        built.append(seg), build_segment(self, seg, **kw))[1])
+    saved = rec.save(tmp_path / "a.zarr", scheduler="threads")
+    assert truth.segments_still_read(spec, {0, 1, 2, 3, "pnr"}) == {3, 5}  # (2 tasks a run)
+    # the last step asked to keep 3 and 5, while the cache held three segments, 4 among them
+    assert [k[:4] for k in kept] == [([3, 5], [3, 4, 5], None, [3, 5])]
+    assert sorted(world._segments) == [3, 5] and built[kept[0][4]:] == []  # nothing built after
+    lazy = simulate(spec, chunks=chunks).dataset
+    for name in ("oracle_r", "pnr", "compactness", "visibility", "detectable"):
+        np.testing.assert_array_equal(saved.dataset[name].values, lazy[name].values, err_msg=name)
+
+
 def test_steps_in_flight_overlap_on_one_pool_of_threads():
     """With ``ahead``, the next step computes while one ends: here a task of the first step waits
     for a task of the second to start, which one step at a time could never give (the wait
